@@ -1,0 +1,100 @@
+//! What every aggregate offers (decide, apply), the reasons a command is rejected, and the
+//! union of all domain events.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::message::{DecodeError, Message};
+use crate::{InvestorEvent, InvoiceEvent, InvoiceStatus, IssuerEvent, IssuerId, Money};
+
+/// An event-sourced aggregate: its state is the fold of its events with [`Aggregate::apply`].
+pub trait Aggregate:
+    Default + Clone + fmt::Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// The name stored with each event and snapshot, e.g. `"Investor"`.
+    const TYPE: &'static str;
+    type Id: Copy + fmt::Display + Into<Uuid> + From<Uuid> + Send + Sync + 'static;
+    type Command: fmt::Debug + Send + Sync;
+    type Event: Message + fmt::Debug + Clone + PartialEq + Send + Sync + 'static;
+
+    /// The events a command produces on this state, or why it is refused. Never an empty list.
+    fn decide(&self, id: Self::Id, command: &Self::Command) -> Result<Vec<Self::Event>, Rejection>;
+
+    /// The state after an event. Infallible: `decide` only produces events that fit.
+    fn apply(&mut self, event: &Self::Event);
+
+    /// The state after a sequence of events.
+    fn replay<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self {
+        let mut state = Self::default();
+        for event in events {
+            state.apply(event);
+        }
+        state
+    }
+}
+
+/// Why the domain refuses a command. A rejection produces no event; the handler records it as
+/// the command's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("{aggregate} {id} already exists")]
+    AlreadyExists { aggregate: &'static str, id: Uuid },
+    #[error("{aggregate} {id} does not exist")]
+    NotFound { aggregate: &'static str, id: Uuid },
+    #[error("issuer {0} is not registered")]
+    UnknownIssuer(IssuerId),
+    #[error("amount must be positive")]
+    AmountNotPositive,
+    #[error("insufficient balance: bid {requested} but balance is {available}")]
+    InsufficientBalance { requested: Money, available: Money },
+    #[error("insufficient reserved funds: {requested} requested but {reserved} reserved")]
+    InsufficientReserved { requested: Money, reserved: Money },
+    #[error("invoice is {status}, not FINANCED")]
+    InvoiceNotFinanced { status: InvoiceStatus },
+}
+
+impl Rejection {
+    pub(crate) fn already_exists<A: Aggregate>(id: A::Id) -> Rejection {
+        Rejection::AlreadyExists {
+            aggregate: A::TYPE,
+            id: id.into(),
+        }
+    }
+
+    pub(crate) fn not_found<A: Aggregate>(id: A::Id) -> Rejection {
+        Rejection::NotFound {
+            aggregate: A::TYPE,
+            id: id.into(),
+        }
+    }
+}
+
+/// Any domain event, as read back from the event stream by its aggregate and type names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Issuer(IssuerEvent),
+    Investor(InvestorEvent),
+    Invoice(InvoiceEvent),
+}
+
+impl Event {
+    pub fn decode(
+        aggregate_type: &str,
+        event_type: &str,
+        payload: serde_json::Value,
+    ) -> Result<Event, DecodeError> {
+        use crate::{Investor, Invoice, Issuer};
+        match aggregate_type {
+            Issuer::TYPE => IssuerEvent::from_payload(event_type, payload).map(Event::Issuer),
+            Investor::TYPE => InvestorEvent::from_payload(event_type, payload).map(Event::Investor),
+            Invoice::TYPE => InvoiceEvent::from_payload(event_type, payload).map(Event::Invoice),
+            other => Err(DecodeError {
+                type_name: event_type.to_owned(),
+                reason: format!("unknown aggregate type {other:?}"),
+            }),
+        }
+    }
+}

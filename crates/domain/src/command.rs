@@ -1,0 +1,138 @@
+//! Commands: what clients send through the listener, and commands addressed to one aggregate.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::message::Message;
+use crate::{
+    InvestorCommand, InvestorId, InvoiceCommand, InvoiceId, IssuerCommand, IssuerId, Money,
+};
+
+/// A command addressed to one aggregate, ready for its `decide`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Issuer(IssuerId, IssuerCommand),
+    Investor(InvestorId, InvestorCommand),
+    Invoice(InvoiceId, InvoiceCommand),
+}
+
+/// A client's request as it travels on the `financing.commands` topic, already checked for
+/// form by the listener (ids are ids, amounts are valid money).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum ClientCommand {
+    SellInvoice {
+        invoice_id: InvoiceId,
+        issuer_id: IssuerId,
+        asking_price: Money,
+    },
+    BidOnInvoice {
+        investor_id: InvestorId,
+        invoice_id: InvoiceId,
+        bid: Money,
+    },
+    ApproveFinancing {
+        invoice_id: InvoiceId,
+    },
+    ReverseFinancing {
+        invoice_id: InvoiceId,
+    },
+}
+
+impl ClientCommand {
+    /// The aggregate the command changes, which is also its Kafka key: commands for one
+    /// aggregate stay in order on one partition.
+    pub fn aggregate_id(&self) -> Uuid {
+        match self {
+            ClientCommand::SellInvoice { invoice_id, .. }
+            | ClientCommand::ApproveFinancing { invoice_id }
+            | ClientCommand::ReverseFinancing { invoice_id } => invoice_id.as_uuid(),
+            // A bid first reserves the investor's funds; the invoice hears of it by the saga.
+            ClientCommand::BidOnInvoice { investor_id, .. } => investor_id.as_uuid(),
+        }
+    }
+
+    /// The aggregate command, once the handler knows whether a seller's issuer is registered.
+    /// `issuer_registered` is only looked at for `SellInvoice`.
+    pub fn into_command(self, issuer_registered: bool) -> Command {
+        match self {
+            ClientCommand::SellInvoice {
+                invoice_id,
+                issuer_id,
+                asking_price,
+            } => Command::Invoice(
+                invoice_id,
+                InvoiceCommand::Sell {
+                    issuer_id,
+                    asking_price,
+                    issuer_registered,
+                },
+            ),
+            ClientCommand::BidOnInvoice {
+                investor_id,
+                invoice_id,
+                bid,
+            } => Command::Investor(
+                investor_id,
+                InvestorCommand::PlaceBid {
+                    invoice_id,
+                    amount: bid,
+                },
+            ),
+            ClientCommand::ApproveFinancing { invoice_id } => {
+                Command::Invoice(invoice_id, InvoiceCommand::ApproveFinancing)
+            }
+            ClientCommand::ReverseFinancing { invoice_id } => {
+                Command::Invoice(invoice_id, InvoiceCommand::ReverseFinancing)
+            }
+        }
+    }
+}
+
+impl Message for ClientCommand {
+    fn type_name(&self) -> &'static str {
+        match self {
+            ClientCommand::SellInvoice { .. } => "SellInvoice",
+            ClientCommand::BidOnInvoice { .. } => "BidOnInvoice",
+            ClientCommand::ApproveFinancing { .. } => "ApproveFinancing",
+            ClientCommand::ReverseFinancing { .. } => "ReverseFinancing",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_command_travels_as_type_and_payload() {
+        let command = ClientCommand::BidOnInvoice {
+            investor_id: InvestorId::new_random(),
+            invoice_id: InvoiceId::new_random(),
+            bid: Money::from_cents(2050),
+        };
+        let payload = command.to_payload();
+        assert_eq!(payload["bid"], "20.50");
+        assert_eq!(
+            ClientCommand::from_payload(command.type_name(), payload),
+            Ok(command)
+        );
+    }
+
+    #[test]
+    fn an_unknown_command_type_does_not_decode() {
+        let error = ClientCommand::from_payload("Explode", serde_json::json!({})).unwrap_err();
+        assert!(error.reason.contains("unknown variant"), "{error}");
+    }
+
+    #[test]
+    fn a_bid_is_keyed_by_its_investor() {
+        let investor_id = InvestorId::new_random();
+        let command = ClientCommand::BidOnInvoice {
+            investor_id,
+            invoice_id: InvoiceId::new_random(),
+            bid: Money::units(1),
+        };
+        assert_eq!(command.aggregate_id(), investor_id.as_uuid());
+    }
+}

@@ -1,0 +1,386 @@
+//! The investor's account: money moves between balance, reserved (bids in flight) and
+//! committed (approved financings), and never goes below zero.
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::Message;
+use crate::{Aggregate, InvestorId, InvoiceId, Money, Rejection};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Investor {
+    registered: bool,
+    balance: Money,
+    reserved: Money,
+    committed: Money,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InvestorCommand {
+    /// From the `InvestorRegistered` integration event: create the account with its funds.
+    Create { name: String, funds: Money },
+    /// Reserve `amount` of the balance for a bid on an invoice.
+    PlaceBid {
+        invoice_id: InvoiceId,
+        amount: Money,
+    },
+    /// Give reserved funds back to the balance (a rejected bid, the surplus of a winning
+    /// bid, a reversed financing).
+    ReleaseFunds { amount: Money },
+    /// Turn reserved funds into committed ones (an approved financing).
+    CommitFunds { amount: Money },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum InvestorEvent {
+    InvestorCreated {
+        investor_id: InvestorId,
+        name: String,
+    },
+    InvestorFundsAdded {
+        investor_id: InvestorId,
+        amount: Money,
+    },
+    /// Moves `bid_amount` from balance to reserved.
+    BidOnInvoicePlaced {
+        investor_id: InvestorId,
+        invoice_id: InvoiceId,
+        bid_amount: Money,
+    },
+    /// Moves `amount` from reserved to balance.
+    InvestorFundsReleased {
+        investor_id: InvestorId,
+        amount: Money,
+    },
+    /// Moves `amount` from reserved to committed.
+    InvestorFundsCommitted {
+        investor_id: InvestorId,
+        amount: Money,
+    },
+}
+
+impl Investor {
+    pub fn is_registered(&self) -> bool {
+        self.registered
+    }
+
+    pub fn balance(&self) -> Money {
+        self.balance
+    }
+
+    pub fn reserved(&self) -> Money {
+        self.reserved
+    }
+
+    pub fn committed(&self) -> Money {
+        self.committed
+    }
+
+    fn take_from_reserved(&self, amount: Money) -> Result<(), Rejection> {
+        if amount.is_zero() {
+            return Err(Rejection::AmountNotPositive);
+        }
+        if amount > self.reserved {
+            return Err(Rejection::InsufficientReserved {
+                requested: amount,
+                reserved: self.reserved,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Aggregate for Investor {
+    const TYPE: &'static str = "Investor";
+    type Id = InvestorId;
+    type Command = InvestorCommand;
+    type Event = InvestorEvent;
+
+    fn decide(
+        &self,
+        id: InvestorId,
+        command: &InvestorCommand,
+    ) -> Result<Vec<InvestorEvent>, Rejection> {
+        use InvestorEvent::*;
+        let investor_id = id;
+        match command {
+            InvestorCommand::Create { .. } if self.registered => {
+                Err(Rejection::already_exists::<Investor>(id))
+            }
+            InvestorCommand::Create { name, funds } => {
+                let mut events = vec![InvestorCreated {
+                    investor_id,
+                    name: name.clone(),
+                }];
+                if !funds.is_zero() {
+                    events.push(InvestorFundsAdded {
+                        investor_id,
+                        amount: *funds,
+                    });
+                }
+                Ok(events)
+            }
+            _ if !self.registered => Err(Rejection::not_found::<Investor>(id)),
+            InvestorCommand::PlaceBid { amount, .. } if amount.is_zero() => {
+                Err(Rejection::AmountNotPositive)
+            }
+            InvestorCommand::PlaceBid { amount, .. } if *amount > self.balance => {
+                Err(Rejection::InsufficientBalance {
+                    requested: *amount,
+                    available: self.balance,
+                })
+            }
+            InvestorCommand::PlaceBid { invoice_id, amount } => Ok(vec![BidOnInvoicePlaced {
+                investor_id,
+                invoice_id: *invoice_id,
+                bid_amount: *amount,
+            }]),
+            InvestorCommand::ReleaseFunds { amount } => {
+                self.take_from_reserved(*amount)?;
+                Ok(vec![InvestorFundsReleased {
+                    investor_id,
+                    amount: *amount,
+                }])
+            }
+            InvestorCommand::CommitFunds { amount } => {
+                self.take_from_reserved(*amount)?;
+                Ok(vec![InvestorFundsCommitted {
+                    investor_id,
+                    amount: *amount,
+                }])
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &InvestorEvent) {
+        // `decide` never emits a move the account cannot afford, so these cannot fail on a
+        // stream this domain wrote; saturating keeps `apply` total on any other.
+        let add = |a: Money, b: Money| a.checked_add(b).unwrap_or(a);
+        let sub = |a: Money, b: Money| a.checked_sub(b).unwrap_or(Money::ZERO);
+        match event {
+            InvestorEvent::InvestorCreated { .. } => self.registered = true,
+            InvestorEvent::InvestorFundsAdded { amount, .. } => {
+                self.balance = add(self.balance, *amount);
+            }
+            InvestorEvent::BidOnInvoicePlaced { bid_amount, .. } => {
+                self.balance = sub(self.balance, *bid_amount);
+                self.reserved = add(self.reserved, *bid_amount);
+            }
+            InvestorEvent::InvestorFundsReleased { amount, .. } => {
+                self.reserved = sub(self.reserved, *amount);
+                self.balance = add(self.balance, *amount);
+            }
+            InvestorEvent::InvestorFundsCommitted { amount, .. } => {
+                self.reserved = sub(self.reserved, *amount);
+                self.committed = add(self.committed, *amount);
+            }
+        }
+    }
+}
+
+impl Message for InvestorEvent {
+    fn type_name(&self) -> &'static str {
+        match self {
+            InvestorEvent::InvestorCreated { .. } => "InvestorCreated",
+            InvestorEvent::InvestorFundsAdded { .. } => "InvestorFundsAdded",
+            InvestorEvent::BidOnInvoicePlaced { .. } => "BidOnInvoicePlaced",
+            InvestorEvent::InvestorFundsReleased { .. } => "InvestorFundsReleased",
+            InvestorEvent::InvestorFundsCommitted { .. } => "InvestorFundsCommitted",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InvestorEvent::*;
+    use super::*;
+    use crate::testing::given;
+
+    fn registered_with(id: InvestorId, funds: u64) -> Vec<InvestorEvent> {
+        vec![
+            InvestorCreated {
+                investor_id: id,
+                name: "Ada".into(),
+            },
+            InvestorFundsAdded {
+                investor_id: id,
+                amount: Money::units(funds),
+            },
+        ]
+    }
+
+    fn with_bid(id: InvestorId, funds: u64, bid: u64) -> Vec<InvestorEvent> {
+        let mut history = registered_with(id, funds);
+        history.push(BidOnInvoicePlaced {
+            investor_id: id,
+            invoice_id: InvoiceId::new_random(),
+            bid_amount: Money::units(bid),
+        });
+        history
+    }
+
+    #[test]
+    fn a_registered_investor_is_created_with_its_funds() {
+        let id = InvestorId::new_random();
+        let investor = given::<Investor>(id, [])
+            .when(InvestorCommand::Create {
+                name: "Ada".into(),
+                funds: Money::units(100),
+            })
+            .then(registered_with(id, 100));
+        assert_eq!(investor.balance(), Money::units(100));
+    }
+
+    #[test]
+    fn an_investor_registered_without_funds_has_no_funds_added_event() {
+        let id = InvestorId::new_random();
+        given::<Investor>(id, [])
+            .when(InvestorCommand::Create {
+                name: "Ada".into(),
+                funds: Money::ZERO,
+            })
+            .then([InvestorCreated {
+                investor_id: id,
+                name: "Ada".into(),
+            }]);
+    }
+
+    #[test]
+    fn an_investor_is_created_only_once() {
+        let id = InvestorId::new_random();
+        given::<Investor>(id, registered_with(id, 100))
+            .when(InvestorCommand::Create {
+                name: "Ada".into(),
+                funds: Money::units(100),
+            })
+            .then_rejected(Rejection::already_exists::<Investor>(id));
+    }
+
+    #[test]
+    fn a_bid_within_the_balance_reserves_the_amount() {
+        let id = InvestorId::new_random();
+        let invoice_id = InvoiceId::new_random();
+        let investor = given::<Investor>(id, registered_with(id, 100))
+            .when(InvestorCommand::PlaceBid {
+                invoice_id,
+                amount: Money::units(20),
+            })
+            .then([BidOnInvoicePlaced {
+                investor_id: id,
+                invoice_id,
+                bid_amount: Money::units(20),
+            }]);
+        assert_eq!(investor.balance(), Money::units(80));
+        assert_eq!(investor.reserved(), Money::units(20));
+    }
+
+    #[test]
+    fn a_bid_of_the_whole_balance_is_placed() {
+        let id = InvestorId::new_random();
+        let invoice_id = InvoiceId::new_random();
+        let investor = given::<Investor>(id, registered_with(id, 100))
+            .when(InvestorCommand::PlaceBid {
+                invoice_id,
+                amount: Money::units(100),
+            })
+            .then([BidOnInvoicePlaced {
+                investor_id: id,
+                invoice_id,
+                bid_amount: Money::units(100),
+            }]);
+        assert_eq!(investor.balance(), Money::ZERO);
+    }
+
+    #[test]
+    fn a_bid_above_the_balance_is_rejected_with_no_event() {
+        let id = InvestorId::new_random();
+        given::<Investor>(id, registered_with(id, 5))
+            .when(InvestorCommand::PlaceBid {
+                invoice_id: InvoiceId::new_random(),
+                amount: Money::units(10),
+            })
+            .then_rejected(Rejection::InsufficientBalance {
+                requested: Money::units(10),
+                available: Money::units(5),
+            });
+    }
+
+    #[test]
+    fn a_bid_of_zero_is_rejected() {
+        let id = InvestorId::new_random();
+        given::<Investor>(id, registered_with(id, 5))
+            .when(InvestorCommand::PlaceBid {
+                invoice_id: InvoiceId::new_random(),
+                amount: Money::ZERO,
+            })
+            .then_rejected(Rejection::AmountNotPositive);
+    }
+
+    #[test]
+    fn a_bid_by_an_unknown_investor_is_rejected() {
+        let id = InvestorId::new_random();
+        given::<Investor>(id, [])
+            .when(InvestorCommand::PlaceBid {
+                invoice_id: InvoiceId::new_random(),
+                amount: Money::units(1),
+            })
+            .then_rejected(Rejection::not_found::<Investor>(id));
+    }
+
+    #[test]
+    fn released_funds_go_back_to_the_balance() {
+        let id = InvestorId::new_random();
+        let investor = given::<Investor>(id, with_bid(id, 100, 20))
+            .when(InvestorCommand::ReleaseFunds {
+                amount: Money::units(5),
+            })
+            .then([InvestorFundsReleased {
+                investor_id: id,
+                amount: Money::units(5),
+            }]);
+        assert_eq!(investor.balance(), Money::units(85));
+        assert_eq!(investor.reserved(), Money::units(15));
+    }
+
+    #[test]
+    fn committed_funds_leave_reserved_for_committed() {
+        let id = InvestorId::new_random();
+        let investor = given::<Investor>(id, with_bid(id, 100, 20))
+            .when(InvestorCommand::CommitFunds {
+                amount: Money::units(20),
+            })
+            .then([InvestorFundsCommitted {
+                investor_id: id,
+                amount: Money::units(20),
+            }]);
+        assert_eq!(investor.balance(), Money::units(80));
+        assert_eq!(investor.reserved(), Money::ZERO);
+        assert_eq!(investor.committed(), Money::units(20));
+    }
+
+    #[test]
+    fn releasing_more_than_is_reserved_is_an_error_not_a_negative_number() {
+        let id = InvestorId::new_random();
+        given::<Investor>(id, with_bid(id, 100, 20))
+            .when(InvestorCommand::ReleaseFunds {
+                amount: Money::units(21),
+            })
+            .then_rejected(Rejection::InsufficientReserved {
+                requested: Money::units(21),
+                reserved: Money::units(20),
+            });
+    }
+
+    #[test]
+    fn committing_more_than_is_reserved_is_an_error_not_a_negative_number() {
+        let id = InvestorId::new_random();
+        given::<Investor>(id, registered_with(id, 100))
+            .when(InvestorCommand::CommitFunds {
+                amount: Money::units(1),
+            })
+            .then_rejected(Rejection::InsufficientReserved {
+                requested: Money::units(1),
+                reserved: Money::ZERO,
+            });
+    }
+}
