@@ -1,0 +1,21 @@
+//! The event store. [`EventStore`] is the port the command handler needs (load a stream,
+//! append with an expected version, record outcomes); [`PgEventStore`] keeps it in Postgres and
+//! [`InMemoryEventStore`] in memory for unit tests. [`Repository`] turns it into typed aggregates
+//! with snapshots, and [`Outbox`] hands the relayer what is still to be published.
+
+mod memory;
+mod outbox;
+mod postgres;
+mod repository;
+mod store;
+
+pub use memory::InMemoryEventStore;
+pub use outbox::{Claim, Outbox};
+pub use postgres::{MIGRATOR, PgEventStore};
+pub use repository::{CommandMeta, Loaded, Repository};
+pub use store::{
+    Append, EventMetadata, EventStore, NewEvent, Outcome, RecordedEvent, Snapshot, StoreError,
+};
+
+/// The Postgres channel notified whenever events are committed.
+pub const EVENTS_APPENDED_CHANNEL: &str = "events_appended";

@@ -1,0 +1,124 @@
+//! The event store in memory, with the same guarantees as Postgres, for unit tests.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::Utc;
+use financing_domain::CommandId;
+use uuid::Uuid;
+
+use crate::store::{Append, EventStore, Outcome, RecordedEvent, Snapshot, StoreError};
+
+#[derive(Debug, Default)]
+pub struct InMemoryEventStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    events: Vec<RecordedEvent>,
+    versions: HashMap<Uuid, u64>,
+    snapshots: HashMap<Uuid, Snapshot>,
+    outcomes: HashMap<CommandId, Outcome>,
+}
+
+impl InMemoryEventStore {
+    pub fn new() -> InMemoryEventStore {
+        InMemoryEventStore::default()
+    }
+
+    /// Every event appended so far, in global order.
+    pub fn recorded(&self) -> Vec<RecordedEvent> {
+        self.lock().events.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state consistent: each method mutates it
+        // only after every check has passed.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl EventStore for InMemoryEventStore {
+    async fn load_snapshot(&self, aggregate_id: Uuid) -> Result<Option<Snapshot>, StoreError> {
+        Ok(self.lock().snapshots.get(&aggregate_id).cloned())
+    }
+
+    async fn load_events(
+        &self,
+        aggregate_id: Uuid,
+        after_version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        Ok(self
+            .lock()
+            .events
+            .iter()
+            .filter(|e| e.aggregate_id == aggregate_id && e.version > after_version)
+            .cloned()
+            .collect())
+    }
+
+    async fn append(&self, append: Append) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if state.outcomes.contains_key(&append.command_id) {
+            return Err(StoreError::AlreadyProcessed(append.command_id));
+        }
+        let current = state
+            .versions
+            .get(&append.aggregate_id)
+            .copied()
+            .unwrap_or(0);
+        if current != append.expected_version {
+            return Err(StoreError::Conflict {
+                aggregate_id: append.aggregate_id,
+                expected_version: append.expected_version,
+            });
+        }
+        let mut version = current;
+        for event in append.events {
+            version += 1;
+            let global_position = state.events.len() as i64 + 1;
+            state.events.push(RecordedEvent {
+                global_position,
+                aggregate_type: append.aggregate_type.to_owned(),
+                aggregate_id: append.aggregate_id,
+                version,
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                payload: event.payload,
+                metadata: event.metadata,
+                recorded_at: Utc::now(),
+            });
+        }
+        state.versions.insert(append.aggregate_id, version);
+        state.outcomes.insert(append.command_id, Outcome::Applied);
+        if let Some(snapshot) = append.snapshot {
+            state.snapshots.insert(append.aggregate_id, snapshot);
+        }
+        Ok(())
+    }
+
+    async fn record_rejection(
+        &self,
+        command_id: CommandId,
+        _aggregate_type: &'static str,
+        _aggregate_id: Uuid,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if state.outcomes.contains_key(&command_id) {
+            return Err(StoreError::AlreadyProcessed(command_id));
+        }
+        let reason = reason.to_owned();
+        state
+            .outcomes
+            .insert(command_id, Outcome::Rejected { reason });
+        Ok(())
+    }
+
+    async fn outcome(&self, command_id: CommandId) -> Result<Option<Outcome>, StoreError> {
+        Ok(self.lock().outcomes.get(&command_id).cloned())
+    }
+}

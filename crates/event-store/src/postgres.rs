@@ -1,0 +1,218 @@
+//! The event store in Postgres. Each append is one transaction: the command id, the events
+//! (a clash on `(aggregate_id, version)` is a [`StoreError::Conflict`]) and the snapshot.
+
+use chrono::{DateTime, Utc};
+use financing_domain::CommandId;
+use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use uuid::Uuid;
+
+use crate::store::{
+    Append, EventMetadata, EventStore, Outcome, RecordedEvent, Snapshot, StoreError,
+};
+
+/// The event store's schema, as versioned migration files run at start-up.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone)]
+pub struct PgEventStore {
+    pool: PgPool,
+}
+
+impl PgEventStore {
+    /// A store on a database already migrated with [`MIGRATOR`].
+    pub fn new(pool: PgPool) -> PgEventStore {
+        PgEventStore { pool }
+    }
+}
+
+/// The columns [`EventRow`] reads, as a literal so that queries stay static strings.
+macro_rules! event_columns {
+    () => {
+        "global_position, aggregate_type, aggregate_id, version, event_type, schema_version, \
+         payload, event_id, command_id, correlation_id, causation_id, recorded_at"
+    };
+}
+pub(crate) use event_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    global_position: i64,
+    aggregate_type: String,
+    aggregate_id: Uuid,
+    version: i64,
+    event_type: String,
+    schema_version: i32,
+    payload: Value,
+    event_id: Uuid,
+    command_id: Uuid,
+    correlation_id: Uuid,
+    causation_id: Uuid,
+    recorded_at: DateTime<Utc>,
+}
+
+impl From<EventRow> for RecordedEvent {
+    fn from(row: EventRow) -> RecordedEvent {
+        RecordedEvent {
+            global_position: row.global_position,
+            aggregate_type: row.aggregate_type,
+            aggregate_id: row.aggregate_id,
+            version: from_db(row.version),
+            event_type: row.event_type,
+            schema_version: row.schema_version,
+            payload: row.payload,
+            metadata: EventMetadata {
+                event_id: row.event_id,
+                command_id: CommandId::from(row.command_id),
+                correlation_id: row.correlation_id,
+                causation_id: row.causation_id,
+            },
+            recorded_at: row.recorded_at,
+        }
+    }
+}
+
+/// Versions are positive BIGINTs in the database.
+fn to_db(version: u64) -> i64 {
+    i64::try_from(version).expect("an aggregate version fits in a BIGINT")
+}
+
+fn from_db(version: i64) -> u64 {
+    u64::try_from(version).expect("the schema keeps versions positive")
+}
+
+impl EventStore for PgEventStore {
+    async fn load_snapshot(&self, aggregate_id: Uuid) -> Result<Option<Snapshot>, StoreError> {
+        let row: Option<(i64, Value)> =
+            sqlx::query_as("SELECT version, state FROM snapshots WHERE aggregate_id = $1")
+                .bind(aggregate_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(version, state)| Snapshot {
+            version: from_db(version),
+            state,
+        }))
+    }
+
+    async fn load_events(
+        &self,
+        aggregate_id: Uuid,
+        after_version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE aggregate_id = $1 AND version > $2 ORDER BY version"
+        ))
+        .bind(aggregate_id)
+        .bind(to_db(after_version))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(RecordedEvent::from).collect())
+    }
+
+    async fn append(&self, append: Append) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let recorded = sqlx::query(
+            "INSERT INTO processed_commands (command_id, aggregate_type, aggregate_id, outcome) \
+             VALUES ($1, $2, $3, 'applied') ON CONFLICT (command_id) DO NOTHING",
+        )
+        .bind(append.command_id.as_uuid())
+        .bind(append.aggregate_type)
+        .bind(append.aggregate_id)
+        .execute(&mut *tx)
+        .await?;
+        if recorded.rows_affected() == 0 {
+            return Err(StoreError::AlreadyProcessed(append.command_id));
+        }
+
+        let events = &append.events;
+        let versions: Vec<i64> = (1..=events.len() as u64)
+            .map(|n| to_db(append.expected_version + n))
+            .collect();
+        let column = |f: fn(&crate::NewEvent) -> Uuid| events.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, version, event_type, schema_version, \
+                 payload, event_id, command_id, correlation_id, causation_id) \
+             SELECT $1, $2, e.* FROM UNNEST($3::bigint[], $4::text[], $5::int[], $6::jsonb[], \
+                 $7::uuid[], $8::uuid[], $9::uuid[], $10::uuid[]) AS e",
+        )
+        .bind(append.aggregate_type)
+        .bind(append.aggregate_id)
+        .bind(versions)
+        .bind(events.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+        .bind(column(|e| e.metadata.event_id))
+        .bind(column(|e| e.metadata.command_id.as_uuid()))
+        .bind(column(|e| e.metadata.correlation_id))
+        .bind(column(|e| e.metadata.causation_id))
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| match error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict {
+                aggregate_id: append.aggregate_id,
+                expected_version: append.expected_version,
+            },
+            other => StoreError::Database(other),
+        })?;
+
+        if let Some(snapshot) = &append.snapshot {
+            sqlx::query(
+                "INSERT INTO snapshots (aggregate_id, aggregate_type, version, state) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (aggregate_id) DO UPDATE \
+                 SET version = EXCLUDED.version, state = EXCLUDED.state, taken_at = now() \
+                 WHERE snapshots.version < EXCLUDED.version",
+            )
+            .bind(append.aggregate_id)
+            .bind(append.aggregate_type)
+            .bind(to_db(snapshot.version))
+            .bind(&snapshot.state)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_rejection(
+        &self,
+        command_id: CommandId,
+        aggregate_type: &'static str,
+        aggregate_id: Uuid,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let recorded = sqlx::query(
+            "INSERT INTO processed_commands (command_id, aggregate_type, aggregate_id, outcome, reason) \
+             VALUES ($1, $2, $3, 'rejected', $4) ON CONFLICT (command_id) DO NOTHING",
+        )
+        .bind(command_id.as_uuid())
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        if recorded.rows_affected() == 0 {
+            return Err(StoreError::AlreadyProcessed(command_id));
+        }
+        Ok(())
+    }
+
+    async fn outcome(&self, command_id: CommandId) -> Result<Option<Outcome>, StoreError> {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT outcome, reason FROM processed_commands WHERE command_id = $1")
+                .bind(command_id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(outcome, reason)| match (outcome.as_str(), reason) {
+            ("applied", _) => Ok(Outcome::Applied),
+            ("rejected", reason) => Ok(Outcome::Rejected {
+                reason: reason.unwrap_or_default(),
+            }),
+            (other, _) => Err(StoreError::Corrupt(format!("unknown outcome {other:?}"))),
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,114 @@
+//! Typed access to aggregates over any [`EventStore`]: load = latest snapshot + later events,
+//! save = append with the expected version, plus a snapshot every `snapshot_every` events.
+
+use financing_domain::{Aggregate, CommandId, Message};
+use uuid::Uuid;
+
+use crate::store::{Append, EventMetadata, EventStore, NewEvent, Snapshot, StoreError};
+
+/// The schema version written with every event today; an upcaster would key on it.
+const SCHEMA_VERSION: i32 = 1;
+
+/// The command an append belongs to, and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandMeta {
+    pub command_id: CommandId,
+    pub correlation_id: Uuid,
+    pub causation_id: Uuid,
+}
+
+/// An aggregate's state and the version it was read at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded<A: Aggregate> {
+    pub id: A::Id,
+    pub state: A,
+    pub version: u64,
+}
+
+#[derive(Debug)]
+pub struct Repository<S> {
+    store: S,
+    snapshot_every: u64,
+}
+
+impl<S: EventStore> Repository<S> {
+    /// `snapshot_every` is at least 1: a snapshot is taken whenever an append crosses a
+    /// multiple of it.
+    pub fn new(store: S, snapshot_every: u64) -> Repository<S> {
+        Repository {
+            store,
+            snapshot_every: snapshot_every.max(1),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub async fn load<A: Aggregate>(&self, id: A::Id) -> Result<Loaded<A>, StoreError> {
+        let aggregate_id: Uuid = id.into();
+        let (mut state, mut version) = match self.store.load_snapshot(aggregate_id).await? {
+            Some(snapshot) => match serde_json::from_value::<A>(snapshot.state) {
+                Ok(state) => (state, snapshot.version),
+                Err(error) => {
+                    // A snapshot of an older shape of the state: the events are the truth.
+                    tracing::warn!(%aggregate_id, %error, "ignoring a snapshot that does not decode");
+                    (A::default(), 0)
+                }
+            },
+            None => (A::default(), 0),
+        };
+        for recorded in self.store.load_events(aggregate_id, version).await? {
+            let event =
+                A::Event::from_payload(&recorded.event_type, recorded.payload).map_err(|e| {
+                    StoreError::Corrupt(format!("{aggregate_id} v{}: {e}", recorded.version))
+                })?;
+            state.apply(&event);
+            version = recorded.version;
+        }
+        Ok(Loaded { id, state, version })
+    }
+
+    /// Appends `events`, decided on `loaded`, as the effect of the command in `meta`.
+    pub async fn save<A: Aggregate>(
+        &self,
+        loaded: &Loaded<A>,
+        events: &[A::Event],
+        meta: CommandMeta,
+    ) -> Result<(), StoreError> {
+        let new_version = loaded.version + events.len() as u64;
+        let snapshot = (new_version / self.snapshot_every > loaded.version / self.snapshot_every)
+            .then(|| {
+                let mut state = loaded.state.clone();
+                events.iter().for_each(|event| state.apply(event));
+                Snapshot {
+                    version: new_version,
+                    state: serde_json::to_value(&state).expect("aggregate state serializes"),
+                }
+            });
+        let events = events
+            .iter()
+            .map(|event| NewEvent {
+                event_type: event.type_name().to_owned(),
+                schema_version: SCHEMA_VERSION,
+                payload: event.to_payload(),
+                metadata: EventMetadata {
+                    event_id: Uuid::new_v4(),
+                    command_id: meta.command_id,
+                    correlation_id: meta.correlation_id,
+                    causation_id: meta.causation_id,
+                },
+            })
+            .collect();
+        self.store
+            .append(Append {
+                aggregate_type: A::TYPE,
+                aggregate_id: loaded.id.into(),
+                expected_version: loaded.version,
+                command_id: meta.command_id,
+                events,
+                snapshot,
+            })
+            .await
+    }
+}

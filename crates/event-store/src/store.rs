@@ -1,0 +1,121 @@
+//! The port: what an event store must do, whatever keeps the data.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use financing_domain::CommandId;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Who caused an event and under which command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventMetadata {
+    pub event_id: Uuid,
+    pub command_id: CommandId,
+    pub correlation_id: Uuid,
+    pub causation_id: Uuid,
+}
+
+/// An event about to be appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: Value,
+    pub metadata: EventMetadata,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub global_position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: Uuid,
+    pub version: u64,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: Value,
+    pub metadata: EventMetadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// An aggregate's state as of `version`, serialized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub version: u64,
+    pub state: Value,
+}
+
+/// One command's effect on one aggregate, written atomically: the events (numbered from
+/// `expected_version + 1`), the command id as processed, and perhaps a new snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Append {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: Uuid,
+    pub expected_version: u64,
+    pub command_id: CommandId,
+    pub events: Vec<NewEvent>,
+    /// The state after these events, to store as the latest snapshot.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// What became of a processed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Rejected { reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to the aggregate since it was loaded: reload and decide again.
+    #[error(
+        "version conflict on {aggregate_id}: version {expected_version} is no longer the latest"
+    )]
+    Conflict {
+        aggregate_id: Uuid,
+        expected_version: u64,
+    },
+    /// The command id was processed before (maybe concurrently): nothing was written.
+    #[error("command {0} was already processed")]
+    AlreadyProcessed(CommandId),
+    #[error("stored data cannot be read: {0}")]
+    Corrupt(String),
+    #[error("event store database error")]
+    Database(#[from] sqlx::Error),
+}
+
+/// The event store the command handler writes through.
+pub trait EventStore: Send + Sync {
+    /// The latest snapshot of the aggregate, if any.
+    fn load_snapshot(
+        &self,
+        aggregate_id: Uuid,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+
+    /// The aggregate's events after `after_version`, in version order.
+    fn load_events(
+        &self,
+        aggregate_id: Uuid,
+        after_version: u64,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Appends atomically. [`StoreError::Conflict`] if the aggregate is past
+    /// `expected_version`; [`StoreError::AlreadyProcessed`] if the command id is known.
+    fn append(&self, append: Append) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records that a command was rejected; [`StoreError::AlreadyProcessed`] if it is known.
+    fn record_rejection(
+        &self,
+        command_id: CommandId,
+        aggregate_type: &'static str,
+        aggregate_id: Uuid,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// What became of a command, if it was processed.
+    fn outcome(
+        &self,
+        command_id: CommandId,
+    ) -> impl Future<Output = Result<Option<Outcome>, StoreError>> + Send;
+}

@@ -1,0 +1,323 @@
+//! The event store contract, run against Postgres (a fresh database per test, from
+//! `DATABASE_URL`) and against the in-memory twin, plus what only Postgres does (wake-ups, the
+//! relayer's outbox).
+
+use std::time::Duration;
+
+use financing_domain::{
+    Aggregate, CommandId, Investor, InvestorCommand, InvestorEvent, InvestorId, InvoiceId, Message,
+    Money,
+};
+use financing_event_store::{
+    CommandMeta, EVENTS_APPENDED_CHANNEL, EventStore, InMemoryEventStore, Outbox, Outcome,
+    PgEventStore, Repository, StoreError,
+};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use uuid::Uuid;
+
+fn meta() -> CommandMeta {
+    CommandMeta {
+        command_id: CommandId::new_random(),
+        correlation_id: Uuid::new_v4(),
+        causation_id: Uuid::new_v4(),
+    }
+}
+
+/// Decides `command` on the investor's latest state and saves the result under `meta`.
+async fn execute<S: EventStore>(
+    repo: &Repository<S>,
+    id: InvestorId,
+    command: InvestorCommand,
+    meta: CommandMeta,
+) -> Result<(), StoreError> {
+    let loaded = repo.load::<Investor>(id).await?;
+    let events = loaded
+        .state
+        .decide(id, &command)
+        .expect("the command is valid");
+    repo.save(&loaded, &events, meta).await
+}
+
+async fn register<S: EventStore>(repo: &Repository<S>, funds: u64) -> InvestorId {
+    let id = InvestorId::new_random();
+    let create = InvestorCommand::Create {
+        name: "Ada".into(),
+        funds: Money::units(funds),
+    };
+    execute(repo, id, create, meta()).await.unwrap();
+    id
+}
+
+fn bid(units: u64) -> InvestorCommand {
+    InvestorCommand::PlaceBid {
+        invoice_id: InvoiceId::new_random(),
+        amount: Money::units(units),
+    }
+}
+
+async fn appended_events_load_back_in_order_with_their_metadata<S: EventStore>(store: S) {
+    let repo = Repository::new(store, 100);
+    let id = InvestorId::new_random();
+    let fresh = repo.load::<Investor>(id).await.unwrap();
+    assert_eq!((fresh.version, fresh.state.is_registered()), (0, false));
+
+    let meta = meta();
+    let create = InvestorCommand::Create {
+        name: "Ada".into(),
+        funds: Money::units(100),
+    };
+    execute(&repo, id, create, meta).await.unwrap();
+
+    let loaded = repo.load::<Investor>(id).await.unwrap();
+    assert_eq!(loaded.version, 2);
+    assert_eq!(loaded.state.balance(), Money::units(100));
+    let recorded = repo.store().load_events(id.into(), 0).await.unwrap();
+    let shape: Vec<_> = recorded
+        .iter()
+        .map(|e| (e.aggregate_type.as_str(), e.version, e.event_type.as_str()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("Investor", 1, "InvestorCreated"),
+            ("Investor", 2, "InvestorFundsAdded")
+        ]
+    );
+    assert!(recorded[0].global_position < recorded[1].global_position);
+    for event in &recorded {
+        assert_eq!(event.metadata.command_id, meta.command_id);
+        assert_eq!(event.metadata.correlation_id, meta.correlation_id);
+        assert_eq!(event.metadata.causation_id, meta.causation_id);
+        assert_eq!(event.schema_version, 1);
+    }
+    assert_eq!(
+        InvestorEvent::from_payload(&recorded[1].event_type, recorded[1].payload.clone()),
+        Ok(InvestorEvent::InvestorFundsAdded {
+            investor_id: id,
+            amount: Money::units(100)
+        })
+    );
+    assert_eq!(
+        repo.store().outcome(meta.command_id).await.unwrap(),
+        Some(Outcome::Applied)
+    );
+}
+
+async fn two_writers_at_the_same_version_conflict_and_the_loser_retries<S: EventStore>(store: S) {
+    let repo = Repository::new(store, 100);
+    let id = register(&repo, 100).await;
+    let first = repo.load::<Investor>(id).await.unwrap();
+    let second = first.clone();
+    let (meta_a, meta_b) = (meta(), meta());
+    let events_a = first.state.decide(id, &bid(10)).unwrap();
+    let events_b = second.state.decide(id, &bid(20)).unwrap();
+
+    let (a, b) = tokio::join!(
+        repo.save(&first, &events_a, meta_a),
+        repo.save(&second, &events_b, meta_b)
+    );
+    let (winner, loser, loser_meta) = match (a, b) {
+        (Ok(()), Err(error)) => (meta_a, error, meta_b),
+        (Err(error), Ok(())) => (meta_b, error, meta_a),
+        other => panic!("exactly one writer must win, got {other:?}"),
+    };
+    assert!(
+        matches!(loser, StoreError::Conflict { aggregate_id, expected_version: 2 } if aggregate_id == id.as_uuid()),
+        "{loser:?}"
+    );
+    assert_eq!(
+        repo.store().outcome(winner.command_id).await.unwrap(),
+        Some(Outcome::Applied)
+    );
+    // The clash rolled the loser back entirely, its command id included: it can retry.
+    assert_eq!(
+        repo.store().outcome(loser_meta.command_id).await.unwrap(),
+        None
+    );
+    execute(&repo, id, bid(1), loser_meta).await.unwrap();
+    assert_eq!(repo.load::<Investor>(id).await.unwrap().version, 4);
+}
+
+async fn concurrent_writers_that_retry_on_conflict_lose_no_update<S: EventStore>(store: S) {
+    let repo = Repository::new(store, 4);
+    let id = register(&repo, 1000).await;
+    let writer = |_| async {
+        for _ in 0..5 {
+            let meta = meta();
+            loop {
+                match execute(&repo, id, bid(1), meta).await {
+                    Ok(()) => break,
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(other) => panic!("{other}"),
+                }
+            }
+        }
+    };
+    futures::future::join_all((0..8).map(writer)).await;
+
+    let loaded = repo.load::<Investor>(id).await.unwrap();
+    assert_eq!(loaded.version, 42);
+    assert_eq!(loaded.state.reserved(), Money::units(40));
+    assert_eq!(loaded.state.balance(), Money::units(960));
+    let versions: Vec<u64> = repo
+        .store()
+        .load_events(id.into(), 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, (1..=42).collect::<Vec<_>>());
+}
+
+async fn a_snapshot_plus_the_later_events_equals_a_full_replay<S: EventStore>(store: S) {
+    let repo = Repository::new(store, 3);
+    let id = register(&repo, 100).await;
+    for units in 1..=5 {
+        execute(&repo, id, bid(units), meta()).await.unwrap();
+    }
+
+    let snapshot = repo.store().load_snapshot(id.into()).await.unwrap();
+    assert_eq!(snapshot.map(|s| s.version), Some(6));
+    let loaded = repo.load::<Investor>(id).await.unwrap();
+    let history: Vec<InvestorEvent> = repo
+        .store()
+        .load_events(id.into(), 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| InvestorEvent::from_payload(&e.event_type, e.payload).unwrap())
+        .collect();
+    assert_eq!(loaded.version, 7);
+    assert_eq!(loaded.state, Investor::replay(&history));
+    assert_eq!(loaded.state.reserved(), Money::units(15));
+}
+
+async fn a_duplicate_command_id_writes_nothing<S: EventStore>(store: S) {
+    let repo = Repository::new(store, 100);
+    let id = register(&repo, 100).await;
+    let placed = meta();
+    execute(&repo, id, bid(10), placed).await.unwrap();
+
+    let again = execute(&repo, id, bid(10), placed).await;
+    assert!(matches!(again, Err(StoreError::AlreadyProcessed(c)) if c == placed.command_id));
+    assert_eq!(repo.load::<Investor>(id).await.unwrap().version, 3);
+
+    let refused = CommandId::new_random();
+    let store = repo.store();
+    store
+        .record_rejection(refused, Investor::TYPE, id.into(), "insufficient balance")
+        .await
+        .unwrap();
+    let twice = store
+        .record_rejection(refused, Investor::TYPE, id.into(), "other")
+        .await;
+    assert!(matches!(twice, Err(StoreError::AlreadyProcessed(_))));
+    let then_applied = execute(
+        &repo,
+        id,
+        bid(1),
+        CommandMeta {
+            command_id: refused,
+            ..meta()
+        },
+    )
+    .await;
+    assert!(matches!(then_applied, Err(StoreError::AlreadyProcessed(_))));
+    assert_eq!(
+        store.outcome(refused).await.unwrap(),
+        Some(Outcome::Rejected {
+            reason: "insufficient balance".into()
+        })
+    );
+    assert_eq!(repo.load::<Investor>(id).await.unwrap().version, 3);
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod in_memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(InMemoryEventStore::new()).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            use super::*;
+            $(
+                #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
+                async fn $name(pool: PgPool) {
+                    super::$name(PgEventStore::new(pool)).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    appended_events_load_back_in_order_with_their_metadata,
+    two_writers_at_the_same_version_conflict_and_the_loser_retries,
+    concurrent_writers_that_retry_on_conflict_lose_no_update,
+    a_snapshot_plus_the_later_events_equals_a_full_replay,
+    a_duplicate_command_id_writes_nothing,
+);
+
+#[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
+async fn committed_events_wake_the_relayer_channel(pool: PgPool) {
+    let mut listener = PgListener::connect_with(&pool).await.unwrap();
+    listener.listen(EVENTS_APPENDED_CHANNEL).await.unwrap();
+    register(&Repository::new(PgEventStore::new(pool), 100), 1).await;
+    let notification = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+    assert!(matches!(notification, Ok(Ok(_))), "{notification:?}");
+}
+
+#[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
+async fn the_outbox_hands_out_unpublished_events_to_one_relayer_at_a_time(pool: PgPool) {
+    let repo = Repository::new(PgEventStore::new(pool.clone()), 100);
+    let first = register(&repo, 1).await;
+    let second = register(&repo, 2).await;
+    let outbox = Outbox::new(pool);
+
+    let claim = outbox.claim(3).await.unwrap().expect("the lock is free");
+    let claimed: Vec<(Uuid, u64)> = claim
+        .events()
+        .iter()
+        .map(|e| (e.aggregate_id, e.version))
+        .collect();
+    assert_eq!(
+        claimed,
+        [(first.into(), 1), (first.into(), 2), (second.into(), 1)]
+    );
+    assert!(
+        outbox.claim(3).await.unwrap().is_none(),
+        "a second relayer must wait"
+    );
+
+    let published: Vec<i64> = claim.events()[..2]
+        .iter()
+        .map(|e| e.global_position)
+        .collect();
+    claim.mark_published(&published).await.unwrap();
+
+    let next = outbox
+        .claim(10)
+        .await
+        .unwrap()
+        .expect("the lock was released");
+    let remaining: Vec<(Uuid, u64)> = next
+        .events()
+        .iter()
+        .map(|e| (e.aggregate_id, e.version))
+        .collect();
+    assert_eq!(remaining, [(second.into(), 1), (second.into(), 2)]);
+    drop(next);
+    assert_eq!(
+        outbox.claim(10).await.unwrap().unwrap().events().len(),
+        2,
+        "a dropped claim marks nothing"
+    );
+}
