@@ -81,6 +81,22 @@ pub enum Event {
 }
 
 impl Event {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::Issuer(event) => event.type_name(),
+            Event::Investor(event) => event.type_name(),
+            Event::Invoice(event) => event.type_name(),
+        }
+    }
+
+    pub fn to_payload(&self) -> serde_json::Value {
+        match self {
+            Event::Issuer(event) => event.to_payload(),
+            Event::Investor(event) => event.to_payload(),
+            Event::Invoice(event) => event.to_payload(),
+        }
+    }
+
     pub fn decode(
         aggregate_type: &str,
         event_type: &str,

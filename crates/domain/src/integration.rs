@@ -1,6 +1,7 @@
 //! Integration events from the Registering context, read from `registering.events`.
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::message::Message;
 use crate::{InvestorId, IssuerId, Money};
@@ -17,6 +18,16 @@ pub enum IntegrationEvent {
         name: String,
         balance: Money,
     },
+}
+
+impl IntegrationEvent {
+    /// The issuer or investor the event is about.
+    pub fn subject_id(&self) -> Uuid {
+        match self {
+            IntegrationEvent::IssuerRegistered { id, .. } => id.as_uuid(),
+            IntegrationEvent::InvestorRegistered { id, .. } => id.as_uuid(),
+        }
+    }
 }
 
 impl Message for IntegrationEvent {

@@ -4,6 +4,7 @@
 
 use uuid::Uuid;
 
+use crate::message::Message;
 use crate::{
     Command, CommandId, Event, IntegrationEvent, InvestorCommand, InvestorEvent, InvoiceCommand,
     InvoiceEvent, IssuerCommand, Money,
@@ -43,25 +44,21 @@ impl EventPosition {
 
 /// Registering's events create the matching Financing aggregates.
 pub fn on_integration_event(event: &IntegrationEvent) -> Reaction {
-    let (subject, command) = match event {
-        IntegrationEvent::IssuerRegistered { id, name } => (
-            id.as_uuid(),
-            Command::Issuer(*id, IssuerCommand::Create { name: name.clone() }),
-        ),
-        IntegrationEvent::InvestorRegistered { id, name, balance } => (
-            id.as_uuid(),
-            Command::Investor(
-                *id,
-                InvestorCommand::Create {
-                    name: name.clone(),
-                    funds: *balance,
-                },
-            ),
+    let command = match event {
+        IntegrationEvent::IssuerRegistered { id, name } => {
+            Command::Issuer(*id, IssuerCommand::Create { name: name.clone() })
+        }
+        IntegrationEvent::InvestorRegistered { id, name, balance } => Command::Investor(
+            *id,
+            InvestorCommand::Create {
+                name: name.clone(),
+                funds: *balance,
+            },
         ),
     };
     Reaction {
         command: Issued {
-            id: CommandId::for_integration_event(crate::Message::type_name(event), subject),
+            id: CommandId::for_integration_event(event.type_name(), event.subject_id()),
             command,
         },
         compensation: None,

@@ -1,0 +1,111 @@
+//! Where the broker is, how topics are named and made, and how clients are configured.
+
+use std::time::Duration;
+
+use financing_runtime::config::{ConfigError, text, var};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::util::Timeout;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// `KAFKA_BROKERS`, a comma-separated bootstrap list.
+    pub brokers: String,
+    /// `KAFKA_PARTITIONS`: partitions of each topic this system creates.
+    pub partitions: i32,
+    /// `KAFKA_TOPIC_PREFIX`: put before every topic name (tests run on their own topics).
+    pub topic_prefix: String,
+    /// `KAFKA_DELIVERY_TIMEOUT_MS`: how long a publish may wait for the broker's
+    /// acknowledgement before it fails.
+    pub delivery_timeout: Duration,
+}
+
+/// The topics of the system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// Client commands from the listener.
+    pub commands: String,
+    /// Integration events from the Registering context.
+    pub registering_events: String,
+    /// Domain events published by the relayer.
+    pub events: String,
+    /// Messages no consumer could decode, with the reason.
+    pub dlq: String,
+}
+
+impl Topics {
+    pub fn all(&self) -> [&str; 4] {
+        [
+            &self.commands,
+            &self.registering_events,
+            &self.events,
+            &self.dlq,
+        ]
+    }
+}
+
+impl KafkaConfig {
+    pub fn from_env() -> Result<KafkaConfig, ConfigError> {
+        Ok(KafkaConfig {
+            brokers: text("KAFKA_BROKERS", "127.0.0.1:9092"),
+            partitions: var("KAFKA_PARTITIONS", 3)?,
+            topic_prefix: text("KAFKA_TOPIC_PREFIX", ""),
+            delivery_timeout: Duration::from_millis(var("KAFKA_DELIVERY_TIMEOUT_MS", 5000)?),
+        })
+    }
+
+    pub fn topics(&self) -> Topics {
+        let name = |base: &str| format!("{}{base}", self.topic_prefix);
+        Topics {
+            commands: name("financing.commands"),
+            registering_events: name("registering.events"),
+            events: name("financing.events"),
+            dlq: name("financing.dlq"),
+        }
+    }
+
+    /// Settings every client shares.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        config
+    }
+
+    /// A consumer in `group` that starts from the earliest offset when the group has none and
+    /// commits only the offsets the application stores, after it has handled a message.
+    pub fn consumer(&self, group: &str) -> Result<StreamConsumer, KafkaError> {
+        self.client_config()
+            .set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .create()
+    }
+
+    /// Creates the topics that are missing; existing ones are left as they are.
+    pub async fn ensure_topics(&self, names: &[&str]) -> Result<(), KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let topics: Vec<NewTopic> = names
+            .iter()
+            .map(|name| NewTopic::new(name, self.partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let options =
+            AdminOptions::new().request_timeout(Some(Timeout::After(self.delivery_timeout)));
+        for result in admin.create_topics(&topics, &options).await? {
+            match result {
+                Ok(name) => {
+                    tracing::info!(topic = %name, partitions = self.partitions, "created topic")
+                }
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    tracing::warn!(topic = %name, %code, "cannot create topic");
+                    return Err(KafkaError::AdminOp(code));
+                }
+            }
+        }
+        Ok(())
+    }
+}

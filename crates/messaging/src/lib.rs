@@ -1,0 +1,15 @@
+//! Kafka for Financing: [`KafkaConfig`] and the [`Topics`], topic creation at start-up,
+//! [`Publisher`] (answers only once the broker acknowledged), consumers that store offsets by
+//! hand, and the wire form of every message: a JSON payload with its type, ids, version and
+//! correlation in headers, keyed by aggregate id.
+
+mod config;
+mod publisher;
+mod wire;
+
+pub use config::{KafkaConfig, Topics};
+pub use publisher::{PublishError, Publisher};
+pub use wire::{
+    CommandMessage, EventMessage, EventMeta, Record, Undecodable, dead_letter, headers,
+    integration_event, integration_record,
+};

@@ -1,0 +1,369 @@
+//! The wire form of every message: a JSON payload, keyed by aggregate id, with its type, ids,
+//! version and correlation in headers. Decoding says exactly why a message is unreadable, which
+//! becomes the dead-letter reason.
+
+use std::fmt::Display;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use financing_domain::saga::EventPosition;
+use financing_domain::{ClientCommand, CommandId, Event, IntegrationEvent, Message as _};
+use rdkafka::Message;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Header names.
+pub mod headers {
+    pub const TYPE: &str = "type";
+    pub const AGGREGATE_TYPE: &str = "aggregate-type";
+    pub const AGGREGATE_ID: &str = "aggregate-id";
+    pub const VERSION: &str = "version";
+    pub const SCHEMA_VERSION: &str = "schema-version";
+    pub const EVENT_ID: &str = "event-id";
+    pub const COMMAND_ID: &str = "command-id";
+    pub const CORRELATION_ID: &str = "correlation-id";
+    pub const CAUSATION_ID: &str = "causation-id";
+    pub const RECORDED_AT: &str = "recorded-at";
+    pub const DLQ_REASON: &str = "dlq-reason";
+    pub const DLQ_TOPIC: &str = "dlq-topic";
+    pub const DLQ_PARTITION: &str = "dlq-partition";
+    pub const DLQ_OFFSET: &str = "dlq-offset";
+}
+
+/// A message ready to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    fn json(key: impl ToString, payload: &Value, headers: Vec<(&str, String)>) -> Record {
+        Record {
+            key: key.to_string(),
+            payload: payload.to_string().into_bytes(),
+            headers: headers
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn kafka_headers(&self) -> OwnedHeaders {
+        self.headers.iter().fold(
+            OwnedHeaders::new_with_capacity(self.headers.len()),
+            |all, (key, value)| {
+                all.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            },
+        )
+    }
+}
+
+/// Why a consumed message cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Undecodable {
+    #[error("missing header {0:?}")]
+    MissingHeader(&'static str),
+    #[error("header {name:?} is invalid: {reason}")]
+    InvalidHeader { name: &'static str, reason: String },
+    #[error("the message has no payload")]
+    NoPayload,
+    #[error("the payload is not JSON: {0}")]
+    NotJson(String),
+    #[error(transparent)]
+    Payload(#[from] financing_domain::DecodeError),
+}
+
+fn header<'m>(message: &'m impl Message, name: &'static str) -> Result<&'m str, Undecodable> {
+    let value = message
+        .headers()
+        .and_then(|all| all.iter().find(|header| header.key == name))
+        .and_then(|header| header.value)
+        .ok_or(Undecodable::MissingHeader(name))?;
+    std::str::from_utf8(value).map_err(|e| Undecodable::InvalidHeader {
+        name,
+        reason: e.to_string(),
+    })
+}
+
+fn parsed<T>(message: &impl Message, name: &'static str) -> Result<T, Undecodable>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    let text = header(message, name)?;
+    text.parse()
+        .map_err(|e: T::Err| Undecodable::InvalidHeader {
+            name,
+            reason: format!("{text:?}: {e}"),
+        })
+}
+
+fn json_payload(message: &impl Message) -> Result<Value, Undecodable> {
+    let bytes = message.payload().ok_or(Undecodable::NoPayload)?;
+    serde_json::from_slice(bytes).map_err(|e| Undecodable::NotJson(e.to_string()))
+}
+
+/// Where an event comes from and where it sits, as carried by its headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventMeta {
+    pub aggregate_type: String,
+    pub aggregate_id: Uuid,
+    pub version: u64,
+    pub schema_version: i32,
+    pub event_id: Uuid,
+    pub command_id: CommandId,
+    pub correlation_id: Uuid,
+    pub causation_id: Uuid,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl EventMeta {
+    /// The event's message on `financing.events`, keyed by aggregate id.
+    pub fn record(&self, event_type: &str, payload: &Value) -> Record {
+        use headers::*;
+        Record::json(
+            self.aggregate_id,
+            payload,
+            vec![
+                (TYPE, event_type.to_owned()),
+                (AGGREGATE_TYPE, self.aggregate_type.clone()),
+                (AGGREGATE_ID, self.aggregate_id.to_string()),
+                (VERSION, self.version.to_string()),
+                (SCHEMA_VERSION, self.schema_version.to_string()),
+                (EVENT_ID, self.event_id.to_string()),
+                (COMMAND_ID, self.command_id.to_string()),
+                (CORRELATION_ID, self.correlation_id.to_string()),
+                (CAUSATION_ID, self.causation_id.to_string()),
+                (RECORDED_AT, self.recorded_at.to_rfc3339()),
+            ],
+        )
+    }
+
+    pub fn position(&self) -> EventPosition {
+        EventPosition {
+            aggregate_id: self.aggregate_id,
+            version: self.version,
+        }
+    }
+}
+
+/// A domain event as read from `financing.events`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventMessage {
+    pub meta: EventMeta,
+    pub event: Event,
+}
+
+impl EventMessage {
+    pub fn decode(message: &impl Message) -> Result<EventMessage, Undecodable> {
+        use headers::*;
+        let meta = EventMeta {
+            aggregate_type: header(message, AGGREGATE_TYPE)?.to_owned(),
+            aggregate_id: parsed(message, AGGREGATE_ID)?,
+            version: parsed(message, VERSION)?,
+            schema_version: parsed(message, SCHEMA_VERSION)?,
+            event_id: parsed(message, EVENT_ID)?,
+            command_id: parsed(message, COMMAND_ID)?,
+            correlation_id: parsed(message, CORRELATION_ID)?,
+            causation_id: parsed(message, CAUSATION_ID)?,
+            recorded_at: parsed(message, RECORDED_AT)?,
+        };
+        let event = Event::decode(
+            &meta.aggregate_type,
+            header(message, TYPE)?,
+            json_payload(message)?,
+        )?;
+        Ok(EventMessage { meta, event })
+    }
+
+    pub fn record(&self) -> Record {
+        self.meta
+            .record(self.event.type_name(), &self.event.to_payload())
+    }
+}
+
+/// A client command as it travels on `financing.commands`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandMessage {
+    pub command_id: CommandId,
+    pub correlation_id: Uuid,
+    pub command: ClientCommand,
+}
+
+impl CommandMessage {
+    /// Keyed by the aggregate the command changes, so one aggregate's commands stay in order.
+    pub fn record(&self) -> Record {
+        use headers::*;
+        Record::json(
+            self.command.aggregate_id(),
+            &self.command.to_payload(),
+            vec![
+                (TYPE, self.command.type_name().to_owned()),
+                (COMMAND_ID, self.command_id.to_string()),
+                (CORRELATION_ID, self.correlation_id.to_string()),
+            ],
+        )
+    }
+
+    pub fn decode(message: &impl Message) -> Result<CommandMessage, Undecodable> {
+        use headers::*;
+        Ok(CommandMessage {
+            command_id: parsed(message, COMMAND_ID)?,
+            correlation_id: parsed(message, CORRELATION_ID)?,
+            command: ClientCommand::from_payload(header(message, TYPE)?, json_payload(message)?)?,
+        })
+    }
+}
+
+/// An integration event's message on `registering.events`, keyed by its subject.
+pub fn integration_record(event: &IntegrationEvent) -> Record {
+    Record::json(
+        event.subject_id(),
+        &event.to_payload(),
+        vec![(headers::TYPE, event.type_name().to_owned())],
+    )
+}
+
+pub fn integration_event(message: &impl Message) -> Result<IntegrationEvent, Undecodable> {
+    Ok(IntegrationEvent::from_payload(
+        header(message, headers::TYPE)?,
+        json_payload(message)?,
+    )?)
+}
+
+/// The dead letter for a message that cannot be handled: its key, payload and headers as they
+/// were, plus why and where it came from.
+pub fn dead_letter(message: &impl Message, reason: &str) -> Record {
+    use headers::*;
+    let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let mut headers: Vec<(String, String)> = message
+        .headers()
+        .map(|all| {
+            all.iter()
+                .map(|h| (h.key.to_owned(), h.value.map(lossy).unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    headers.extend([
+        (DLQ_REASON.to_owned(), reason.to_owned()),
+        (DLQ_TOPIC.to_owned(), message.topic().to_owned()),
+        (DLQ_PARTITION.to_owned(), message.partition().to_string()),
+        (DLQ_OFFSET.to_owned(), message.offset().to_string()),
+    ]);
+    Record {
+        key: message.key().map(lossy).unwrap_or_default(),
+        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use financing_domain::{InvestorEvent, InvestorId, InvoiceId, Money};
+    use rdkafka::Timestamp;
+    use rdkafka::message::OwnedMessage;
+
+    use super::*;
+
+    /// The message a consumer would receive for `record`.
+    fn received(record: &Record) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(record.payload.clone()),
+            Some(record.key.clone().into_bytes()),
+            "topic".into(),
+            Timestamp::NotAvailable,
+            0,
+            42,
+            Some(record.kafka_headers()),
+        )
+    }
+
+    fn event_message() -> EventMessage {
+        let investor_id = InvestorId::new_random();
+        EventMessage {
+            meta: EventMeta {
+                aggregate_type: "Investor".into(),
+                aggregate_id: investor_id.as_uuid(),
+                version: 3,
+                schema_version: 1,
+                event_id: Uuid::new_v4(),
+                command_id: CommandId::new_random(),
+                correlation_id: Uuid::new_v4(),
+                causation_id: Uuid::new_v4(),
+                recorded_at: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap(),
+            },
+            event: Event::Investor(InvestorEvent::BidOnInvoicePlaced {
+                investor_id,
+                invoice_id: InvoiceId::new_random(),
+                bid_amount: Money::units(20),
+            }),
+        }
+    }
+
+    #[test]
+    fn an_event_goes_through_the_wire_and_back() {
+        let message = event_message();
+        let record = message.record();
+        assert_eq!(record.key, message.meta.aggregate_id.to_string());
+        assert_eq!(EventMessage::decode(&received(&record)).unwrap(), message);
+    }
+
+    #[test]
+    fn a_command_goes_through_the_wire_and_back() {
+        let message = CommandMessage {
+            command_id: CommandId::new_random(),
+            correlation_id: Uuid::new_v4(),
+            command: ClientCommand::ApproveFinancing {
+                invoice_id: InvoiceId::new_random(),
+            },
+        };
+        assert_eq!(
+            CommandMessage::decode(&received(&message.record())).unwrap(),
+            message
+        );
+    }
+
+    #[test]
+    fn a_message_without_a_needed_header_says_which() {
+        let mut record = event_message().record();
+        record.headers.retain(|(name, _)| name != headers::VERSION);
+        let error = EventMessage::decode(&received(&record)).unwrap_err();
+        assert_eq!(error.to_string(), r#"missing header "version""#);
+    }
+
+    #[test]
+    fn a_payload_that_is_not_json_says_so() {
+        let mut record = event_message().record();
+        record.payload = b"{not json".to_vec();
+        let error = EventMessage::decode(&received(&record)).unwrap_err();
+        assert!(matches!(error, Undecodable::NotJson(_)), "{error}");
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_the_message_and_adds_the_reason() {
+        let original = received(&integration_record(&IntegrationEvent::IssuerRegistered {
+            id: financing_domain::IssuerId::new_random(),
+            name: "ACME".into(),
+        }));
+        let letter = dead_letter(&original, "boom");
+        assert_eq!(letter.payload, original.payload().unwrap());
+        assert_eq!(letter.key.as_bytes(), original.key().unwrap());
+        let header = |name: &str| {
+            letter
+                .headers
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        assert_eq!(header(headers::TYPE), Some("IssuerRegistered"));
+        assert_eq!(header(headers::DLQ_REASON), Some("boom"));
+        assert_eq!(header(headers::DLQ_TOPIC), Some("topic"));
+        assert_eq!(header(headers::DLQ_OFFSET), Some("42"));
+    }
+}

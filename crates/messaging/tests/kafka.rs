@@ -1,0 +1,67 @@
+//! Against the real broker (`KAFKA_BROKERS`, default 127.0.0.1:9092), on topics of their own.
+
+use std::time::{Duration, Instant};
+
+use financing_domain::{ClientCommand, CommandId, InvoiceId};
+use financing_messaging::{CommandMessage, KafkaConfig, Publisher};
+use rdkafka::consumer::Consumer;
+use uuid::Uuid;
+
+fn config() -> KafkaConfig {
+    KafkaConfig {
+        partitions: 2,
+        topic_prefix: format!("test-{}.", Uuid::new_v4()),
+        ..KafkaConfig::from_env().unwrap()
+    }
+}
+
+fn approve() -> CommandMessage {
+    CommandMessage {
+        command_id: CommandId::new_random(),
+        correlation_id: Uuid::new_v4(),
+        command: ClientCommand::ApproveFinancing {
+            invoice_id: InvoiceId::new_random(),
+        },
+    }
+}
+
+#[tokio::test]
+async fn topics_are_created_idempotently_and_a_message_arrives_with_its_headers() {
+    let config = config();
+    let topics = config.topics();
+    config.ensure_topics(&topics.all()).await.unwrap();
+    config.ensure_topics(&topics.all()).await.unwrap();
+
+    let message = approve();
+    let publisher = Publisher::new(&config).unwrap();
+    publisher
+        .publish(&topics.commands, &message.record())
+        .await
+        .unwrap();
+
+    let consumer = config
+        .consumer(&format!("{}group", config.topic_prefix))
+        .unwrap();
+    consumer.subscribe(&[&topics.commands]).unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("the message arrives")
+        .unwrap();
+    assert_eq!(CommandMessage::decode(&received).unwrap(), message);
+}
+
+#[tokio::test]
+async fn publishing_fails_when_the_broker_cannot_be_reached() {
+    let config = KafkaConfig {
+        brokers: "127.0.0.1:1".into(),
+        delivery_timeout: Duration::from_millis(500),
+        ..config()
+    };
+    let started = Instant::now();
+    let result = Publisher::new(&config)
+        .unwrap()
+        .publish(&config.topics().commands, &approve().record())
+        .await;
+    assert!(result.is_err(), "no acknowledgement, no success");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
