@@ -85,11 +85,13 @@ impl KafkaConfig {
             .create()
     }
 
-    /// Creates the topics that are missing; existing ones are left as they are.
-    pub async fn ensure_topics(&self, names: &[&str]) -> Result<(), KafkaError> {
+    /// Creates the system's topics that are missing; existing ones are left as they are.
+    pub async fn ensure_topics(&self) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let names = self.topics();
         let topics: Vec<NewTopic> = names
-            .iter()
+            .all()
+            .into_iter()
             .map(|name| NewTopic::new(name, self.partitions, TopicReplication::Fixed(1)))
             .collect();
         let options =
