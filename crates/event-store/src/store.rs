@@ -119,3 +119,42 @@ pub trait EventStore: Send + Sync {
         command_id: CommandId,
     ) -> impl Future<Output = Result<Option<Outcome>, StoreError>> + Send;
 }
+
+/// A shared store is a store: several users (an executor and a test) can write through one.
+impl<S: EventStore> EventStore for &S {
+    fn load_snapshot(
+        &self,
+        aggregate_id: Uuid,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
+        (**self).load_snapshot(aggregate_id)
+    }
+
+    fn load_events(
+        &self,
+        aggregate_id: Uuid,
+        after_version: u64,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        (**self).load_events(aggregate_id, after_version)
+    }
+
+    fn append(&self, append: Append) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).append(append)
+    }
+
+    fn record_rejection(
+        &self,
+        command_id: CommandId,
+        aggregate_type: &'static str,
+        aggregate_id: Uuid,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).record_rejection(command_id, aggregate_type, aggregate_id, reason)
+    }
+
+    fn outcome(
+        &self,
+        command_id: CommandId,
+    ) -> impl Future<Output = Result<Option<Outcome>, StoreError>> + Send {
+        (**self).outcome(command_id)
+    }
+}

@@ -1,0 +1,137 @@
+//! Applying one command to one aggregate: load, decide, append with the expected version,
+//! reloading on a version conflict a bounded number of times. A rejection is recorded as the
+//! command's outcome; a command id seen before changes nothing and reports its first outcome.
+
+use financing_domain::saga::{Issued, Reaction};
+use financing_domain::{Aggregate, ClientCommand, Command, CommandId, Investor, Invoice, Issuer};
+use financing_event_store::{CommandMeta, EventStore, Outcome, Repository, StoreError};
+use financing_messaging::CommandMessage;
+use uuid::Uuid;
+
+/// The chain a command belongs to: the client request that started it and what caused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub correlation_id: Uuid,
+    pub causation_id: Uuid,
+}
+
+pub struct Executor<S> {
+    repository: Repository<S>,
+    max_attempts: u32,
+}
+
+impl<S: EventStore> Executor<S> {
+    /// `max_attempts` bounds the reload-and-decide cycles a command gets when other writers
+    /// keep changing its aggregate; past it the conflict is returned, to be retried later.
+    pub fn new(repository: Repository<S>, max_attempts: u32) -> Executor<S> {
+        Executor {
+            repository,
+            max_attempts: max_attempts.max(1),
+        }
+    }
+
+    /// A client command from `financing.commands`. Selling needs the issuer: it is looked up
+    /// first (issuers are never removed, so the answer cannot go stale).
+    pub async fn client_command(&self, message: CommandMessage) -> Result<Outcome, StoreError> {
+        let issuer_registered = match &message.command {
+            ClientCommand::SellInvoice { issuer_id, .. } => {
+                let issuer = self.repository.load::<Issuer>(*issuer_id).await?;
+                issuer.state.is_registered()
+            }
+            _ => false,
+        };
+        let issued = Issued {
+            id: message.command_id,
+            command: message.command.into_command(issuer_registered),
+        };
+        let origin = Origin {
+            correlation_id: message.correlation_id,
+            causation_id: message.command_id.as_uuid(),
+        };
+        self.execute(&issued, origin).await
+    }
+
+    /// A policy's reaction: its command, and the compensation if the command was rejected
+    /// (now or on an earlier delivery).
+    pub async fn react(&self, reaction: &Reaction, origin: Origin) -> Result<Outcome, StoreError> {
+        let outcome = self.execute(&reaction.command, origin).await?;
+        if let (Outcome::Rejected { .. }, Some(compensation)) = (&outcome, &reaction.compensation) {
+            self.execute(compensation, origin).await?;
+        }
+        Ok(outcome)
+    }
+
+    pub async fn execute(&self, issued: &Issued, origin: Origin) -> Result<Outcome, StoreError> {
+        match &issued.command {
+            Command::Issuer(id, command) => {
+                self.run::<Issuer>(*id, command, issued.id, origin).await
+            }
+            Command::Investor(id, command) => {
+                self.run::<Investor>(*id, command, issued.id, origin).await
+            }
+            Command::Invoice(id, command) => {
+                self.run::<Invoice>(*id, command, issued.id, origin).await
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(%command_id, aggregate = A::TYPE, aggregate_id = %id))]
+    async fn run<A: Aggregate>(
+        &self,
+        id: A::Id,
+        command: &A::Command,
+        command_id: CommandId,
+        origin: Origin,
+    ) -> Result<Outcome, StoreError> {
+        let meta = CommandMeta {
+            command_id,
+            correlation_id: origin.correlation_id,
+            causation_id: origin.causation_id,
+        };
+        let mut attempt = 1;
+        loop {
+            let loaded = self.repository.load::<A>(id).await?;
+            let written = match loaded.state.decide(id, command) {
+                Ok(events) => {
+                    let saved = self.repository.save(&loaded, &events, meta).await;
+                    saved.map(|()| {
+                        tracing::info!(
+                            version = loaded.version + events.len() as u64,
+                            events = events.len(),
+                            "command applied"
+                        );
+                        Outcome::Applied
+                    })
+                }
+                Err(rejection) => {
+                    let reason = rejection.to_string();
+                    let store = self.repository.store();
+                    let recorded = store
+                        .record_rejection(command_id, A::TYPE, id.into(), &reason)
+                        .await;
+                    recorded.map(|()| {
+                        tracing::info!(%reason, "command rejected");
+                        Outcome::Rejected { reason }
+                    })
+                }
+            };
+            match written {
+                Err(StoreError::Conflict { .. }) if attempt < self.max_attempts => {
+                    tracing::debug!(attempt, "version conflict, deciding again");
+                    attempt += 1;
+                }
+                Err(StoreError::AlreadyProcessed(_)) => {
+                    let outcome = self.repository.store().outcome(command_id).await?;
+                    let outcome = outcome.ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "command {command_id} processed without an outcome"
+                        ))
+                    })?;
+                    tracing::info!(?outcome, "command already processed, nothing changed");
+                    return Ok(outcome);
+                }
+                other => return other,
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The command handler. It consumes client commands (`financing.commands`), integration events
+//! (`registering.events`) and domain events (`financing.events`, for the saga's policies), and
+//! applies each resulting command to one aggregate in the event store. Domain rejections are
+//! recorded as outcomes, undecodable messages go to `financing.dlq` with the reason, and an
+//! offset is stored only once its message's effect is committed.
+
+mod consume;
+mod executor;
+
+use financing_event_store::{MIGRATOR, PgEventStore, Repository};
+use financing_messaging::{KafkaConfig, Publisher, Topics};
+use financing_runtime::config::{ConfigError, text, var};
+use financing_runtime::retry::until_ok;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use tokio_util::sync::CancellationToken;
+
+pub use executor::{Executor, Origin};
+
+#[derive(Debug, Clone)]
+pub struct HandlerConfig {
+    /// `DATABASE_URL`: the event store (created and migrated at start-up).
+    pub database_url: String,
+    pub kafka: KafkaConfig,
+    /// `COMMAND_HANDLER_GROUP`: the consumer group all instances share.
+    pub group_id: String,
+    /// `SNAPSHOT_EVERY`: events between two snapshots of an aggregate.
+    pub snapshot_every: u64,
+    /// `MAX_CONFLICT_ATTEMPTS`: reload-and-decide cycles per command on version conflicts.
+    pub max_attempts: u32,
+}
+
+impl HandlerConfig {
+    pub fn from_env() -> Result<HandlerConfig, ConfigError> {
+        Ok(HandlerConfig {
+            database_url: text(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/financing",
+            ),
+            kafka: KafkaConfig::from_env()?,
+            group_id: text("COMMAND_HANDLER_GROUP", "financing-command-handler"),
+            snapshot_every: var("SNAPSHOT_EVERY", 50)?,
+            max_attempts: var("MAX_CONFLICT_ATTEMPTS", 10)?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create a Kafka client")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("shutdown requested during start-up")]
+    ShutDown,
+}
+
+pub struct CommandHandler {
+    consumer: StreamConsumer,
+    dead_letters: Publisher,
+    executor: Executor<PgEventStore>,
+    topics: Topics,
+    shutdown: CancellationToken,
+}
+
+impl CommandHandler {
+    /// Connects to Postgres (creating and migrating the database) and creates the topics,
+    /// retrying while either is unavailable, then joins the consumer group.
+    pub async fn build(
+        config: HandlerConfig,
+        shutdown: CancellationToken,
+    ) -> Result<CommandHandler, StartError> {
+        let pool = until_ok("connecting to the event store", &shutdown, || {
+            financing_runtime::postgres::connect_and_migrate(&config.database_url, &MIGRATOR, 10)
+        })
+        .await
+        .ok_or(StartError::ShutDown)?;
+        until_ok("creating topics", &shutdown, || {
+            config.kafka.ensure_topics()
+        })
+        .await
+        .ok_or(StartError::ShutDown)?;
+
+        let topics = config.kafka.topics();
+        let consumer = config.kafka.consumer(&config.group_id)?;
+        consumer.subscribe(&[&topics.commands, &topics.registering_events, &topics.events])?;
+        let repository = Repository::new(PgEventStore::new(pool), config.snapshot_every);
+        Ok(CommandHandler {
+            consumer,
+            dead_letters: Publisher::new(&config.kafka)?,
+            executor: Executor::new(repository, config.max_attempts),
+            topics,
+            shutdown,
+        })
+    }
+}

@@ -1,0 +1,215 @@
+//! The handler against the real broker and Postgres: its own topics (one partition, so order
+//! is total) and its own database.
+
+use std::time::Duration;
+
+use financing_command_handler::{CommandHandler, HandlerConfig};
+use financing_domain::{ClientCommand, CommandId, IntegrationEvent, InvoiceId, IssuerId, Money};
+use financing_messaging::{
+    CommandMessage, KafkaConfig, Publisher, Record, headers, integration_record,
+};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct Setup {
+    config: HandlerConfig,
+    publisher: Publisher,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let base = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let (server, _) = base.rsplit_once('/').unwrap();
+        let run = Uuid::new_v4().simple();
+        let kafka = KafkaConfig {
+            partitions: 1,
+            topic_prefix: format!("test-{run}."),
+            ..KafkaConfig::from_env().unwrap()
+        };
+        let config = HandlerConfig {
+            database_url: format!("{server}/financing_test_{run}"),
+            group_id: format!("test-{run}"),
+            snapshot_every: 50,
+            max_attempts: 10,
+            kafka: kafka.clone(),
+        };
+        Setup {
+            publisher: Publisher::new(&kafka).unwrap(),
+            config,
+        }
+    }
+
+    async fn start(&self) -> (CancellationToken, JoinHandle<()>) {
+        let shutdown = CancellationToken::new();
+        let handler = CommandHandler::build(self.config.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        (shutdown, tokio::spawn(handler.run_until_stopped()))
+    }
+
+    async fn publish(&self, topic: &str, record: Record) {
+        self.publisher.publish(topic, &record).await.unwrap();
+    }
+
+    async fn event_types(&self, pool: &PgPool, aggregate_id: Uuid) -> Vec<String> {
+        sqlx::query_scalar("SELECT event_type FROM events WHERE aggregate_id = $1 ORDER BY version")
+            .bind(aggregate_id)
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the aggregate has these events.
+    async fn await_events(&self, pool: &PgPool, aggregate_id: Uuid, expected: &[&str]) {
+        for _ in 0..300 {
+            if self.event_types(pool, aggregate_id).await == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{aggregate_id} never got {expected:?}");
+    }
+
+    fn dead_letters(&self) -> StreamConsumer {
+        let consumer = self
+            .config
+            .kafka
+            .consumer(&format!("{}-dlq", self.config.group_id))
+            .unwrap();
+        consumer
+            .subscribe(&[&self.config.kafka.topics().dlq])
+            .unwrap();
+        consumer
+    }
+
+    fn dead_letter_count(&self, consumer: &StreamConsumer) -> i64 {
+        let (low, high) = consumer
+            .fetch_watermarks(&self.config.kafka.topics().dlq, 0, Duration::from_secs(10))
+            .unwrap();
+        high - low
+    }
+}
+
+fn registered(issuer_id: IssuerId) -> Record {
+    integration_record(&IntegrationEvent::IssuerRegistered {
+        id: issuer_id,
+        name: "ACME".into(),
+    })
+}
+
+fn sell(issuer_id: IssuerId) -> (InvoiceId, Record) {
+    let command_id = CommandId::new_random();
+    let invoice_id = InvoiceId::for_sale(command_id);
+    let message = CommandMessage {
+        command_id,
+        correlation_id: command_id.as_uuid(),
+        command: ClientCommand::SellInvoice {
+            invoice_id,
+            issuer_id,
+            asking_price: Money::units(10),
+        },
+    };
+    (invoice_id, message.record())
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_once_with_its_reason_and_the_rest_is_handled() {
+    let setup = Setup::new();
+    let topics = setup.config.kafka.topics();
+    let (shutdown, running) = setup.start().await;
+    let pool = PgPool::connect(&setup.config.database_url).await.unwrap();
+
+    let poison = Record {
+        key: "k".into(),
+        payload: b"{not json".to_vec(),
+        headers: vec![
+            (headers::TYPE.into(), "SellInvoice".into()),
+            (headers::COMMAND_ID.into(), Uuid::new_v4().to_string()),
+            (headers::CORRELATION_ID.into(), Uuid::new_v4().to_string()),
+        ],
+    };
+    setup.publish(&topics.commands, poison.clone()).await;
+    let issuer_id = IssuerId::new_random();
+    setup
+        .publish(&topics.registering_events, registered(issuer_id))
+        .await;
+    let (invoice_id, sale) = sell(issuer_id);
+    setup.publish(&topics.commands, sale).await;
+    setup
+        .await_events(&pool, invoice_id.as_uuid(), &["InvoiceCreated"])
+        .await;
+
+    let dead_letters = setup.dead_letters();
+    let letter = tokio::time::timeout(Duration::from_secs(30), dead_letters.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(letter.payload(), Some(&poison.payload[..]));
+    let header = |name: &str| {
+        use rdkafka::message::Headers;
+        letter
+            .headers()
+            .and_then(|all| all.iter().find(|h| h.key == name))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let reason = header(headers::DLQ_REASON).unwrap();
+    assert!(reason.starts_with("the payload is not JSON"), "{reason}");
+    assert_eq!(
+        header(headers::DLQ_TOPIC).as_deref(),
+        Some(topics.commands.as_str())
+    );
+
+    // A graceful restart resumes after the committed offsets: the poison is not seen again.
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .unwrap()
+        .unwrap();
+    let (shutdown, _running) = setup.start().await;
+    let (second_invoice, second_sale) = sell(issuer_id);
+    setup.publish(&topics.commands, second_sale).await;
+    setup
+        .await_events(&pool, second_invoice.as_uuid(), &["InvoiceCreated"])
+        .await;
+    assert_eq!(setup.dead_letter_count(&dead_letters), 1);
+    assert_eq!(
+        setup.event_types(&pool, invoice_id.as_uuid()).await,
+        ["InvoiceCreated"]
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_redelivered_registration_creates_the_issuer_once() {
+    let setup = Setup::new();
+    let topics = setup.config.kafka.topics();
+    let (shutdown, _running) = setup.start().await;
+    let pool = PgPool::connect(&setup.config.database_url).await.unwrap();
+
+    let issuer_id = IssuerId::new_random();
+    setup
+        .publish(&topics.registering_events, registered(issuer_id))
+        .await;
+    setup
+        .publish(&topics.registering_events, registered(issuer_id))
+        .await;
+    // The next message on the same partition is handled only after both copies.
+    let marker = IssuerId::new_random();
+    setup
+        .publish(&topics.registering_events, registered(marker))
+        .await;
+    setup
+        .await_events(&pool, marker.as_uuid(), &["IssuerCreated"])
+        .await;
+    assert_eq!(
+        setup.event_types(&pool, issuer_id.as_uuid()).await,
+        ["IssuerCreated"]
+    );
+    shutdown.cancel();
+}

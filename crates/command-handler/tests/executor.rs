@@ -1,0 +1,491 @@
+//! The executor on the in-memory event store: outcomes, redeliveries, compensation, conflicts,
+//! and a property over random commands delivered any number of times.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use financing_command_handler::{Executor, Origin};
+use financing_domain::saga::{self, EventPosition, Issued};
+use financing_domain::{
+    Aggregate, ClientCommand, Command, CommandId, Event, IntegrationEvent, Investor,
+    InvestorCommand, InvestorEvent, InvestorId, Invoice, InvoiceId, InvoiceStatus, IssuerId, Money,
+};
+use financing_event_store::{
+    Append, EventStore, InMemoryEventStore, Outcome, RecordedEvent, Repository, Snapshot,
+    StoreError,
+};
+use financing_messaging::CommandMessage;
+use proptest::prelude::*;
+use uuid::Uuid;
+
+fn executor<S: EventStore>(store: S) -> Executor<S> {
+    Executor::new(Repository::new(store, 3), 5)
+}
+
+fn client(command: ClientCommand) -> CommandMessage {
+    let command_id = CommandId::new_random();
+    CommandMessage {
+        command_id,
+        correlation_id: command_id.as_uuid(),
+        command,
+    }
+}
+
+fn origin() -> Origin {
+    Origin {
+        correlation_id: Uuid::new_v4(),
+        causation_id: Uuid::new_v4(),
+    }
+}
+
+async fn register_investor<S: EventStore>(executor: &Executor<S>, funds: u64) -> InvestorId {
+    let id = InvestorId::new_random();
+    register(executor, id, funds).await;
+    id
+}
+
+async fn register<S: EventStore>(executor: &Executor<S>, id: InvestorId, funds: u64) {
+    let registered = IntegrationEvent::InvestorRegistered {
+        id,
+        name: "Ada".into(),
+        balance: Money::units(funds),
+    };
+    let outcome = executor
+        .react(&saga::on_integration_event(&registered), origin())
+        .await;
+    assert_eq!(outcome.unwrap(), Outcome::Applied);
+}
+
+fn event_types(store: &InMemoryEventStore) -> Vec<String> {
+    store.recorded().into_iter().map(|e| e.event_type).collect()
+}
+
+fn decoded(recorded: &RecordedEvent) -> (EventPosition, Event) {
+    let position = EventPosition {
+        aggregate_id: recorded.aggregate_id,
+        version: recorded.version,
+    };
+    let event = Event::decode(
+        &recorded.aggregate_type,
+        &recorded.event_type,
+        recorded.payload.clone(),
+    )
+    .unwrap();
+    (position, event)
+}
+
+fn investor_state(store: &InMemoryEventStore, id: InvestorId) -> Investor {
+    let events: Vec<InvestorEvent> = store
+        .recorded()
+        .iter()
+        .filter(|e| e.aggregate_id == id.as_uuid())
+        .map(|e| match decoded(e).1 {
+            Event::Investor(event) => event,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    Investor::replay(&events)
+}
+
+#[tokio::test]
+async fn selling_for_an_unregistered_issuer_is_rejected_and_recorded_without_events() {
+    let store = InMemoryEventStore::new();
+    let executor = executor(&store);
+    let issuer_id = IssuerId::new_random();
+    let sell = client(ClientCommand::SellInvoice {
+        invoice_id: InvoiceId::new_random(),
+        issuer_id,
+        asking_price: Money::units(10),
+    });
+    let command_id = sell.command_id;
+
+    let outcome = executor.client_command(sell).await.unwrap();
+    let expected = Outcome::Rejected {
+        reason: format!("issuer {issuer_id} is not registered"),
+    };
+    assert_eq!(outcome, expected);
+    assert_eq!(store.outcome(command_id).await.unwrap(), Some(expected));
+    assert!(store.recorded().is_empty());
+}
+
+#[tokio::test]
+async fn a_sale_by_a_registered_issuer_creates_the_invoice_in_the_client_s_correlation() {
+    let store = InMemoryEventStore::new();
+    let executor = executor(&store);
+    let issuer_id = IssuerId::new_random();
+    let registered = IntegrationEvent::IssuerRegistered {
+        id: issuer_id,
+        name: "ACME".into(),
+    };
+    executor
+        .react(&saga::on_integration_event(&registered), origin())
+        .await
+        .unwrap();
+    let sell = client(ClientCommand::SellInvoice {
+        invoice_id: InvoiceId::new_random(),
+        issuer_id,
+        asking_price: Money::units(10),
+    });
+    let (command_id, correlation_id) = (sell.command_id, sell.correlation_id);
+
+    assert_eq!(
+        executor.client_command(sell).await.unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(event_types(&store), ["IssuerCreated", "InvoiceCreated"]);
+    let created = &store.recorded()[1];
+    assert_eq!(created.metadata.command_id, command_id);
+    assert_eq!(created.metadata.correlation_id, correlation_id);
+    assert_eq!(created.metadata.causation_id, command_id.as_uuid());
+}
+
+#[tokio::test]
+async fn a_redelivered_command_changes_nothing_and_reports_its_first_outcome() {
+    let store = InMemoryEventStore::new();
+    let executor = executor(&store);
+    let investor_id = InvestorId::new_random();
+    let bid = client(ClientCommand::BidOnInvoice {
+        investor_id,
+        invoice_id: InvoiceId::new_random(),
+        bid: Money::units(10),
+    });
+    let first = executor.client_command(bid.clone()).await.unwrap();
+    assert!(
+        matches!(first, Outcome::Rejected { .. }),
+        "no such investor yet"
+    );
+
+    // Even once the bid could succeed, its redelivery keeps the first outcome.
+    register(&executor, investor_id, 100).await;
+    let placed = client(ClientCommand::BidOnInvoice {
+        investor_id,
+        invoice_id: InvoiceId::new_random(),
+        bid: Money::units(10),
+    });
+    assert_eq!(
+        executor.client_command(placed.clone()).await.unwrap(),
+        Outcome::Applied
+    );
+    let events_before = store.recorded().len();
+
+    assert_eq!(executor.client_command(bid).await.unwrap(), first);
+    assert_eq!(
+        executor.client_command(placed).await.unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(store.recorded().len(), events_before);
+}
+
+#[tokio::test]
+async fn a_bid_on_a_missing_invoice_gives_the_funds_back_once() {
+    let store = InMemoryEventStore::new();
+    let executor = executor(&store);
+    let investor_id = register_investor(&executor, 100).await;
+    let bid = client(ClientCommand::BidOnInvoice {
+        investor_id,
+        invoice_id: InvoiceId::new_random(),
+        bid: Money::units(30),
+    });
+    executor.client_command(bid).await.unwrap();
+    let placed = store.recorded().last().cloned().unwrap();
+    assert_eq!(placed.event_type, "BidOnInvoicePlaced");
+
+    let (position, event) = decoded(&placed);
+    let reaction = saga::on_event(position, &event).unwrap();
+    for _delivery in 0..3 {
+        let outcome = executor.react(&reaction, origin()).await.unwrap();
+        assert!(matches!(outcome, Outcome::Rejected { .. }), "{outcome:?}");
+    }
+
+    let released: Vec<String> = event_types(&store)
+        .into_iter()
+        .filter(|t| t == "InvestorFundsReleased")
+        .collect();
+    assert_eq!(released.len(), 1);
+    let investor = investor_state(&store, investor_id);
+    assert_eq!(
+        (investor.balance(), investor.reserved()),
+        (Money::units(100), Money::ZERO)
+    );
+}
+
+/// A store where another writer appends to the aggregate just before our first append.
+struct Interfering<'a> {
+    inner: &'a InMemoryEventStore,
+    interfered: AtomicU32,
+}
+
+impl EventStore for Interfering<'_> {
+    async fn load_snapshot(&self, aggregate_id: Uuid) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.load_snapshot(aggregate_id).await
+    }
+
+    async fn load_events(&self, id: Uuid, after: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.load_events(id, after).await
+    }
+
+    async fn append(&self, append: Append) -> Result<(), StoreError> {
+        if self.interfered.fetch_add(1, Ordering::SeqCst) == 0 {
+            let mut competing = append.clone();
+            competing.command_id = CommandId::new_random();
+            self.inner.append(competing).await?;
+        }
+        self.inner.append(append).await
+    }
+
+    async fn record_rejection(
+        &self,
+        command_id: CommandId,
+        aggregate_type: &'static str,
+        aggregate_id: Uuid,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .record_rejection(command_id, aggregate_type, aggregate_id, reason)
+            .await
+    }
+
+    async fn outcome(&self, command_id: CommandId) -> Result<Option<Outcome>, StoreError> {
+        self.inner.outcome(command_id).await
+    }
+}
+
+#[tokio::test]
+async fn a_version_conflict_is_decided_again_on_the_new_state() {
+    let store = InMemoryEventStore::new();
+    let investor_id = register_investor(&executor(&store), 100).await;
+    let interfering = Interfering {
+        inner: &store,
+        interfered: AtomicU32::new(0),
+    };
+    let bid = Issued {
+        id: CommandId::new_random(),
+        command: Command::Investor(
+            investor_id,
+            InvestorCommand::PlaceBid {
+                invoice_id: InvoiceId::new_random(),
+                amount: Money::units(60),
+            },
+        ),
+    };
+
+    // Our bid of 60 was decided on a balance of 100; the competing one took 60 first, so the
+    // second decision sees 40 left and rejects.
+    let outcome = executor(&interfering)
+        .execute(&bid, origin())
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Rejected { ref reason } if reason.contains("insufficient balance")),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        interfering.interfered.load(Ordering::SeqCst),
+        1,
+        "decided again without appending"
+    );
+    let investor = investor_state(&store, investor_id);
+    assert_eq!(
+        (investor.balance(), investor.reserved()),
+        (Money::units(40), Money::units(60))
+    );
+}
+
+/// A store whose every append loses a race.
+struct AlwaysConflicting<'a>(&'a InMemoryEventStore, AtomicU32);
+
+impl EventStore for AlwaysConflicting<'_> {
+    async fn load_snapshot(&self, aggregate_id: Uuid) -> Result<Option<Snapshot>, StoreError> {
+        self.0.load_snapshot(aggregate_id).await
+    }
+
+    async fn load_events(&self, id: Uuid, after: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.0.load_events(id, after).await
+    }
+
+    async fn append(&self, append: Append) -> Result<(), StoreError> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        Err(StoreError::Conflict {
+            aggregate_id: append.aggregate_id,
+            expected_version: append.expected_version,
+        })
+    }
+
+    async fn record_rejection(
+        &self,
+        command_id: CommandId,
+        aggregate_type: &'static str,
+        aggregate_id: Uuid,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.0
+            .record_rejection(command_id, aggregate_type, aggregate_id, reason)
+            .await
+    }
+
+    async fn outcome(&self, command_id: CommandId) -> Result<Option<Outcome>, StoreError> {
+        self.0.outcome(command_id).await
+    }
+}
+
+#[tokio::test]
+async fn conflicts_past_the_bound_are_returned_to_be_retried_later() {
+    let store = InMemoryEventStore::new();
+    let losing = AlwaysConflicting(&store, AtomicU32::new(0));
+    let executor = Executor::new(Repository::new(&losing, 3), 4);
+    let register = saga::on_integration_event(&IntegrationEvent::IssuerRegistered {
+        id: IssuerId::new_random(),
+        name: "ACME".into(),
+    });
+    let result = executor.react(&register, origin()).await;
+    assert!(
+        matches!(result, Err(StoreError::Conflict { .. })),
+        "{result:?}"
+    );
+    assert_eq!(losing.1.load(Ordering::SeqCst), 4);
+    assert_eq!(store.outcome(register.command.id).await.unwrap(), None);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Sell {
+        invoice: u128,
+        cents: u64,
+    },
+    Bid {
+        investor: u128,
+        invoice: u128,
+        cents: u64,
+    },
+    Approve {
+        invoice: u128,
+    },
+    Reverse {
+        invoice: u128,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..3u128, 1..3_000u64).prop_map(|(invoice, cents)| Op::Sell { invoice, cents }),
+        (0..2u128, 0..4u128, 1..4_000u64).prop_map(|(investor, invoice, cents)| Op::Bid {
+            investor,
+            invoice,
+            cents
+        }),
+        (0..3u128).prop_map(|invoice| Op::Approve { invoice }),
+        (0..3u128).prop_map(|invoice| Op::Reverse { invoice }),
+    ]
+}
+
+/// Runs `ops` with the saga, delivering every command and event as often as `deliveries`
+/// says, and returns the investors' and invoices' final states.
+async fn run_scenario(ops: &[Op], deliveries: &[usize]) -> (Vec<Investor>, Vec<Invoice>) {
+    let mut deliveries = deliveries.iter().copied().cycle();
+    let store = InMemoryEventStore::new();
+    let executor = executor(&store);
+    let issuer_id = IssuerId::from_u128(1);
+    let investors = [InvestorId::from_u128(10), InvestorId::from_u128(11)];
+    let invoice = |n: u128| InvoiceId::from_u128(100 + n);
+    let mut registrations = vec![IntegrationEvent::IssuerRegistered {
+        id: issuer_id,
+        name: "ACME".into(),
+    }];
+    registrations.extend(
+        investors
+            .iter()
+            .map(|id| IntegrationEvent::InvestorRegistered {
+                id: *id,
+                name: "Ada".into(),
+                balance: Money::units(50),
+            }),
+    );
+    for registration in &registrations {
+        for _ in 0..deliveries.next().unwrap() {
+            let reaction = saga::on_integration_event(registration);
+            executor.react(&reaction, origin()).await.unwrap();
+        }
+    }
+    let mut delivered = 0;
+    for op in ops {
+        let message = client(match *op {
+            Op::Sell { invoice: n, cents } => ClientCommand::SellInvoice {
+                invoice_id: invoice(n),
+                issuer_id,
+                asking_price: Money::from_cents(cents),
+            },
+            Op::Bid {
+                investor,
+                invoice: n,
+                cents,
+            } => ClientCommand::BidOnInvoice {
+                investor_id: investors[investor as usize],
+                invoice_id: invoice(n),
+                bid: Money::from_cents(cents),
+            },
+            Op::Approve { invoice: n } => ClientCommand::ApproveFinancing {
+                invoice_id: invoice(n),
+            },
+            Op::Reverse { invoice: n } => ClientCommand::ReverseFinancing {
+                invoice_id: invoice(n),
+            },
+        });
+        for _ in 0..deliveries.next().unwrap() {
+            executor.client_command(message.clone()).await.unwrap();
+        }
+        // The saga runs every event published so far, each delivered as often as told.
+        while delivered < store.recorded().len() {
+            let (position, event) = decoded(&store.recorded()[delivered]);
+            delivered += 1;
+            if let Some(reaction) = saga::on_event(position, &event) {
+                for _ in 0..deliveries.next().unwrap() {
+                    executor.react(&reaction, origin()).await.unwrap();
+                }
+            }
+        }
+    }
+    let repository = Repository::new(&store, 3);
+    let mut invoices = Vec::new();
+    for n in 0..4 {
+        invoices.push(repository.load::<Invoice>(invoice(n)).await.unwrap().state);
+    }
+    let states = investors
+        .iter()
+        .map(|id| investor_state(&store, *id))
+        .collect();
+    (states, invoices)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Every client command and every event is delivered one to three times: the outcome is
+    /// exactly that of delivering everything once, and the money stays whole: what is reserved
+    /// is the price of the financed invoices, what is committed that of the approved ones.
+    #[test]
+    fn redeliveries_change_nothing_and_money_stays_whole(
+        ops in proptest::collection::vec(op(), 1..40),
+        deliveries in proptest::collection::vec(1..=3usize, 64),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let (investors, invoices) = runtime.block_on(run_scenario(&ops, &deliveries));
+        let (once_investors, once_invoices) = runtime.block_on(run_scenario(&ops, &[1]));
+        prop_assert_eq!(&investors, &once_investors);
+        prop_assert_eq!(&invoices, &once_invoices);
+
+        for (n, account) in investors.iter().enumerate() {
+            let total = account.balance().cents() + account.reserved().cents() + account.committed().cents();
+            prop_assert_eq!(total, Money::units(50).cents(), "{:?}", account);
+            let won = |status| -> u64 {
+                invoices
+                    .iter()
+                    .filter(|invoice| invoice.status() == Some(status))
+                    .filter(|invoice| invoice.winning_bid().is_some_and(|bid| bid.investor_id == InvestorId::from_u128(10 + n as u128)))
+                    .filter_map(|invoice| invoice.asking_price())
+                    .map(Money::cents)
+                    .sum()
+            };
+            prop_assert_eq!(account.reserved().cents(), won(InvoiceStatus::Financed));
+            prop_assert_eq!(account.committed().cents(), won(InvoiceStatus::Approved));
+        }
+    }
+}
