@@ -1,15 +1,14 @@
 //! The handler against the real broker and Postgres: its own topics (one partition, so order
 //! is total) and its own database.
 
-use std::time::Duration;
-
 use financing_command_handler::{CommandHandler, HandlerConfig};
 use financing_domain::{ClientCommand, CommandId, IntegrationEvent, InvoiceId, IssuerId, Money};
 use financing_messaging::{
     CommandMessage, KafkaConfig, Publisher, Record, headers, integration_record,
 };
+use financing_testkit::{PATIENCE, own_database_url, own_topics, read_to_end, wait_until};
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, OwnedMessage};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,18 +21,13 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let base = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let (server, _) = base.rsplit_once('/').unwrap();
-        let run = Uuid::new_v4().simple();
         let kafka = KafkaConfig {
             partitions: 1,
-            topic_prefix: format!("test-{run}."),
-            ..KafkaConfig::from_env().unwrap()
+            ..own_topics()
         };
         let config = HandlerConfig {
-            database_url: format!("{server}/financing_test_{run}"),
-            group_id: format!("test-{run}"),
+            database_url: own_database_url(),
+            group_id: format!("{}handler", kafka.topic_prefix),
             snapshot_every: 50,
             max_attempts: 10,
             kafka: kafka.clone(),
@@ -64,34 +58,15 @@ impl Setup {
             .unwrap()
     }
 
-    /// Waits until the aggregate has these events.
     async fn await_events(&self, pool: &PgPool, aggregate_id: Uuid, expected: &[&str]) {
-        for _ in 0..300 {
-            if self.event_types(pool, aggregate_id).await == expected {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("{aggregate_id} never got {expected:?}");
+        wait_until(&format!("{aggregate_id} has {expected:?}"), || async {
+            (self.event_types(pool, aggregate_id).await == expected).then_some(())
+        })
+        .await;
     }
 
-    fn dead_letters(&self) -> StreamConsumer {
-        let consumer = self
-            .config
-            .kafka
-            .consumer(&format!("{}-dlq", self.config.group_id))
-            .unwrap();
-        consumer
-            .subscribe(&[&self.config.kafka.topics().dlq])
-            .unwrap();
-        consumer
-    }
-
-    fn dead_letter_count(&self, consumer: &StreamConsumer) -> i64 {
-        let (low, high) = consumer
-            .fetch_watermarks(&self.config.kafka.topics().dlq, 0, Duration::from_secs(10))
-            .unwrap();
-        high - low
+    async fn dead_letters(&self) -> Vec<OwnedMessage> {
+        read_to_end(&self.config.kafka, &self.config.kafka.topics().dlq).await
     }
 }
 
@@ -144,14 +119,12 @@ async fn a_poison_message_is_dead_lettered_once_with_its_reason_and_the_rest_is_
         .await_events(&pool, invoice_id.as_uuid(), &["InvoiceCreated"])
         .await;
 
-    let dead_letters = setup.dead_letters();
-    let letter = tokio::time::timeout(Duration::from_secs(30), dead_letters.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let dead_letters = setup.dead_letters().await;
+    let [letter] = &dead_letters[..] else {
+        panic!("one dead letter expected, got {}", dead_letters.len());
+    };
     assert_eq!(letter.payload(), Some(&poison.payload[..]));
     let header = |name: &str| {
-        use rdkafka::message::Headers;
         letter
             .headers()
             .and_then(|all| all.iter().find(|h| h.key == name))
@@ -167,7 +140,7 @@ async fn a_poison_message_is_dead_lettered_once_with_its_reason_and_the_rest_is_
 
     // A graceful restart resumes after the committed offsets: the poison is not seen again.
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), running)
+    tokio::time::timeout(PATIENCE, running)
         .await
         .unwrap()
         .unwrap();
@@ -177,7 +150,11 @@ async fn a_poison_message_is_dead_lettered_once_with_its_reason_and_the_rest_is_
     setup
         .await_events(&pool, second_invoice.as_uuid(), &["InvoiceCreated"])
         .await;
-    assert_eq!(setup.dead_letter_count(&dead_letters), 1);
+    assert_eq!(
+        setup.dead_letters().await.len(),
+        1,
+        "the poison was not handled again"
+    );
     assert_eq!(
         setup.event_types(&pool, invoice_id.as_uuid()).await,
         ["InvoiceCreated"]

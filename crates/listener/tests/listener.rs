@@ -8,6 +8,7 @@ use financing_api::v1::{self, BidOnInvoiceCommand, SellInvoiceCommand};
 use financing_domain::{ClientCommand, CommandId, InvoiceId, IssuerId, Money};
 use financing_listener::{Listener, ListenerConfig};
 use financing_messaging::{CommandMessage, KafkaConfig};
+use financing_testkit::{PATIENCE, own_topics, wait_until};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio_util::sync::CancellationToken;
@@ -43,13 +44,6 @@ async fn start(kafka: KafkaConfig) -> Running {
     }
 }
 
-fn own_topics() -> KafkaConfig {
-    KafkaConfig {
-        topic_prefix: format!("test-{}.", Uuid::new_v4()),
-        ..KafkaConfig::from_env().unwrap()
-    }
-}
-
 impl Running {
     async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))
@@ -65,23 +59,18 @@ impl Running {
 
     /// Waits until health says SERVING: the topics exist.
     async fn ready(&self) {
-        let mut health = HealthClient::new(self.channel().await);
-        let service = "financing.v1.Commands".to_owned();
-        for _ in 0..300 {
-            let status = health
-                .check(HealthCheckRequest {
-                    service: service.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .status;
-            if status == ServingStatus::Serving as i32 {
-                return;
+        let health = HealthClient::new(self.channel().await);
+        wait_until("the listener is SERVING", || {
+            let mut health = health.clone();
+            async move {
+                let request = HealthCheckRequest {
+                    service: "financing.v1.Commands".into(),
+                };
+                let status = health.check(request).await.ok()?.into_inner().status;
+                (status == ServingStatus::Serving as i32).then_some(())
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the listener never became SERVING");
+        })
+        .await;
     }
 
     fn consumer(&self) -> StreamConsumer {
@@ -97,7 +86,7 @@ impl Running {
 }
 
 async fn next_command(consumer: &StreamConsumer) -> (String, CommandMessage) {
-    let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+    let message = tokio::time::timeout(PATIENCE, consumer.recv())
         .await
         .expect("a command is queued")
         .unwrap();

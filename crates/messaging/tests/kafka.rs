@@ -4,14 +4,14 @@ use std::time::{Duration, Instant};
 
 use financing_domain::{ClientCommand, CommandId, InvoiceId};
 use financing_messaging::{CommandMessage, KafkaConfig, Publisher};
+use financing_testkit::{PATIENCE, own_topics};
 use rdkafka::consumer::Consumer;
 use uuid::Uuid;
 
 fn config() -> KafkaConfig {
     KafkaConfig {
         partitions: 2,
-        topic_prefix: format!("test-{}.", Uuid::new_v4()),
-        ..KafkaConfig::from_env().unwrap()
+        ..own_topics()
     }
 }
 
@@ -43,7 +43,7 @@ async fn topics_are_created_idempotently_and_a_message_arrives_with_its_headers(
         .consumer(&format!("{}group", config.topic_prefix))
         .unwrap();
     consumer.subscribe(&[&topics.commands]).unwrap();
-    let received = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+    let received = tokio::time::timeout(PATIENCE, consumer.recv())
         .await
         .expect("the message arrives")
         .unwrap();

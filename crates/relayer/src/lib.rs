@@ -1,0 +1,260 @@
+//! The relayer: publishes the event store's committed events to `financing.events`, keyed by
+//! aggregate id, every `RELAY_INTERVAL_MS` and as soon as Postgres announces a commit. It works
+//! in bounded batches under a lock (two instances never publish at once), never skips an event
+//! (an event is unpublished until marked, however late its transaction commits), keeps each
+//! aggregate's order, and marks as published only what the broker acknowledged.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use financing_event_store::{EVENTS_APPENDED_CHANNEL, MIGRATOR, Outbox, RecordedEvent, StoreError};
+use financing_messaging::{EventMeta, KafkaConfig, PublishError, Publisher, Record};
+use financing_runtime::config::{ConfigError, text, var};
+use financing_runtime::retry::{Chain, outage_backoff, until_ok};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct RelayerConfig {
+    /// `DATABASE_URL`: the event store.
+    pub database_url: String,
+    pub kafka: KafkaConfig,
+    /// `RELAY_INTERVAL_MS`: how often to look for events without a wake-up.
+    pub interval: Duration,
+    /// `RELAY_BATCH_SIZE`: events claimed and published at a time.
+    pub batch_size: u32,
+}
+
+impl RelayerConfig {
+    pub fn from_env() -> Result<RelayerConfig, ConfigError> {
+        Ok(RelayerConfig {
+            database_url: text(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/financing",
+            ),
+            kafka: KafkaConfig::from_env()?,
+            interval: Duration::from_millis(var("RELAY_INTERVAL_MS", 100)?),
+            batch_size: var("RELAY_BATCH_SIZE", 500)?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("cannot read or mark events")]
+    Store(#[from] StoreError),
+    #[error("{failed} of {claimed} events were not acknowledged; they stay unpublished")]
+    NotAcknowledged {
+        failed: usize,
+        claimed: usize,
+        #[source]
+        first: PublishError,
+    },
+}
+
+pub struct Relayer {
+    pool: PgPool,
+    outbox: Outbox,
+    publisher: Publisher,
+    topic: String,
+    config: RelayerConfig,
+    shutdown: CancellationToken,
+}
+
+impl Relayer {
+    /// Connects to the event store (creating and migrating it if needed), retrying while it is
+    /// unavailable; `None` if shutdown came first.
+    pub async fn build(
+        config: RelayerConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Option<Relayer>, rdkafka::error::KafkaError> {
+        let connected = until_ok("connecting to the event store", &shutdown, || {
+            financing_runtime::postgres::connect_and_migrate(&config.database_url, &MIGRATOR, 4)
+        })
+        .await;
+        let Some(pool) = connected else {
+            return Ok(None);
+        };
+        Ok(Some(Relayer {
+            outbox: Outbox::new(pool.clone()),
+            pool,
+            publisher: Publisher::new(&config.kafka)?,
+            topic: config.kafka.topics().events,
+            config,
+            shutdown,
+        }))
+    }
+
+    /// Relays until shutdown. Topics are created in the background: until they exist,
+    /// publishing fails and is retried like any outage.
+    pub async fn run_until_stopped(self) {
+        let kafka = self.config.kafka.clone();
+        let shutdown = self.shutdown.clone();
+        let topics = tokio::spawn(async move {
+            until_ok("creating topics", &shutdown, || kafka.ensure_topics()).await;
+        });
+        let mut wakeups = until_ok("listening for commits", &self.shutdown, || async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(EVENTS_APPENDED_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        })
+        .await;
+        tracing::info!(interval = ?self.config.interval, "relayer running");
+        let mut delays = outage_backoff();
+        while !self.shutdown.is_cancelled() {
+            let pause = match self.relay_pending().await {
+                Ok(_) => {
+                    delays = outage_backoff();
+                    self.config.interval
+                }
+                Err(error) => {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(error = %Chain(&error), retry_in = ?delay, "cannot relay yet");
+                    delay
+                }
+            };
+            let woken = async {
+                match wakeups.as_mut() {
+                    Some(listener) => listener.recv().await.map(drop),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {}
+                _ = tokio::time::sleep(pause) => {}
+                woken = woken => if let Err(error) = woken {
+                    // Polling carries on; the listener reconnects on its next use.
+                    tracing::warn!(error = %Chain(&error), "commit wake-ups interrupted");
+                    tokio::time::sleep(self.config.interval).await;
+                }
+            }
+        }
+        topics.abort();
+        tracing::info!("relayer stopped");
+    }
+
+    /// Publishes what is unpublished now, batch after batch; returns how many events it
+    /// published. Another relayer holding the lock means there is nothing to do here.
+    pub async fn relay_pending(&self) -> Result<usize, RelayError> {
+        let mut published = 0;
+        loop {
+            let Some(claim) = self.outbox.claim(self.config.batch_size).await? else {
+                return Ok(published);
+            };
+            let events = claim.events();
+            let records: Vec<Record> = events.iter().map(record).collect();
+            // Sent in position order through an idempotent producer: one aggregate's events
+            // reach its partition in order.
+            let sends = records
+                .iter()
+                .map(|r| self.publisher.publish(&self.topic, r));
+            let results = futures::future::join_all(sends).await;
+            let acknowledged: Vec<bool> = results.iter().map(Result::is_ok).collect();
+            let marked = publishable(events, &acknowledged);
+            let claimed = events.len();
+            claim.mark_published(&marked).await?;
+            published += marked.len();
+            if let Some(first) = results.into_iter().find_map(Result::err) {
+                return Err(RelayError::NotAcknowledged {
+                    failed: acknowledged.iter().filter(|ok| !**ok).count(),
+                    claimed,
+                    first,
+                });
+            }
+            tracing::debug!(published = claimed, "batch relayed");
+            if claimed < self.config.batch_size as usize {
+                return Ok(published);
+            }
+        }
+    }
+}
+
+fn record(event: &RecordedEvent) -> Record {
+    let meta = EventMeta {
+        aggregate_type: event.aggregate_type.clone(),
+        aggregate_id: event.aggregate_id,
+        version: event.version,
+        schema_version: event.schema_version,
+        event_id: event.metadata.event_id,
+        command_id: event.metadata.command_id,
+        correlation_id: event.metadata.correlation_id,
+        causation_id: event.metadata.causation_id,
+        recorded_at: event.recorded_at,
+    };
+    meta.record(&event.event_type, &event.payload)
+}
+
+/// The positions that may be marked published: each aggregate's acknowledged events up to its
+/// first unacknowledged one. The rest is published again later, after the failed event, so
+/// consumers still see every version of an aggregate in order.
+fn publishable(events: &[RecordedEvent], acknowledged: &[bool]) -> Vec<i64> {
+    let mut failed: HashSet<Uuid> = HashSet::new();
+    events
+        .iter()
+        .zip(acknowledged)
+        .filter_map(|(event, ok)| {
+            if !ok {
+                failed.insert(event.aggregate_id);
+            }
+            (*ok && !failed.contains(&event.aggregate_id)).then_some(event.global_position)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use financing_domain::CommandId;
+    use financing_event_store::EventMetadata;
+
+    fn event(position: i64, aggregate_id: Uuid) -> RecordedEvent {
+        RecordedEvent {
+            global_position: position,
+            aggregate_type: "Investor".into(),
+            aggregate_id,
+            version: position as u64,
+            event_type: "InvestorCreated".into(),
+            schema_version: 1,
+            payload: serde_json::json!({}),
+            metadata: EventMetadata {
+                event_id: Uuid::new_v4(),
+                command_id: CommandId::new_random(),
+                correlation_id: Uuid::new_v4(),
+                causation_id: Uuid::new_v4(),
+            },
+            recorded_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn everything_acknowledged_is_marked() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let events = [event(1, a), event(2, b), event(3, a)];
+        assert_eq!(publishable(&events, &[true, true, true]), [1, 2, 3]);
+    }
+
+    #[test]
+    fn nothing_after_an_aggregate_s_failed_event_is_marked_but_other_aggregates_are() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let events = [
+            event(1, a),
+            event(2, a),
+            event(3, b),
+            event(4, a),
+            event(5, b),
+        ];
+        assert_eq!(
+            publishable(&events, &[true, false, true, true, true]),
+            [1, 3, 5]
+        );
+    }
+
+    #[test]
+    fn nothing_unacknowledged_is_marked() {
+        let a = Uuid::new_v4();
+        assert!(publishable(&[event(1, a), event(2, a)], &[false, false]).is_empty());
+    }
+}

@@ -1,0 +1,209 @@
+//! The relayer against real Postgres (a database of its own) and the real broker (topics of its
+//! own). Events are written with plain SQL so that tests control when transactions commit.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use financing_messaging::{EventMessage, KafkaConfig};
+use financing_relayer::{RelayError, Relayer, RelayerConfig};
+use financing_testkit::{PATIENCE, own_database_url, own_topics, read_to_end, wait_until};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Small batches: a burst of events takes several claims.
+fn config() -> RelayerConfig {
+    RelayerConfig {
+        database_url: own_database_url(),
+        kafka: own_topics(),
+        interval: Duration::from_millis(100),
+        batch_size: 5,
+    }
+}
+
+async fn start(config: &RelayerConfig, shutdown: &CancellationToken) -> PgPool {
+    // The relayer creates topics in the background; the test's consumer needs them now.
+    config.kafka.ensure_topics().await.unwrap();
+    let relayer = Relayer::build(config.clone(), shutdown.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::spawn(relayer.run_until_stopped());
+    PgPool::connect(&config.database_url).await.unwrap()
+}
+
+/// Inserts version `version` of an investor's stream on `connection`, in whatever transaction
+/// it is in.
+async fn insert(connection: &mut PgConnection, aggregate_id: Uuid, version: i64) {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, version, event_type, schema_version, \
+             payload, event_id, command_id, correlation_id, causation_id) \
+         VALUES ('Investor', $1, $2, 'InvestorFundsAdded', 1, $3, gen_random_uuid(), \
+             gen_random_uuid(), gen_random_uuid(), gen_random_uuid())",
+    )
+    .bind(aggregate_id)
+    .bind(version)
+    .bind(serde_json::json!({ "investor_id": aggregate_id, "amount": "1.00" }))
+    .execute(connection)
+    .await
+    .unwrap();
+}
+
+fn consumer(config: &RelayerConfig) -> StreamConsumer {
+    let consumer = config
+        .kafka
+        .consumer(&format!("{}test", config.kafka.topic_prefix))
+        .unwrap();
+    consumer
+        .subscribe(&[&config.kafka.topics().events])
+        .unwrap();
+    consumer
+}
+
+async fn unpublished(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE published_at IS NULL")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Reads events until `done` says so; returns each aggregate's versions in arrival order.
+async fn receive_until(
+    consumer: &StreamConsumer,
+    received: &mut HashMap<Uuid, Vec<u64>>,
+    done: impl Fn(&HashMap<Uuid, Vec<u64>>) -> bool,
+) {
+    while !done(received) {
+        let message = tokio::time::timeout(PATIENCE, consumer.recv())
+            .await
+            .expect("the relayer keeps publishing")
+            .unwrap();
+        let event = EventMessage::decode(&message).unwrap();
+        received
+            .entry(event.meta.aggregate_id)
+            .or_default()
+            .push(event.meta.version);
+    }
+}
+
+#[tokio::test]
+async fn an_event_whose_transaction_commits_late_is_still_published() {
+    let config = config();
+    let shutdown = CancellationToken::new();
+    let pool = start(&config, &shutdown).await;
+    let consumer = consumer(&config);
+    let (early, late) = (Uuid::new_v4(), Uuid::new_v4());
+
+    // `late` takes the lower position but commits after `early` is already published.
+    let mut slow = pool.begin().await.unwrap();
+    insert(&mut slow, late, 1).await;
+    insert(&mut pool.acquire().await.unwrap(), early, 1).await;
+    let mut received = HashMap::new();
+    receive_until(&consumer, &mut received, |r| r.contains_key(&early)).await;
+    assert!(!received.contains_key(&late));
+
+    slow.commit().await.unwrap();
+    receive_until(&consumer, &mut received, |r| r.contains_key(&late)).await;
+    assert_eq!(received[&late], [1]);
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appenders_committing_out_of_order_lose_nothing_and_keep_each_aggregate_in_order()
+ {
+    const AGGREGATES: usize = 12;
+    const VERSIONS: i64 = 8;
+    let config = config();
+    let shutdown = CancellationToken::new();
+    let pool = start(&config, &shutdown).await;
+    start(&config, &shutdown).await; // a second relayer on the same store
+
+    let aggregates: Vec<Uuid> = (0..AGGREGATES).map(|_| Uuid::new_v4()).collect();
+    // One commit of many events wakes both relayers at once.
+    let mut bulk = pool.begin().await.unwrap();
+    for aggregate_id in &aggregates {
+        insert(&mut bulk, *aggregate_id, 1).await;
+    }
+    bulk.commit().await.unwrap();
+    let appenders = aggregates.iter().map(|&aggregate_id| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            for version in 2..=VERSIONS {
+                let mut tx = pool.begin().await.unwrap();
+                insert(&mut tx, aggregate_id, version).await;
+                // Hold the transaction a random while: commits land out of position order.
+                sqlx::query("SELECT pg_sleep(random() * 0.03)")
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+        })
+    });
+    futures::future::join_all(appenders).await;
+
+    // Once nothing is left unpublished, the topic is final: read all of it.
+    wait_until("every event is marked published", || async {
+        (unpublished(&pool).await == 0).then_some(())
+    })
+    .await;
+    let mut received: HashMap<Uuid, Vec<u64>> = HashMap::new();
+    for message in read_to_end(&config.kafka, &config.kafka.topics().events).await {
+        let meta = EventMessage::decode(&message).unwrap().meta;
+        received
+            .entry(meta.aggregate_id)
+            .or_default()
+            .push(meta.version);
+    }
+    for aggregate_id in &aggregates {
+        assert_eq!(
+            received[aggregate_id],
+            (1..=VERSIONS as u64).collect::<Vec<_>>(),
+            "{aggregate_id}: every version once, in order"
+        );
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn events_the_broker_did_not_acknowledge_stay_unpublished_until_it_does() {
+    let healthy = config();
+    let unreachable = RelayerConfig {
+        kafka: KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            delivery_timeout: Duration::from_millis(300),
+            ..healthy.kafka.clone()
+        },
+        ..healthy.clone()
+    };
+    let shutdown = CancellationToken::new();
+    let failing = Relayer::build(unreachable, shutdown.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    let pool = PgPool::connect(&healthy.database_url).await.unwrap();
+    let aggregate_id = Uuid::new_v4();
+    for version in 1..=2 {
+        insert(&mut pool.acquire().await.unwrap(), aggregate_id, version).await;
+    }
+
+    let result = failing.relay_pending().await;
+    assert!(
+        matches!(
+            result,
+            Err(RelayError::NotAcknowledged {
+                failed: 2,
+                claimed: 2,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(unpublished(&pool).await, 2);
+
+    healthy.kafka.ensure_topics().await.unwrap();
+    let relayer = Relayer::build(healthy, shutdown).await.unwrap().unwrap();
+    assert_eq!(relayer.relay_pending().await.unwrap(), 2);
+    assert_eq!(unpublished(&pool).await, 0);
+}

@@ -1,0 +1,105 @@
+//! Test support: a database and topics of a test's own (tests never share state), waiting
+//! until a condition holds (never a bare sleep), and reading a topic to its end.
+
+use std::future::Future;
+use std::time::Duration;
+
+use financing_messaging::KafkaConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use uuid::Uuid;
+
+/// How long a test waits for the system before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The URL of a database no other test uses, on the server of `DATABASE_URL`; the services
+/// create it on start-up.
+pub fn own_database_url() -> String {
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let (server, _) = base
+        .rsplit_once('/')
+        .expect("DATABASE_URL has a database name");
+    format!("{server}/financing_test_{}", Uuid::new_v4().simple())
+}
+
+/// The broker of `KAFKA_BROKERS`, with topics no other test uses.
+pub fn own_topics() -> KafkaConfig {
+    KafkaConfig {
+        topic_prefix: format!("test-{}.", Uuid::new_v4().simple()),
+        ..KafkaConfig::from_env().expect("valid Kafka settings")
+    }
+}
+
+/// Polls `condition` until it returns `Some`, failing the test after [`PATIENCE`].
+pub async fn wait_until<T, F, Fut>(what: &str, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = condition().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const END_MARKER: &str = "test-end-marker";
+
+/// Everything on `topic` now, partition by partition in order. The broker's watermarks cannot
+/// tell (Tansu counts batches, not records), so an end marker is written to every partition
+/// and the topic is read from the start until each marker comes back.
+pub async fn read_to_end(kafka: &KafkaConfig, topic: &str) -> Vec<OwnedMessage> {
+    let producer: FutureProducer = kafka.client_config().create().expect("a producer");
+    let marker = Uuid::new_v4().to_string();
+    for partition in 0..kafka.partitions {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: END_MARKER,
+            value: Some(&marker),
+        });
+        let record = FutureRecord::<(), ()>::to(topic)
+            .partition(partition)
+            .headers(headers);
+        producer
+            .send(record, PATIENCE)
+            .await
+            .expect("the end marker is written");
+    }
+
+    let consumer: StreamConsumer = kafka
+        .consumer(&format!("read-to-end-{marker}"))
+        .expect("a consumer");
+    consumer.subscribe(&[topic]).expect("subscribed");
+    let mut ended = 0;
+    let mut messages = Vec::new();
+    while ended < kafka.partitions {
+        let message = tokio::time::timeout(PATIENCE, consumer.recv())
+            .await
+            .expect("the topic's end markers arrive")
+            .expect("a message")
+            .detach();
+        let is_marker = |m: &OwnedMessage| {
+            m.headers()
+                .and_then(|all| all.iter().find(|h| h.key == END_MARKER))
+                .and_then(|h| h.value)
+                .is_some_and(|value| value == marker.as_bytes())
+        };
+        if is_marker(&message) {
+            ended += 1;
+        } else if message
+            .headers()
+            .is_none_or(|all| all.iter().all(|h| h.key != END_MARKER))
+        {
+            messages.push(message);
+        }
+    }
+    messages
+}
