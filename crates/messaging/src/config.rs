@@ -21,6 +21,10 @@ pub struct KafkaConfig {
     /// `KAFKA_DELIVERY_TIMEOUT_MS`: how long a publish may wait for the broker's
     /// acknowledgement before it fails.
     pub delivery_timeout: Duration,
+    /// `KAFKA_FETCH_WAIT_MS`: the longest a consumer's fetch waits for data. Tansu answers a
+    /// fetch only when this expires, so it bounds every hop's latency there; Apache Kafka
+    /// answers as soon as data arrives, whatever the value.
+    pub fetch_wait: Duration,
 }
 
 /// The topics of the system.
@@ -54,6 +58,7 @@ impl KafkaConfig {
             partitions: var("KAFKA_PARTITIONS", 3)?,
             topic_prefix: text("KAFKA_TOPIC_PREFIX", ""),
             delivery_timeout: Duration::from_millis(var("KAFKA_DELIVERY_TIMEOUT_MS", 5000)?),
+            fetch_wait: Duration::from_millis(var("KAFKA_FETCH_WAIT_MS", 10)?),
         })
     }
 
@@ -82,6 +87,7 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", self.fetch_wait.as_millis().to_string())
             .create()
     }
 
