@@ -10,6 +10,7 @@ use financing_messaging::{
 use financing_runtime::retry::{Chain, outage_backoff};
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 
 use crate::{CommandHandler, Origin};
@@ -57,8 +58,12 @@ impl CommandHandler {
                 tracing::warn!(error = %Chain(&error), "cannot store the offset; the message may be redelivered");
             }
         }
-        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::warn!(error = %Chain(&error), "cannot commit offsets; messages may be redelivered");
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing stored since the last automatic commit.
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => {
+                tracing::warn!(error = %Chain(&error), "cannot commit offsets; messages may be redelivered");
+            }
         }
         tracing::info!("command handler stopped");
     }

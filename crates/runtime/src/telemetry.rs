@@ -1,4 +1,7 @@
-//! Structured logs: one line per event, filtered by `RUST_LOG` (default `info`).
+//! Structured logs: one line per event, filtered by `RUST_LOG` (default `info`), coloured
+//! only on a terminal.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -8,5 +11,6 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .try_init();
 }
