@@ -7,6 +7,9 @@ pub enum ApiError {
     /// The request is malformed: `field` names the offending field, dotted from the request.
     #[error("{field}: {reason}")]
     InvalidArgument { field: String, reason: String },
+    /// No such thing (yet: the read models follow the commands).
+    #[error("{0} not found")]
+    NotFound(String),
     /// A dependency (broker, database) cannot be reached now; the client may retry.
     #[error("{0}")]
     Unavailable(String),
@@ -25,6 +28,7 @@ impl From<ApiError> for Status {
     fn from(error: ApiError) -> Status {
         match error {
             ApiError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
+            ApiError::NotFound(_) => Status::not_found(error.to_string()),
             ApiError::Unavailable(_) => Status::unavailable(error.to_string()),
         }
     }

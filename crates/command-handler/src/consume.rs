@@ -1,16 +1,12 @@
-//! The consumer loop: one message at a time, from decoding to the stored offset.
-
-use std::time::Duration;
+//! What the handler does with each message: decode it, turn it into work for the executor, or
+//! dead-letter it with the reason.
 
 use financing_domain::saga::{self, Reaction};
 use financing_event_store::StoreError;
 use financing_messaging::{
-    CommandMessage, EventMessage, PublishError, Undecodable, dead_letter, integration_event,
+    CommandMessage, EventMessage, HandleMessage, PublishError, Undecodable, integration_event,
 };
-use financing_runtime::retry::{Chain, outage_backoff};
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 
 use crate::{CommandHandler, Origin};
@@ -24,87 +20,39 @@ enum Work {
 
 /// Why a message cannot be finished now: it is retried, never skipped.
 #[derive(Debug, thiserror::Error)]
-enum Transient {
+pub enum Transient {
     #[error("the event store failed")]
     Store(#[from] StoreError),
     #[error("the dead-letter topic did not take the message")]
     DeadLetter(#[from] PublishError),
 }
 
-impl CommandHandler {
-    /// Handles messages until shutdown: the message in hand is finished (or left for
-    /// redelivery), its offset stored, and the stored offsets committed before returning.
-    pub async fn run_until_stopped(self) {
-        tracing::info!("command handler consuming");
-        loop {
-            let received = tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                received = self.consumer.recv() => received,
-            };
-            let message = match received {
-                Ok(message) => message,
-                Err(error) => {
-                    tracing::warn!(error = %Chain(&error), "cannot receive from the broker");
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            if !self.handle_until_done(&message).await {
-                break;
-            }
-            if let Err(error) = self.consumer.store_offset_from_message(&message) {
-                tracing::warn!(error = %Chain(&error), "cannot store the offset; the message may be redelivered");
-            }
-        }
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            // Nothing stored since the last automatic commit.
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(error) => {
-                tracing::warn!(error = %Chain(&error), "cannot commit offsets; messages may be redelivered");
-            }
-        }
-        tracing::info!("command handler stopped");
-    }
-
-    /// Retries through outages; `false` if shutdown came first (the message is redelivered).
-    async fn handle_until_done(&self, message: &BorrowedMessage<'_>) -> bool {
-        let mut delays = outage_backoff();
-        loop {
-            let Err(error) = self.handle(message).await else {
-                return true;
-            };
-            let delay = delays.next().unwrap_or(Duration::from_secs(5));
-            tracing::warn!(
-                topic = message.topic(),
-                partition = message.partition(),
-                offset = message.offset(),
-                error = %Chain(&error),
-                retry_in = ?delay,
-                "cannot handle the message yet"
-            );
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return false,
-                _ = tokio::time::sleep(delay) => {}
-            }
-        }
-    }
+impl HandleMessage for CommandHandler {
+    type Error = Transient;
 
     async fn handle(&self, message: &BorrowedMessage<'_>) -> Result<(), Transient> {
         let outcome = match self.work(message) {
-            Err(undecodable) => return self.dead_letter(message, &undecodable.to_string()).await,
+            Err(undecodable) => {
+                return Ok(self
+                    .dead_letters
+                    .send(message, &undecodable.to_string())
+                    .await?);
+            }
             Ok(Work::Nothing) => return Ok(()),
             Ok(Work::Client(command)) => self.executor.client_command(command).await,
             Ok(Work::React(reaction, origin)) => self.executor.react(&reaction, origin).await,
         };
         match outcome {
             Ok(_) => Ok(()),
-            Err(StoreError::Corrupt(reason)) => self.dead_letter(message, &reason).await,
+            Err(StoreError::Corrupt(reason)) => {
+                Ok(self.dead_letters.send(message, &reason).await?)
+            }
             Err(error) => Err(error.into()),
         }
     }
+}
 
+impl CommandHandler {
     fn work(&self, message: &BorrowedMessage<'_>) -> Result<Work, Undecodable> {
         let topic = message.topic();
         if topic == self.topics.commands {
@@ -127,23 +75,5 @@ impl CommandHandler {
             Ok(saga::on_event(meta.position(), &event)
                 .map_or(Work::Nothing, |reaction| Work::React(reaction, origin)))
         }
-    }
-
-    async fn dead_letter(
-        &self,
-        message: &BorrowedMessage<'_>,
-        reason: &str,
-    ) -> Result<(), Transient> {
-        self.dead_letters
-            .publish(&self.topics.dlq, &dead_letter(message, reason))
-            .await?;
-        tracing::warn!(
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
-            reason,
-            "message sent to the dead-letter topic"
-        );
-        Ok(())
     }
 }

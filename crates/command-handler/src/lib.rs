@@ -8,7 +8,7 @@ mod consume;
 mod executor;
 
 use financing_event_store::{MIGRATOR, PgEventStore, Repository};
-use financing_messaging::{KafkaConfig, Publisher, Topics};
+use financing_messaging::{DeadLetters, KafkaConfig, Topics};
 use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::retry::until_ok;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -54,7 +54,7 @@ pub enum StartError {
 
 pub struct CommandHandler {
     consumer: StreamConsumer,
-    dead_letters: Publisher,
+    dead_letters: DeadLetters,
     executor: Executor<PgEventStore>,
     topics: Topics,
     shutdown: CancellationToken,
@@ -84,10 +84,17 @@ impl CommandHandler {
         let repository = Repository::new(PgEventStore::new(pool), config.snapshot_every);
         Ok(CommandHandler {
             consumer,
-            dead_letters: Publisher::new(&config.kafka)?,
+            dead_letters: DeadLetters::new(&config.kafka)?,
             executor: Executor::new(repository, config.max_attempts),
             topics,
             shutdown,
         })
+    }
+
+    /// Handles messages until shutdown, then commits the stored offsets.
+    pub async fn run_until_stopped(self) {
+        tracing::info!("command handler consuming");
+        financing_messaging::consume(&self.consumer, &self, &self.shutdown).await;
+        tracing::info!("command handler stopped");
     }
 }

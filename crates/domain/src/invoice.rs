@@ -28,6 +28,22 @@ impl fmt::Display for InvoiceStatus {
     }
 }
 
+impl std::str::FromStr for InvoiceStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<InvoiceStatus, String> {
+        [
+            InvoiceStatus::Available,
+            InvoiceStatus::Financed,
+            InvoiceStatus::Approved,
+            InvoiceStatus::Reversed,
+        ]
+        .into_iter()
+        .find(|status| status.to_string() == text)
+        .ok_or_else(|| format!("{text:?} is not an invoice status"))
+    }
+}
+
 /// An investor's offer for an invoice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bid {
@@ -257,6 +273,19 @@ mod tests {
             asking_price: Money::units(asking),
             issuer_registered,
         }
+    }
+
+    #[test]
+    fn a_status_reads_back_from_its_text() {
+        for status in [
+            InvoiceStatus::Available,
+            InvoiceStatus::Financed,
+            InvoiceStatus::Approved,
+            InvoiceStatus::Reversed,
+        ] {
+            assert_eq!(status.to_string().parse(), Ok(status));
+        }
+        assert!("PAID".parse::<InvoiceStatus>().is_err());
     }
 
     #[test]

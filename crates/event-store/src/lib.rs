@@ -10,7 +10,7 @@ mod repository;
 mod store;
 
 pub use memory::InMemoryEventStore;
-pub use outbox::{Claim, Outbox};
+pub use outbox::{Claim, Outbox, RecordedRejection};
 pub use postgres::{MIGRATOR, PgEventStore};
 pub use repository::{CommandMeta, Loaded, Repository};
 pub use store::{

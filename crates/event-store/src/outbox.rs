@@ -1,7 +1,11 @@
-//! What the relayer reads from the event store: the oldest unpublished events, claimed under a
-//! lock so that two relayers never publish at once, and marked published once acknowledged.
+//! What the relayer reads from the event store: the oldest unpublished events and rejections,
+//! claimed under a lock so that two relayers never publish at once, and marked published once
+//! acknowledged.
 
+use chrono::{DateTime, Utc};
+use financing_domain::CommandId;
 use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
 
 use crate::postgres::{EventRow, event_columns};
 use crate::store::{RecordedEvent, StoreError};
@@ -14,11 +18,24 @@ pub struct Outbox {
     pool: PgPool,
 }
 
-/// A batch of unpublished events, held under the relay lock until it is marked or dropped.
+/// A batch of unpublished events and rejections, held under the relay lock until it is marked
+/// or dropped.
 #[derive(Debug)]
 pub struct Claim {
     tx: Transaction<'static, Postgres>,
     events: Vec<RecordedEvent>,
+    rejections: Vec<RecordedRejection>,
+}
+
+/// A command the domain rejected.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RecordedRejection {
+    #[sqlx(try_from = "Uuid")]
+    pub command_id: CommandId,
+    pub aggregate_type: String,
+    pub aggregate_id: Uuid,
+    pub reason: String,
+    pub rejected_at: DateTime<Utc>,
 }
 
 impl Outbox {
@@ -26,8 +43,8 @@ impl Outbox {
         Outbox { pool }
     }
 
-    /// The oldest unpublished events, at most `limit`, in commit-visible position order; `None`
-    /// while another relayer holds the lock.
+    /// The oldest unpublished events and rejections, at most `limit` of each, events in
+    /// position order; `None` while another relayer holds the lock.
     ///
     /// An event whose transaction commits after a later position was published is still
     /// unpublished, so it is picked up by a later claim: nothing is skipped. An aggregate's
@@ -49,8 +66,21 @@ impl Outbox {
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
+        let rejections = sqlx::query_as(
+            "SELECT command_id, aggregate_type, aggregate_id, reason, processed_at AS rejected_at \
+             FROM processed_commands \
+             WHERE outcome = 'rejected' AND published_at IS NULL \
+             ORDER BY processed_at LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
         let events = rows.into_iter().map(RecordedEvent::from).collect();
-        Ok(Some(Claim { tx, events }))
+        Ok(Some(Claim {
+            tx,
+            events,
+            rejections,
+        }))
     }
 }
 
@@ -59,13 +89,31 @@ impl Claim {
         &self.events
     }
 
-    /// Marks the events at these global positions as published and releases the lock.
-    pub async fn mark_published(mut self, positions: &[i64]) -> Result<(), StoreError> {
+    pub fn rejections(&self) -> &[RecordedRejection] {
+        &self.rejections
+    }
+
+    /// Marks the events at these global positions and the rejections of these commands as
+    /// published, and releases the lock.
+    pub async fn mark_published(
+        mut self,
+        positions: &[i64],
+        rejected_commands: &[CommandId],
+    ) -> Result<(), StoreError> {
         if !positions.is_empty() {
             sqlx::query("UPDATE events SET published_at = now() WHERE global_position = ANY($1)")
                 .bind(positions)
                 .execute(&mut *self.tx)
                 .await?;
+        }
+        if !rejected_commands.is_empty() {
+            let ids: Vec<Uuid> = rejected_commands.iter().map(CommandId::as_uuid).collect();
+            sqlx::query(
+                "UPDATE processed_commands SET published_at = now() WHERE command_id = ANY($1)",
+            )
+            .bind(ids)
+            .execute(&mut *self.tx)
+            .await?;
         }
         self.tx.commit().await?;
         Ok(())

@@ -302,7 +302,7 @@ async fn the_outbox_hands_out_unpublished_events_to_one_relayer_at_a_time(pool: 
         .iter()
         .map(|e| e.global_position)
         .collect();
-    claim.mark_published(&published).await.unwrap();
+    claim.mark_published(&published, &[]).await.unwrap();
 
     let next = outbox
         .claim(10)
@@ -322,4 +322,48 @@ async fn the_outbox_hands_out_unpublished_events_to_one_relayer_at_a_time(pool: 
     })
     .await;
     assert_eq!(again.events().len(), 2, "a dropped claim marks nothing");
+}
+
+#[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
+async fn the_outbox_hands_out_rejections_until_they_are_marked(pool: PgPool) {
+    let store = PgEventStore::new(pool.clone());
+    let investor_id = InvestorId::new_random();
+    let refused = CommandId::new_random();
+    store
+        .record_rejection(
+            refused,
+            Investor::TYPE,
+            investor_id.into(),
+            "no such investor",
+        )
+        .await
+        .unwrap();
+    register(&Repository::new(store, 100), 1).await; // applied commands never wait here
+    let outbox = Outbox::new(pool);
+
+    let claim = outbox.claim(10).await.unwrap().unwrap();
+    let rejections: Vec<_> = claim
+        .rejections()
+        .iter()
+        .map(|r| {
+            (
+                r.command_id,
+                r.aggregate_type.as_str(),
+                r.aggregate_id,
+                r.reason.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rejections,
+        [(
+            refused,
+            "Investor",
+            investor_id.as_uuid(),
+            "no such investor"
+        )]
+    );
+    claim.mark_published(&[], &[refused]).await.unwrap();
+    let next = outbox.claim(10).await.unwrap().unwrap();
+    assert!(next.rejections().is_empty());
 }

@@ -36,16 +36,19 @@ pub struct Topics {
     pub registering_events: String,
     /// Domain events published by the relayer.
     pub events: String,
+    /// Commands the domain rejected, published by the relayer for the read model.
+    pub outcomes: String,
     /// Messages no consumer could decode, with the reason.
     pub dlq: String,
 }
 
 impl Topics {
-    pub fn all(&self) -> [&str; 4] {
+    pub fn all(&self) -> [&str; 5] {
         [
             &self.commands,
             &self.registering_events,
             &self.events,
+            &self.outcomes,
             &self.dlq,
         ]
     }
@@ -68,6 +71,7 @@ impl KafkaConfig {
             commands: name("financing.commands"),
             registering_events: name("registering.events"),
             events: name("financing.events"),
+            outcomes: name("financing.outcomes"),
             dlq: name("financing.dlq"),
         }
     }

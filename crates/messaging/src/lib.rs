@@ -4,12 +4,14 @@
 //! correlation in headers, keyed by aggregate id.
 
 mod config;
+mod consume;
 mod publisher;
 mod wire;
 
 pub use config::{KafkaConfig, Topics};
+pub use consume::{DeadLetters, HandleMessage, consume};
 pub use publisher::{PublishError, Publisher};
 pub use wire::{
-    CommandMessage, EventMessage, EventMeta, Record, Undecodable, dead_letter, headers,
-    integration_event, integration_record,
+    CommandMessage, EventMessage, EventMeta, Record, RejectionMessage, Undecodable, dead_letter,
+    headers, integration_event, integration_record,
 };

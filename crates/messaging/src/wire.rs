@@ -221,6 +221,63 @@ impl CommandMessage {
     }
 }
 
+/// A command the domain rejected, as the relayer publishes it on `financing.outcomes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectionMessage {
+    pub command_id: CommandId,
+    pub aggregate_type: String,
+    pub aggregate_id: Uuid,
+    pub reason: String,
+    pub rejected_at: DateTime<Utc>,
+}
+
+impl RejectionMessage {
+    const TYPE: &str = "CommandRejected";
+
+    pub fn record(&self) -> Record {
+        use headers::*;
+        Record::json(
+            self.aggregate_id,
+            &serde_json::json!({ "reason": self.reason, "rejected_at": self.rejected_at }),
+            vec![
+                (TYPE, Self::TYPE.to_owned()),
+                (COMMAND_ID, self.command_id.to_string()),
+                (AGGREGATE_TYPE, self.aggregate_type.clone()),
+                (AGGREGATE_ID, self.aggregate_id.to_string()),
+            ],
+        )
+    }
+
+    pub fn decode(message: &impl Message) -> Result<RejectionMessage, Undecodable> {
+        use headers::*;
+        let kind = header(message, TYPE)?;
+        if kind != Self::TYPE {
+            return Err(Undecodable::InvalidHeader {
+                name: TYPE,
+                reason: format!("{kind:?} is not {:?}", Self::TYPE),
+            });
+        }
+        let payload = json_payload(message)?;
+        let field = |name: &'static str| {
+            payload[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or(Undecodable::NotJson(format!(
+                    "the payload has no {name:?} text"
+                )))
+        };
+        Ok(RejectionMessage {
+            command_id: parsed(message, COMMAND_ID)?,
+            aggregate_type: header(message, AGGREGATE_TYPE)?.to_owned(),
+            aggregate_id: parsed(message, AGGREGATE_ID)?,
+            reason: field("reason")?,
+            rejected_at: field("rejected_at")?
+                .parse()
+                .map_err(|e| Undecodable::NotJson(format!("rejected_at: {e}")))?,
+        })
+    }
+}
+
 /// An integration event's message on `registering.events`, keyed by its subject.
 pub fn integration_record(event: &IntegrationEvent) -> Record {
     Record::json(
@@ -326,6 +383,21 @@ mod tests {
         assert_eq!(
             CommandMessage::decode(&received(&message.record())).unwrap(),
             message
+        );
+    }
+
+    #[test]
+    fn a_rejection_goes_through_the_wire_and_back() {
+        let rejection = RejectionMessage {
+            command_id: CommandId::new_random(),
+            aggregate_type: "Investor".into(),
+            aggregate_id: Uuid::new_v4(),
+            reason: "insufficient balance: bid 10.00 but balance is 5.00".into(),
+            rejected_at: DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
+        };
+        assert_eq!(
+            RejectionMessage::decode(&received(&rejection.record())).unwrap(),
+            rejection
         );
     }
 

@@ -1,14 +1,20 @@
 //! The relayer: publishes the event store's committed events to `financing.events`, keyed by
-//! aggregate id, every `RELAY_INTERVAL_MS` and as soon as Postgres announces a commit. It works
-//! in bounded batches under a lock (two instances never publish at once), never skips an event
-//! (an event is unpublished until marked, however late its transaction commits), keeps each
-//! aggregate's order, and marks as published only what the broker acknowledged.
+//! aggregate id (and rejected commands to `financing.outcomes`), every `RELAY_INTERVAL_MS` and
+//! as soon as Postgres announces a commit. It works in bounded batches under a lock (two
+//! instances never publish at once), never skips an event (an event is unpublished until
+//! marked, however late its transaction commits), keeps each aggregate's order, and marks as
+//! published only what the broker acknowledged.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use financing_event_store::{EVENTS_APPENDED_CHANNEL, MIGRATOR, Outbox, RecordedEvent, StoreError};
-use financing_messaging::{EventMeta, KafkaConfig, PublishError, Publisher, Record};
+use financing_domain::CommandId;
+use financing_event_store::{
+    EVENTS_APPENDED_CHANNEL, MIGRATOR, Outbox, RecordedEvent, RecordedRejection, StoreError,
+};
+use financing_messaging::{
+    EventMeta, KafkaConfig, PublishError, Publisher, Record, RejectionMessage, Topics,
+};
 use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::retry::{Chain, outage_backoff, until_ok};
 use sqlx::PgPool;
@@ -58,7 +64,7 @@ pub struct Relayer {
     pool: PgPool,
     outbox: Outbox,
     publisher: Publisher,
-    topic: String,
+    topics: Topics,
     config: RelayerConfig,
     shutdown: CancellationToken,
 }
@@ -81,7 +87,7 @@ impl Relayer {
             outbox: Outbox::new(pool.clone()),
             pool,
             publisher: Publisher::new(&config.kafka)?,
-            topic: config.kafka.topics().events,
+            topics: config.kafka.topics(),
             config,
             shutdown,
         }))
@@ -135,8 +141,8 @@ impl Relayer {
         tracing::info!("relayer stopped");
     }
 
-    /// Publishes what is unpublished now, batch after batch; returns how many events it
-    /// published. Another relayer holding the lock means there is nothing to do here.
+    /// Publishes what is unpublished now, batch after batch; returns how many events and
+    /// rejections it published. Another relayer holding the lock means there is nothing to do here.
     pub async fn relay_pending(&self) -> Result<usize, RelayError> {
         let mut published = 0;
         loop {
@@ -149,22 +155,39 @@ impl Relayer {
             // reach its partition in order.
             let sends = records
                 .iter()
-                .map(|r| self.publisher.publish(&self.topic, r));
+                .map(|r| self.publisher.publish(&self.topics.events, r));
             let results = futures::future::join_all(sends).await;
+            let rejections = claim.rejections();
+            let rejection_records: Vec<Record> = rejections.iter().map(rejection_record).collect();
+            let sends = rejection_records
+                .iter()
+                .map(|r| self.publisher.publish(&self.topics.outcomes, r));
+            let rejection_results = futures::future::join_all(sends).await;
+
             let acknowledged: Vec<bool> = results.iter().map(Result::is_ok).collect();
             let marked = publishable(events, &acknowledged);
-            let claimed = events.len();
-            claim.mark_published(&marked).await?;
-            published += marked.len();
-            if let Some(first) = results.into_iter().find_map(Result::err) {
+            let rejected_commands: Vec<CommandId> = rejections
+                .iter()
+                .zip(&rejection_results)
+                .filter_map(|(rejection, result)| result.is_ok().then_some(rejection.command_id))
+                .collect();
+            let claimed = events.len() + rejections.len();
+            let full = events.len().max(rejections.len()) >= self.config.batch_size as usize;
+            claim.mark_published(&marked, &rejected_commands).await?;
+            published += marked.len() + rejected_commands.len();
+            let mut failures = results
+                .into_iter()
+                .chain(rejection_results)
+                .filter_map(Result::err);
+            if let Some(first) = failures.next() {
                 return Err(RelayError::NotAcknowledged {
-                    failed: acknowledged.iter().filter(|ok| !**ok).count(),
+                    failed: 1 + failures.count(),
                     claimed,
                     first,
                 });
             }
             tracing::debug!(published = claimed, "batch relayed");
-            if claimed < self.config.batch_size as usize {
+            if !full {
                 return Ok(published);
             }
         }
@@ -184,6 +207,17 @@ fn record(event: &RecordedEvent) -> Record {
         recorded_at: event.recorded_at,
     };
     meta.record(&event.event_type, &event.payload)
+}
+
+fn rejection_record(rejection: &RecordedRejection) -> Record {
+    RejectionMessage {
+        command_id: rejection.command_id,
+        aggregate_type: rejection.aggregate_type.clone(),
+        aggregate_id: rejection.aggregate_id,
+        reason: rejection.reason.clone(),
+        rejected_at: rejection.rejected_at,
+    }
+    .record()
 }
 
 /// The positions that may be marked published: each aggregate's acknowledged events up to its
@@ -207,7 +241,6 @@ fn publishable(events: &[RecordedEvent], acknowledged: &[bool]) -> Vec<i64> {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use financing_domain::CommandId;
     use financing_event_store::EventMetadata;
 
     fn event(position: i64, aggregate_id: Uuid) -> RecordedEvent {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use financing_messaging::{EventMessage, KafkaConfig};
+use financing_messaging::{EventMessage, KafkaConfig, RejectionMessage};
 use financing_relayer::{RelayError, Relayer, RelayerConfig};
 use financing_testkit::{PATIENCE, own_database_url, own_topics, read_to_end, wait_until};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -206,4 +206,44 @@ async fn events_the_broker_did_not_acknowledge_stay_unpublished_until_it_does() 
     let relayer = Relayer::build(healthy, shutdown).await.unwrap().unwrap();
     assert_eq!(relayer.relay_pending().await.unwrap(), 2);
     assert_eq!(unpublished(&pool).await, 0);
+}
+
+#[tokio::test]
+async fn a_rejected_command_is_published_to_the_outcomes_topic() {
+    let config = config();
+    config.kafka.ensure_topics().await.unwrap();
+    let shutdown = CancellationToken::new();
+    let relayer = Relayer::build(config.clone(), shutdown)
+        .await
+        .unwrap()
+        .unwrap();
+    let pool = PgPool::connect(&config.database_url).await.unwrap();
+    let (command_id, aggregate_id) = (Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query(
+        "INSERT INTO processed_commands (command_id, aggregate_type, aggregate_id, outcome, reason) \
+         VALUES ($1, 'Invoice', $2, 'rejected', 'invoice is AVAILABLE, not FINANCED')",
+    )
+    .bind(command_id)
+    .bind(aggregate_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    assert_eq!(relayer.relay_pending().await.unwrap(), 1);
+    let published = read_to_end(&config.kafka, &config.kafka.topics().outcomes).await;
+    let [message] = &published[..] else {
+        panic!("one rejection expected, got {}", published.len());
+    };
+    let rejection = RejectionMessage::decode(message).unwrap();
+    assert_eq!(rejection.command_id.as_uuid(), command_id);
+    assert_eq!(
+        (rejection.aggregate_type.as_str(), rejection.aggregate_id),
+        ("Invoice", aggregate_id)
+    );
+    assert_eq!(rejection.reason, "invoice is AVAILABLE, not FINANCED");
+    assert_eq!(
+        relayer.relay_pending().await.unwrap(),
+        0,
+        "marked as published"
+    );
 }

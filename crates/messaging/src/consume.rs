@@ -1,0 +1,123 @@
+//! The consumer loop every component shares: one message at a time, retried through outages
+//! (never skipped), its offset stored only once it is handled, and the stored offsets committed
+//! when shutdown stops the loop.
+
+use std::future::Future;
+use std::time::Duration;
+
+use financing_runtime::retry::{Chain, outage_backoff};
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::BorrowedMessage;
+use tokio_util::sync::CancellationToken;
+
+use crate::{KafkaConfig, PublishError, Publisher, dead_letter};
+
+/// What a component does with each message it consumes.
+pub trait HandleMessage: Sync {
+    type Error: std::error::Error + Send;
+
+    /// Handles one message. An error means "not now" (a database or broker outage): the
+    /// message is retried with backoff. A message that can never be handled must be sent to
+    /// [`DeadLetters`] and reported handled.
+    fn handle(
+        &self,
+        message: &BorrowedMessage<'_>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Consumes until shutdown: the message in hand is finished (or, if shutdown comes while it
+/// waits out an outage, left for redelivery) and the stored offsets committed.
+pub async fn consume<H: HandleMessage>(
+    consumer: &StreamConsumer,
+    handler: &H,
+    shutdown: &CancellationToken,
+) {
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            received = consumer.recv() => received,
+        };
+        let message = match received {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(error = %Chain(&error), "cannot receive from the broker");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if !handle_until_done(handler, &message, shutdown).await {
+            break;
+        }
+        if let Err(error) = consumer.store_offset_from_message(&message) {
+            tracing::warn!(error = %Chain(&error), "cannot store the offset; the message may be redelivered");
+        }
+    }
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        // Nothing stored since the last automatic commit.
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(error) => {
+            tracing::warn!(error = %Chain(&error), "cannot commit offsets; messages may be redelivered");
+        }
+    }
+}
+
+/// `false` if shutdown came while waiting out an outage.
+async fn handle_until_done<H: HandleMessage>(
+    handler: &H,
+    message: &BorrowedMessage<'_>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut delays = outage_backoff();
+    loop {
+        let Err(error) = handler.handle(message).await else {
+            return true;
+        };
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        tracing::warn!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            error = %Chain(&error),
+            retry_in = ?delay,
+            "cannot handle the message yet"
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Where messages that can never be handled go, with the reason.
+#[derive(Clone)]
+pub struct DeadLetters {
+    publisher: Publisher,
+    topic: String,
+}
+
+impl DeadLetters {
+    pub fn new(config: &KafkaConfig) -> Result<DeadLetters, KafkaError> {
+        Ok(DeadLetters {
+            publisher: Publisher::new(config)?,
+            topic: config.topics().dlq,
+        })
+    }
+
+    pub async fn send(&self, message: &impl Message, reason: &str) -> Result<(), PublishError> {
+        self.publisher
+            .publish(&self.topic, &dead_letter(message, reason))
+            .await?;
+        tracing::warn!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            reason,
+            "message sent to the dead-letter topic"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! Seeds demo data: publishes `IssuerRegistered` and `InvestorRegistered` to
+//! `registering.events`, as the Registering context would, and prints the ids ready to paste
+//! into grpcurl. With `--wait-for` it returns only once the query service shows them all.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use financing_api::to_proto_id;
+use financing_api::v1::queries_client::QueriesClient;
+use financing_api::v1::{GetInvestorRequest, GetIssuerRequest};
+use financing_domain::{IntegrationEvent, InvestorId, IssuerId, Money};
+use financing_messaging::{KafkaConfig, Publisher, integration_record};
+use financing_runtime::retry::until_ok;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(about = "Registers demo issuers and investors")]
+struct Cli {
+    /// How many issuers to register.
+    #[arg(long, default_value_t = 5)]
+    issuers: usize,
+    /// How many investors to register.
+    #[arg(long, default_value_t = 5)]
+    investors: usize,
+    /// Each investor's starting balance.
+    #[arg(long, default_value = "100")]
+    balance: Money,
+    /// The query service to watch until every registration shows, e.g. http://127.0.0.1:8081.
+    #[arg(long, env = "POPULATE_WAIT_FOR")]
+    wait_for: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let kafka = KafkaConfig::from_env()?;
+    let shutdown = financing_runtime::shutdown::on_signal();
+    until_ok("creating topics", &shutdown, || kafka.ensure_topics())
+        .await
+        .context("interrupted")?;
+
+    let issuers: Vec<(String, IssuerId)> = (1..=cli.issuers)
+        .map(|n| (format!("ISSUER_{n}"), IssuerId::new_random()))
+        .collect();
+    let investors: Vec<(String, InvestorId)> = (1..=cli.investors)
+        .map(|n| (format!("INVESTOR_{n}"), InvestorId::new_random()))
+        .collect();
+    let events = issuers
+        .iter()
+        .map(|(name, id)| IntegrationEvent::IssuerRegistered {
+            id: *id,
+            name: name.clone(),
+        })
+        .chain(
+            investors
+                .iter()
+                .map(|(name, id)| IntegrationEvent::InvestorRegistered {
+                    id: *id,
+                    name: name.clone(),
+                    balance: cli.balance,
+                }),
+        );
+    let publisher = Publisher::new(&kafka)?;
+    let topic = kafka.topics().registering_events;
+    for event in events {
+        publisher
+            .publish(&topic, &integration_record(&event))
+            .await
+            .context("the broker did not take a registration")?;
+    }
+
+    if let Some(url) = &cli.wait_for {
+        wait_until_visible(url, &issuers, &investors).await?;
+    }
+
+    println!("Registered on {topic}:");
+    for (name, id) in &issuers {
+        println!("  {name:<12} {{\"value\":\"{id}\"}}");
+    }
+    for (name, id) in &investors {
+        println!(
+            "  {name:<12} {{\"value\":\"{id}\"}}  balance {}",
+            cli.balance
+        );
+    }
+    if let Some((_, issuer)) = issuers.first() {
+        println!("\nSell an invoice for {}:", issuers[0].0);
+        println!(
+            "  grpcurl -plaintext -d '{{\"issuer_id\":{{\"value\":\"{issuer}\"}},\"asking_price\":{{\"amount\":10}}}}' 127.0.0.1:8080 financing.v1.Commands/SellInvoice"
+        );
+    }
+    Ok(())
+}
+
+/// Polls the query service until it shows every one of these issuers and investors.
+async fn wait_until_visible(
+    url: &str,
+    issuers: &[(String, IssuerId)],
+    investors: &[(String, InvestorId)],
+) -> anyhow::Result<()> {
+    let channel = Channel::from_shared(url.to_owned())?.connect_lazy();
+    let queries = QueriesClient::new(channel);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut all_shown = true;
+        for (_, id) in issuers {
+            let request = GetIssuerRequest {
+                id: Some(to_proto_id(*id)),
+            };
+            all_shown &= queries.clone().get_issuer(request).await.is_ok();
+        }
+        for (_, id) in investors {
+            let request = GetInvestorRequest {
+                id: Some(to_proto_id(*id)),
+            };
+            all_shown &= queries.clone().get_investor(request).await.is_ok();
+        }
+        if all_shown {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the query service at {url} did not show the registrations within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

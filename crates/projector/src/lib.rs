@@ -1,0 +1,147 @@
+//! The projector: consumes `financing.events` (and the rejections on `financing.outcomes`) into
+//! the read models of the `queries` database, created and migrated at start-up. Each event is
+//! applied once per aggregate version in the same transaction as its row; an offset is stored
+//! only after that commit.
+
+use financing_messaging::{
+    DeadLetters, EventMessage, HandleMessage, KafkaConfig, PublishError, RejectionMessage, Topics,
+};
+use financing_read_model::{MIGRATOR, Projected, ProjectionError, ReadModel};
+use financing_runtime::config::{ConfigError, text};
+use financing_runtime::retry::until_ok;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// `QUERIES_DATABASE_URL`: the read models (created and migrated at start-up).
+    pub database_url: String,
+    pub kafka: KafkaConfig,
+    /// `PROJECTOR_GROUP`: the consumer group all instances share.
+    pub group_id: String,
+}
+
+impl ProjectorConfig {
+    pub fn from_env() -> Result<ProjectorConfig, ConfigError> {
+        Ok(ProjectorConfig {
+            database_url: text(
+                "QUERIES_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/queries",
+            ),
+            kafka: KafkaConfig::from_env()?,
+            group_id: text("PROJECTOR_GROUP", "financing-projector"),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create a Kafka client")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("shutdown requested during start-up")]
+    ShutDown,
+}
+
+/// Why a message cannot be finished now: it is retried, never skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum Transient {
+    #[error("the read model database failed")]
+    Database(#[from] sqlx::Error),
+    #[error("the dead-letter topic did not take the message")]
+    DeadLetter(#[from] PublishError),
+}
+
+pub struct Projector {
+    consumer: StreamConsumer,
+    dead_letters: DeadLetters,
+    read_model: ReadModel,
+    topics: Topics,
+    shutdown: CancellationToken,
+}
+
+impl Projector {
+    /// Connects to the read-model database (creating and migrating it) and creates the topics,
+    /// retrying while either is unavailable, then joins the consumer group.
+    pub async fn build(
+        config: ProjectorConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Projector, StartError> {
+        let pool = until_ok("connecting to the read models", &shutdown, || {
+            financing_runtime::postgres::connect_and_migrate(&config.database_url, &MIGRATOR, 4)
+        })
+        .await
+        .ok_or(StartError::ShutDown)?;
+        until_ok("creating topics", &shutdown, || {
+            config.kafka.ensure_topics()
+        })
+        .await
+        .ok_or(StartError::ShutDown)?;
+        let topics = config.kafka.topics();
+        let consumer = config.kafka.consumer(&config.group_id)?;
+        consumer.subscribe(&[&topics.events, &topics.outcomes])?;
+        Ok(Projector {
+            consumer,
+            dead_letters: DeadLetters::new(&config.kafka)?,
+            read_model: ReadModel::new(pool),
+            topics,
+            shutdown,
+        })
+    }
+
+    /// Projects until shutdown, then commits the stored offsets.
+    pub async fn run_until_stopped(self) {
+        tracing::info!("projector consuming");
+        financing_messaging::consume(&self.consumer, &self, &self.shutdown).await;
+        tracing::info!("projector stopped");
+    }
+
+    async fn project(&self, message: &BorrowedMessage<'_>) -> Result<(), Transient> {
+        let event = match EventMessage::decode(message) {
+            Ok(event) => event,
+            Err(error) => return Ok(self.dead_letters.send(message, &error.to_string()).await?),
+        };
+        let meta = &event.meta;
+        let (aggregate_id, version, kind) =
+            (meta.aggregate_id, meta.version, event.event.type_name());
+        match self.read_model.project(&event).await {
+            Ok(Projected::Applied) => tracing::info!(%aggregate_id, version, kind, "projected"),
+            Ok(Projected::Duplicate) => {
+                tracing::info!(%aggregate_id, version, kind, "already projected, skipped");
+            }
+            Ok(Projected::Gap { at }) => tracing::warn!(
+                %aggregate_id, version, kind, at,
+                "an earlier version is missing; skipped until it is published again"
+            ),
+            Err(ProjectionError::Contradiction(reason)) => {
+                self.dead_letters.send(message, &reason).await?;
+            }
+            Err(ProjectionError::Database(error)) => return Err(error.into()),
+        }
+        Ok(())
+    }
+
+    async fn record_rejection(&self, message: &BorrowedMessage<'_>) -> Result<(), Transient> {
+        match RejectionMessage::decode(message) {
+            Ok(rejection) => {
+                self.read_model.record_rejection(&rejection).await?;
+                tracing::info!(command_id = %rejection.command_id, reason = %rejection.reason, "rejection recorded");
+                Ok(())
+            }
+            Err(error) => Ok(self.dead_letters.send(message, &error.to_string()).await?),
+        }
+    }
+}
+
+impl HandleMessage for Projector {
+    type Error = Transient;
+
+    async fn handle(&self, message: &BorrowedMessage<'_>) -> Result<(), Transient> {
+        if message.topic() == self.topics.outcomes {
+            self.record_rejection(message).await
+        } else {
+            self.project(message).await
+        }
+    }
+}

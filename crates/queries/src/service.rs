@@ -1,0 +1,145 @@
+//! The `Queries` service: read models in, the original API's messages out.
+
+use financing_api::v1::queries_server::Queries;
+use financing_api::v1::{
+    self, AllInvestorsReply, AllInvoicesReply, AllIssuersReply, CommandStatusReply,
+    GetCommandStatusRequest, GetInvestorRequest, GetInvoiceRequest, GetIssuerRequest,
+};
+use financing_api::{ApiError, required_id, to_proto_id};
+use financing_domain::{CommandId, InvoiceStatus};
+use financing_read_model::{CommandStatus, InvestorView, InvoiceView, IssuerView, ReadModel};
+use financing_runtime::retry::Chain;
+use tonic::{Request, Response, Status};
+
+pub struct QueryService {
+    read_model: ReadModel,
+}
+
+impl QueryService {
+    pub fn new(read_model: ReadModel) -> QueryService {
+        QueryService { read_model }
+    }
+}
+
+/// The database is away: the client may retry.
+fn unavailable(error: sqlx::Error) -> Status {
+    tracing::warn!(error = %Chain(&error), "read model query failed");
+    ApiError::Unavailable("the read models are unavailable, retry later".into()).into()
+}
+
+fn found<T>(view: Option<T>, what: impl FnOnce() -> String) -> Result<Response<T>, Status> {
+    view.map(Response::new)
+        .ok_or_else(|| ApiError::NotFound(what()).into())
+}
+
+fn investor(view: InvestorView) -> v1::Investor {
+    v1::Investor {
+        id: Some(to_proto_id(view.id)),
+        balance: Some(money(view.balance)),
+        reserved: Some(money(view.reserved)),
+        committed: Some(money(view.committed)),
+        name: view.name,
+    }
+}
+
+fn invoice(view: InvoiceView) -> v1::Invoice {
+    let status = match view.status {
+        InvoiceStatus::Available => v1::InvoiceStatus::Available,
+        InvoiceStatus::Financed => v1::InvoiceStatus::Financed,
+        InvoiceStatus::Approved => v1::InvoiceStatus::Approved,
+        InvoiceStatus::Reversed => v1::InvoiceStatus::Reversed,
+    };
+    v1::Invoice {
+        id: Some(to_proto_id(view.id)),
+        issuer_id: Some(to_proto_id(view.issuer_id)),
+        asking_price: Some(money(view.asking_price)),
+        status: status.into(),
+        winning_bid: view.winning_bid.map(|bid| v1::Bid {
+            investor_id: Some(to_proto_id(bid.investor_id)),
+            amount: Some(money(bid.amount)),
+        }),
+    }
+}
+
+fn issuer(view: IssuerView) -> v1::Issuer {
+    v1::Issuer {
+        id: Some(to_proto_id(view.id)),
+        name: view.name,
+    }
+}
+
+fn money(amount: financing_domain::Money) -> v1::Money {
+    v1::Money {
+        amount: amount.to_f64(),
+    }
+}
+
+#[tonic::async_trait]
+impl Queries for QueryService {
+    async fn all_investors(&self, _: Request<()>) -> Result<Response<AllInvestorsReply>, Status> {
+        let views = self.read_model.investors().await.map_err(unavailable)?;
+        let investors = views.into_iter().map(investor).collect();
+        Ok(Response::new(AllInvestorsReply { investors }))
+    }
+
+    async fn all_invoices(&self, _: Request<()>) -> Result<Response<AllInvoicesReply>, Status> {
+        let views = self.read_model.invoices().await.map_err(unavailable)?;
+        let invoices = views.into_iter().map(invoice).collect();
+        Ok(Response::new(AllInvoicesReply { invoices }))
+    }
+
+    async fn all_issuers(&self, _: Request<()>) -> Result<Response<AllIssuersReply>, Status> {
+        let views = self.read_model.issuers().await.map_err(unavailable)?;
+        let issuers = views.into_iter().map(issuer).collect();
+        Ok(Response::new(AllIssuersReply { issuers }))
+    }
+
+    async fn get_investor(
+        &self,
+        request: Request<GetInvestorRequest>,
+    ) -> Result<Response<v1::Investor>, Status> {
+        let id = required_id("id", request.get_ref().id.as_ref())?;
+        let view = self.read_model.investor(id).await.map_err(unavailable)?;
+        found(view.map(investor), || format!("investor {id}"))
+    }
+
+    async fn get_invoice(
+        &self,
+        request: Request<GetInvoiceRequest>,
+    ) -> Result<Response<v1::Invoice>, Status> {
+        let id = required_id("id", request.get_ref().id.as_ref())?;
+        let view = self.read_model.invoice(id).await.map_err(unavailable)?;
+        found(view.map(invoice), || format!("invoice {id}"))
+    }
+
+    async fn get_issuer(
+        &self,
+        request: Request<GetIssuerRequest>,
+    ) -> Result<Response<v1::Issuer>, Status> {
+        let id = required_id("id", request.get_ref().id.as_ref())?;
+        let view = self.read_model.issuer(id).await.map_err(unavailable)?;
+        found(view.map(issuer), || format!("issuer {id}"))
+    }
+
+    async fn get_command_status(
+        &self,
+        request: Request<GetCommandStatusRequest>,
+    ) -> Result<Response<CommandStatusReply>, Status> {
+        let id: CommandId = required_id("command_id", request.get_ref().command_id.as_ref())?;
+        let status = self
+            .read_model
+            .command_status(id)
+            .await
+            .map_err(unavailable)?;
+        let (status, reason) = match status {
+            CommandStatus::Pending => (v1::CommandStatus::Pending, String::new()),
+            CommandStatus::Applied => (v1::CommandStatus::Applied, String::new()),
+            CommandStatus::Rejected { reason } => (v1::CommandStatus::Rejected, reason),
+        };
+        Ok(Response::new(CommandStatusReply {
+            command_id: Some(to_proto_id(id)),
+            status: status.into(),
+            reason,
+        }))
+    }
+}

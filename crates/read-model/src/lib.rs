@@ -1,0 +1,33 @@
+//! The read models, in their own database (`queries`): one table per view (investors, invoices,
+//! issuers, command outcomes), each row with the version of its aggregate it reflects.
+//! [`ReadModel::project`] applies an event exactly once per aggregate version, in one
+//! transaction with the command's outcome; the `views` methods answer the query service.
+
+mod projection;
+mod views;
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+pub use projection::{Projected, ProjectionError};
+pub use views::{CommandStatus, InvestorView, InvoiceView, IssuerView};
+
+/// The read models' schema, run at start-up by the projector and the query service.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone)]
+pub struct ReadModel {
+    pool: PgPool,
+}
+
+impl ReadModel {
+    /// The read models on a database migrated with [`MIGRATOR`].
+    pub fn new(pool: PgPool) -> ReadModel {
+        ReadModel { pool }
+    }
+}
+
+/// Money columns hold cents.
+fn cents(money: financing_domain::Money) -> i64 {
+    i64::try_from(money.cents()).expect("an amount of money fits in a BIGINT of cents")
+}

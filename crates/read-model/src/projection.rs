@@ -1,0 +1,166 @@
+//! Writing events into the read models: each applies only on top of the version before it, so
+//! a duplicate or an old version changes nothing and a row never goes back in time.
+
+use financing_domain::{Event, InvestorEvent, InvoiceEvent, IssuerEvent};
+use financing_messaging::{EventMessage, RejectionMessage};
+use sqlx::error::ErrorKind;
+
+use crate::{ReadModel, cents};
+
+/// What became of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Projected {
+    Applied,
+    /// The row already reflects this version, or a later one.
+    Duplicate,
+    /// The row is at `at` (0: no row yet), short of the version before this event. The event
+    /// is skipped: the relayer publishes an aggregate's events again, in order, after one it
+    /// could not publish.
+    Gap {
+        at: u64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The event contradicts the read model (money would go negative): it can never apply.
+    #[error("the event contradicts the read model: {0}")]
+    Contradiction(String),
+    #[error("the read model database failed")]
+    Database(#[from] sqlx::Error),
+}
+
+impl ReadModel {
+    pub async fn project(&self, message: &EventMessage) -> Result<Projected, ProjectionError> {
+        use Event::{Investor, Invoice, Issuer};
+        let meta = &message.meta;
+        let version = i64::try_from(meta.version).expect("a version fits in a BIGINT");
+        // $1 is the aggregate id, $2 the event's version; updates apply only on version $2 - 1.
+        let step = |sql| sqlx::query(sql).bind(meta.aggregate_id).bind(version);
+        let statement = match &message.event {
+            Issuer(IssuerEvent::IssuerCreated { name, .. }) => step(
+                "INSERT INTO issuers (id, version, name) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(name),
+            Investor(InvestorEvent::InvestorCreated { name, .. }) => step(
+                "INSERT INTO investors (id, version, name, balance, reserved, committed) \
+                 VALUES ($1, $2, $3, 0, 0, 0) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(name),
+            Investor(InvestorEvent::InvestorFundsAdded { amount, .. }) => step(
+                "UPDATE investors SET balance = balance + $3, version = $2 \
+                 WHERE id = $1 AND version = $2 - 1",
+            )
+            .bind(cents(*amount)),
+            Investor(InvestorEvent::BidOnInvoicePlaced { bid_amount, .. }) => step(
+                "UPDATE investors SET balance = balance - $3, reserved = reserved + $3, \
+                 version = $2 WHERE id = $1 AND version = $2 - 1",
+            )
+            .bind(cents(*bid_amount)),
+            Investor(InvestorEvent::InvestorFundsReleased { amount, .. }) => step(
+                "UPDATE investors SET reserved = reserved - $3, balance = balance + $3, \
+                 version = $2 WHERE id = $1 AND version = $2 - 1",
+            )
+            .bind(cents(*amount)),
+            Investor(InvestorEvent::InvestorFundsCommitted { amount, .. }) => step(
+                "UPDATE investors SET reserved = reserved - $3, committed = committed + $3, \
+                 version = $2 WHERE id = $1 AND version = $2 - 1",
+            )
+            .bind(cents(*amount)),
+            Invoice(InvoiceEvent::InvoiceCreated {
+                issuer_id,
+                asking_price,
+                ..
+            }) => step(
+                "INSERT INTO invoices (id, version, issuer_id, asking_price, status) \
+                 VALUES ($1, $2, $3, $4, 'AVAILABLE') ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(issuer_id.as_uuid())
+            .bind(cents(*asking_price)),
+            Invoice(InvoiceEvent::InvoiceFinanced { bid, .. }) => step(
+                "UPDATE invoices SET status = 'FINANCED', winning_investor_id = $3, \
+                 winning_bid = $4, version = $2 WHERE id = $1 AND version = $2 - 1",
+            )
+            .bind(bid.investor_id.as_uuid())
+            .bind(cents(bid.amount)),
+            Invoice(InvoiceEvent::BidOnInvoiceRejected { .. }) => {
+                step("UPDATE invoices SET version = $2 WHERE id = $1 AND version = $2 - 1")
+            }
+            Invoice(InvoiceEvent::InvoiceApproved { .. }) => step(
+                "UPDATE invoices SET status = 'APPROVED', version = $2 \
+                 WHERE id = $1 AND version = $2 - 1",
+            ),
+            Invoice(InvoiceEvent::InvoiceReversed { .. }) => step(
+                "UPDATE invoices SET status = 'REVERSED', version = $2 \
+                 WHERE id = $1 AND version = $2 - 1",
+            ),
+        };
+
+        let mut tx = self.pool.begin().await?;
+        let changed = statement
+            .execute(&mut *tx)
+            .await
+            .map_err(contradiction)?
+            .rows_affected();
+        if changed == 0 {
+            drop(tx);
+            let at = self.version_of(message).await?;
+            return Ok(if at >= meta.version {
+                Projected::Duplicate
+            } else {
+                Projected::Gap { at }
+            });
+        }
+        sqlx::query(
+            "INSERT INTO command_outcomes (command_id, status, aggregate_type, aggregate_id) \
+             VALUES ($1, 'APPLIED', $2, $3) ON CONFLICT (command_id) DO NOTHING",
+        )
+        .bind(meta.command_id.as_uuid())
+        .bind(&meta.aggregate_type)
+        .bind(meta.aggregate_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Projected::Applied)
+    }
+
+    /// Records a rejected command's outcome; a repeated rejection changes nothing.
+    pub async fn record_rejection(&self, rejection: &RejectionMessage) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO command_outcomes (command_id, status, reason, aggregate_type, aggregate_id) \
+             VALUES ($1, 'REJECTED', $2, $3, $4) ON CONFLICT (command_id) DO NOTHING",
+        )
+        .bind(rejection.command_id.as_uuid())
+        .bind(&rejection.reason)
+        .bind(&rejection.aggregate_type)
+        .bind(rejection.aggregate_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The version the event's aggregate has in its view (0: none yet).
+    async fn version_of(&self, message: &EventMessage) -> Result<u64, sqlx::Error> {
+        let query = match message.event {
+            Event::Issuer(_) => "SELECT version FROM issuers WHERE id = $1",
+            Event::Investor(_) => "SELECT version FROM investors WHERE id = $1",
+            Event::Invoice(_) => "SELECT version FROM invoices WHERE id = $1",
+        };
+        let version: Option<i64> = sqlx::query_scalar(query)
+            .bind(message.meta.aggregate_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(version.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
+    }
+}
+
+/// A broken constraint means the event cannot apply, now or ever.
+fn contradiction(error: sqlx::Error) -> ProjectionError {
+    match &error {
+        sqlx::Error::Database(db) if db.kind() != ErrorKind::Other => {
+            ProjectionError::Contradiction(db.message().to_owned())
+        }
+        _ => ProjectionError::Database(error),
+    }
+}

@@ -1,0 +1,340 @@
+//! The projection and the views on real Postgres, a fresh database per test.
+
+use chrono::Utc;
+use financing_domain::{
+    Bid, CommandId, Event, InvestorEvent, InvestorId, InvoiceEvent, InvoiceId, InvoiceStatus,
+    IssuerEvent, IssuerId, Money,
+};
+use financing_messaging::{EventMessage, EventMeta, RejectionMessage};
+use financing_read_model::{
+    CommandStatus, InvestorView, InvoiceView, IssuerView, Projected, ProjectionError, ReadModel,
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Version `version` of `aggregate_id`'s stream, written under `command_id`.
+fn at(
+    version: u64,
+    aggregate_id: impl Into<Uuid>,
+    command_id: CommandId,
+    event: Event,
+) -> EventMessage {
+    let aggregate_type = match event {
+        Event::Issuer(_) => "Issuer",
+        Event::Investor(_) => "Investor",
+        Event::Invoice(_) => "Invoice",
+    };
+    EventMessage {
+        meta: EventMeta {
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id.into(),
+            version,
+            schema_version: 1,
+            event_id: Uuid::new_v4(),
+            command_id,
+            correlation_id: Uuid::new_v4(),
+            causation_id: Uuid::new_v4(),
+            recorded_at: Utc::now(),
+        },
+        event,
+    }
+}
+
+/// An investor's stream: created, then 50 added, a bid of 20 placed, 5 released.
+fn investor_history(id: InvestorId) -> Vec<EventMessage> {
+    let c = CommandId::new_random;
+    let invoice_id = InvoiceId::new_random();
+    vec![
+        at(
+            1,
+            id,
+            c(),
+            Event::Investor(InvestorEvent::InvestorCreated {
+                investor_id: id,
+                name: "Ada".into(),
+            }),
+        ),
+        at(
+            2,
+            id,
+            c(),
+            Event::Investor(InvestorEvent::InvestorFundsAdded {
+                investor_id: id,
+                amount: Money::units(50),
+            }),
+        ),
+        at(
+            3,
+            id,
+            c(),
+            Event::Investor(InvestorEvent::BidOnInvoicePlaced {
+                investor_id: id,
+                invoice_id,
+                bid_amount: Money::units(20),
+            }),
+        ),
+        at(
+            4,
+            id,
+            c(),
+            Event::Investor(InvestorEvent::InvestorFundsReleased {
+                investor_id: id,
+                amount: Money::units(5),
+            }),
+        ),
+    ]
+}
+
+fn account(id: InvestorId, balance: u64, reserved: u64, committed: u64) -> InvestorView {
+    InvestorView {
+        id,
+        name: "Ada".into(),
+        balance: Money::units(balance),
+        reserved: Money::units(reserved),
+        committed: Money::units(committed),
+    }
+}
+
+async fn project_all(model: &ReadModel, messages: &[EventMessage]) {
+    for message in messages {
+        assert_eq!(
+            model.project(message).await.unwrap(),
+            Projected::Applied,
+            "{message:?}"
+        );
+    }
+}
+
+#[sqlx::test(migrator = "financing_read_model::MIGRATOR")]
+async fn an_investor_s_events_move_the_money_between_its_columns(pool: PgPool) {
+    let model = ReadModel::new(pool);
+    let id = InvestorId::new_random();
+    project_all(&model, &investor_history(id)).await;
+    assert_eq!(
+        model.investor(id).await.unwrap(),
+        Some(account(id, 35, 15, 0))
+    );
+    assert_eq!(model.investors().await.unwrap(), [account(id, 35, 15, 0)]);
+}
+
+#[sqlx::test(migrator = "financing_read_model::MIGRATOR")]
+async fn a_duplicate_or_an_older_version_changes_nothing(pool: PgPool) {
+    let model = ReadModel::new(pool);
+    let id = InvestorId::new_random();
+    let history = investor_history(id);
+    project_all(&model, &history).await;
+
+    for old in [&history[3], &history[1], &history[0]] {
+        assert_eq!(model.project(old).await.unwrap(), Projected::Duplicate);
+    }
+    assert_eq!(
+        model.investor(id).await.unwrap(),
+        Some(account(id, 35, 15, 0))
+    );
+}
+
+#[sqlx::test(migrator = "financing_read_model::MIGRATOR")]
+async fn an_event_after_a_gap_waits_for_the_missing_one(pool: PgPool) {
+    let model = ReadModel::new(pool);
+    let id = InvestorId::new_random();
+    let history = investor_history(id);
+    project_all(&model, &history[..2]).await;
+
+    assert_eq!(
+        model.project(&history[3]).await.unwrap(),
+        Projected::Gap { at: 2 }
+    );
+    assert_eq!(
+        model.investor(id).await.unwrap(),
+        Some(account(id, 50, 0, 0))
+    );
+    // The relayer publishes the rest again, in order.
+    project_all(&model, &history[2..]).await;
+    assert_eq!(
+        model.investor(id).await.unwrap(),
+        Some(account(id, 35, 15, 0))
+    );
+}
+
+#[sqlx::test(migrator = "financing_read_model::MIGRATOR")]
+async fn an_event_for_an_unknown_aggregate_is_a_gap(pool: PgPool) {
+    let model = ReadModel::new(pool);
+    let id = InvestorId::new_random();
+    assert_eq!(
+        model.project(&investor_history(id)[1]).await.unwrap(),
+        Projected::Gap { at: 0 }
+    );
+    assert_eq!(model.investor(id).await.unwrap(), None);
+}
+
+#[sqlx::test(migrator = "financing_read_model::MIGRATOR")]
+async fn an_event_that_would_make_money_negative_is_refused_and_changes_nothing(pool: PgPool) {
+    let model = ReadModel::new(pool);
+    let id = InvestorId::new_random();
+    let history = investor_history(id);
+    project_all(&model, &history[..2]).await;
+    let overdraft = at(
+        3,
+        id,
+        CommandId::new_random(),
+        Event::Investor(InvestorEvent::InvestorFundsCommitted {
+            investor_id: id,
+            amount: Money::units(1),
+        }),
+    );
+    let refused = model.project(&overdraft).await;
+    assert!(
+        matches!(refused, Err(ProjectionError::Contradiction(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        model.investor(id).await.unwrap(),
+        Some(account(id, 50, 0, 0))
+    );
+}
+
+#[sqlx::test(migrator = "financing_read_model::MIGRATOR")]
+async fn an_invoice_shows_its_status_and_winning_bid(pool: PgPool) {
+    let model = ReadModel::new(pool);
+    let (issuer_id, invoice_id) = (IssuerId::new_random(), InvoiceId::new_random());
+    let winning = Bid {
+        investor_id: InvestorId::new_random(),
+        amount: Money::units(20),
+    };
+    let c = CommandId::new_random;
+    project_all(
+        &model,
+        &[
+            at(
+                1,
+                issuer_id,
+                c(),
+                Event::Issuer(IssuerEvent::IssuerCreated {
+                    issuer_id,
+                    name: "ACME".into(),
+                }),
+            ),
+            at(
+                1,
+                invoice_id,
+                c(),
+                Event::Invoice(InvoiceEvent::InvoiceCreated {
+                    invoice_id,
+                    issuer_id,
+                    asking_price: Money::units(15),
+                }),
+            ),
+        ],
+    )
+    .await;
+    let view = |status, winning_bid| InvoiceView {
+        id: invoice_id,
+        issuer_id,
+        asking_price: Money::units(15),
+        status,
+        winning_bid,
+    };
+    assert_eq!(
+        model.invoice(invoice_id).await.unwrap(),
+        Some(view(InvoiceStatus::Available, None))
+    );
+
+    project_all(
+        &model,
+        &[
+            at(
+                2,
+                invoice_id,
+                c(),
+                Event::Invoice(InvoiceEvent::BidOnInvoiceRejected {
+                    invoice_id,
+                    bid: Bid {
+                        amount: Money::units(1),
+                        ..winning
+                    },
+                }),
+            ),
+            at(
+                3,
+                invoice_id,
+                c(),
+                Event::Invoice(InvoiceEvent::InvoiceFinanced {
+                    invoice_id,
+                    asking_price: Money::units(15),
+                    bid: winning,
+                }),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        model.invoice(invoice_id).await.unwrap(),
+        Some(view(InvoiceStatus::Financed, Some(winning)))
+    );
+
+    project_all(
+        &model,
+        &[at(
+            4,
+            invoice_id,
+            c(),
+            Event::Invoice(InvoiceEvent::InvoiceApproved {
+                invoice_id,
+                sold_price: Money::units(15),
+                bid: winning,
+            }),
+        )],
+    )
+    .await;
+    assert_eq!(
+        model.invoices().await.unwrap(),
+        [view(InvoiceStatus::Approved, Some(winning))]
+    );
+    assert_eq!(
+        model.issuers().await.unwrap(),
+        [IssuerView {
+            id: issuer_id,
+            name: "ACME".into()
+        }]
+    );
+    assert_eq!(model.issuer(IssuerId::new_random()).await.unwrap(), None);
+}
+
+#[sqlx::test(migrator = "financing_read_model::MIGRATOR")]
+async fn a_command_is_pending_until_its_event_or_its_rejection_arrives(pool: PgPool) {
+    let model = ReadModel::new(pool);
+    let id = InvestorId::new_random();
+    let history = investor_history(id);
+    let applied = history[0].meta.command_id;
+    let rejected = CommandId::new_random();
+    assert_eq!(
+        model.command_status(applied).await.unwrap(),
+        CommandStatus::Pending
+    );
+
+    project_all(&model, &history[..1]).await;
+    let rejection = RejectionMessage {
+        command_id: rejected,
+        aggregate_type: "Investor".into(),
+        aggregate_id: id.as_uuid(),
+        reason: "insufficient balance".into(),
+        rejected_at: Utc::now(),
+    };
+    model.record_rejection(&rejection).await.unwrap();
+    model.record_rejection(&rejection).await.unwrap();
+
+    assert_eq!(
+        model.command_status(applied).await.unwrap(),
+        CommandStatus::Applied
+    );
+    assert_eq!(
+        model.command_status(rejected).await.unwrap(),
+        CommandStatus::Rejected {
+            reason: "insufficient balance".into()
+        }
+    );
+    assert_eq!(
+        model.command_status(CommandId::new_random()).await.unwrap(),
+        CommandStatus::Pending
+    );
+}
