@@ -2,113 +2,186 @@
 //! test's own, then offers only what a client has: the gRPC services, publishing to Kafka, and
 //! a feed of what appears on `financing.events`.
 //!
-//! Topics get one partition here, so that everything on `financing.events` is in one total
-//! order and a test can assert the exact events, in order, as the original suite did.
+//! Unless asked otherwise, topics get one partition, so that everything on `financing.events`
+//! is in one total order and a test can assert the exact events, in order, as the original
+//! suite did.
+
+mod services;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use financing_api::v1::commands_client::CommandsClient;
+use financing_api::v1::queries_client::QueriesClient;
 use financing_command_handler::{CommandHandler, HandlerConfig};
 use financing_domain::{Event, IntegrationEvent};
 use financing_listener::{Listener, ListenerConfig};
-use financing_messaging::{EventMessage, KafkaConfig, Publisher, integration_record};
+use financing_messaging::{
+    EventMessage, KafkaConfig, Publisher, Record, RejectionMessage, integration_record,
+};
+use financing_projector::{Projector, ProjectorConfig};
+use financing_queries::{QueryServer, QueryServerConfig};
 use financing_relayer::{Relayer, RelayerConfig};
-use financing_testkit::{PATIENCE, own_database_url, own_topics, read_to_end, wait_until};
+use financing_testkit::{PATIENCE, read_to_end, wait_until};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+/// Which components a test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parts {
+    /// All five components.
+    Everything,
+    /// The projector and the query service: for tests that publish domain events themselves.
+    ReadSide,
+}
+
 /// A running system; dropping it shuts every component down.
 pub struct System {
     kafka: KafkaConfig,
-    listener: SocketAddr,
+    listener: Option<SocketAddr>,
+    queries: Option<SocketAddr>,
     publisher: Publisher,
     /// What the test has read from `financing.events` so far.
     pub events: EventFeed,
     _shutdown: DropGuard,
+    /// Dropped after the components are told to stop.
+    _containers: Option<services::Containers>,
 }
 
 impl System {
-    /// Starts the listener, the command handler and the relayer, and waits until the listener
-    /// reports SERVING.
+    /// Everything, on one-partition topics.
     pub async fn start() -> System {
+        System::start_with(Parts::Everything, 1).await
+    }
+
+    /// Starts the parts on topics of `partitions` partitions, and waits until each gRPC
+    /// service reports SERVING.
+    pub async fn start_with(parts: Parts, partitions: i32) -> System {
         financing_runtime::telemetry::init();
+        let (services, containers) = services::for_test().await;
         let kafka = KafkaConfig {
-            partitions: 1,
-            ..own_topics()
+            partitions,
+            ..services.own_topics()
         };
-        let database_url = own_database_url();
         let shutdown = CancellationToken::new();
+        let name = |component: &str| format!("{}{component}", kafka.topic_prefix);
 
-        let listener = Listener::build(
-            ListenerConfig {
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                kafka: kafka.clone(),
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("the listener starts");
-        let listener_addr = listener.local_addr();
-        tokio::spawn(listener.run_until_stopped());
+        let mut listener = None;
+        if parts == Parts::Everything {
+            let event_store = services.own_database_url();
+            let server = Listener::build(
+                ListenerConfig {
+                    addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    kafka: kafka.clone(),
+                },
+                shutdown.clone(),
+            )
+            .await
+            .expect("the listener starts");
+            listener = Some(server.local_addr());
+            tokio::spawn(server.run_until_stopped());
 
-        let handler = CommandHandler::build(
-            HandlerConfig {
-                database_url: database_url.clone(),
+            let handler = HandlerConfig {
+                database_url: event_store.clone(),
                 kafka: kafka.clone(),
-                group_id: format!("{}command-handler", kafka.topic_prefix),
+                group_id: name("command-handler"),
                 snapshot_every: 50,
                 max_attempts: 10,
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("the command handler starts");
-        tokio::spawn(handler.run_until_stopped());
+            };
+            let handler = CommandHandler::build(handler, shutdown.clone())
+                .await
+                .expect("the command handler starts");
+            tokio::spawn(handler.run_until_stopped());
 
-        let relayer = Relayer::build(
-            RelayerConfig {
-                database_url,
+            let relayer = RelayerConfig {
+                database_url: event_store,
                 kafka: kafka.clone(),
                 interval: Duration::from_millis(100),
                 batch_size: 500,
+            };
+            let relayer = Relayer::build(relayer, shutdown.clone())
+                .await
+                .expect("the relayer starts")
+                .expect("not shut down");
+            tokio::spawn(relayer.run_until_stopped());
+        }
+
+        let read_models = services.own_database_url();
+        let projector = ProjectorConfig {
+            database_url: read_models.clone(),
+            kafka: kafka.clone(),
+            group_id: name("projector"),
+        };
+        let projector = Projector::build(projector, shutdown.clone())
+            .await
+            .expect("the projector starts");
+        tokio::spawn(projector.run_until_stopped());
+        let server = QueryServer::build(
+            QueryServerConfig {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                database_url: read_models,
             },
             shutdown.clone(),
         )
         .await
-        .expect("the relayer starts")
-        .expect("not shut down");
-        tokio::spawn(relayer.run_until_stopped());
+        .expect("the query service starts");
+        let queries = Some(server.local_addr());
+        tokio::spawn(server.run_until_stopped());
 
         let system = System {
             events: EventFeed::new(&kafka),
             publisher: Publisher::new(&kafka).expect("a producer"),
-            listener: listener_addr,
+            listener,
+            queries,
             kafka,
             _shutdown: shutdown.drop_guard(),
+            _containers: containers,
         };
-        system
-            .await_serving("financing.v1.Commands", system.listener)
-            .await;
+        if let Some(addr) = system.listener {
+            await_serving("financing.v1.Commands", addr).await;
+        }
+        if let Some(addr) = system.queries {
+            await_serving("financing.v1.Queries", addr).await;
+        }
         system
     }
 
     pub async fn commands(&self) -> CommandsClient<Channel> {
-        CommandsClient::new(channel(self.listener).await)
+        let addr = self.listener.expect("this system runs the listener");
+        CommandsClient::new(channel(addr).await)
+    }
+
+    pub async fn queries(&self) -> QueriesClient<Channel> {
+        let addr = self.queries.expect("this system runs the query service");
+        QueriesClient::new(channel(addr).await)
     }
 
     /// Publishes an integration event on `registering.events`, as Registering would.
     pub async fn publish(&self, event: &IntegrationEvent) {
+        let topic = self.kafka.topics().registering_events;
+        self.publish_record(&topic, integration_record(event)).await;
+    }
+
+    /// Publishes a domain event on `financing.events`, as the relayer would.
+    pub async fn publish_event(&self, event: &EventMessage) {
+        let topic = self.kafka.topics().events;
+        self.publish_record(&topic, event.record()).await;
+    }
+
+    /// Publishes a rejection on `financing.outcomes`, as the relayer would.
+    pub async fn publish_rejection(&self, rejection: &RejectionMessage) {
+        let topic = self.kafka.topics().outcomes;
+        self.publish_record(&topic, rejection.record()).await;
+    }
+
+    async fn publish_record(&self, topic: &str, record: Record) {
         self.publisher
-            .publish(
-                &self.kafka.topics().registering_events,
-                &integration_record(event),
-            )
+            .publish(topic, &record)
             .await
-            .expect("the broker takes the event");
+            .expect("the broker takes the message");
     }
 
     /// Asserts that `financing.events` holds nothing but what the test has read: no event
@@ -126,21 +199,21 @@ impl System {
             &all[self.events.read().min(all.len())..]
         );
     }
+}
 
-    async fn await_serving(&self, service: &str, addr: SocketAddr) {
-        let health = HealthClient::new(channel(addr).await);
-        wait_until(&format!("{service} is SERVING"), || {
-            let mut health = health.clone();
-            let request = HealthCheckRequest {
-                service: service.to_owned(),
-            };
-            async move {
-                let status = health.check(request).await.ok()?.into_inner().status;
-                (status == ServingStatus::Serving as i32).then_some(())
-            }
-        })
-        .await;
-    }
+async fn await_serving(service: &str, addr: SocketAddr) {
+    let health = HealthClient::new(channel(addr).await);
+    wait_until(&format!("{service} is SERVING"), || {
+        let mut health = health.clone();
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        async move {
+            let status = health.check(request).await.ok()?.into_inner().status;
+            (status == ServingStatus::Serving as i32).then_some(())
+        }
+    })
+    .await;
 }
 
 async fn channel(addr: SocketAddr) -> Channel {

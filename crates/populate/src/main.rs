@@ -9,8 +9,9 @@ use clap::Parser;
 use financing_api::to_proto_id;
 use financing_api::v1::queries_client::QueriesClient;
 use financing_api::v1::{GetInvestorRequest, GetIssuerRequest};
-use financing_domain::{IntegrationEvent, InvestorId, IssuerId, Money};
-use financing_messaging::{KafkaConfig, Publisher, integration_record};
+use financing_domain::{InvestorId, IssuerId, Money};
+use financing_messaging::KafkaConfig;
+use financing_populate::{Registered, register};
 use financing_runtime::retry::until_ok;
 use tonic::transport::Channel;
 
@@ -40,35 +41,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("interrupted")?;
 
-    let issuers: Vec<(String, IssuerId)> = (1..=cli.issuers)
-        .map(|n| (format!("ISSUER_{n}"), IssuerId::new_random()))
-        .collect();
-    let investors: Vec<(String, InvestorId)> = (1..=cli.investors)
-        .map(|n| (format!("INVESTOR_{n}"), InvestorId::new_random()))
-        .collect();
-    let events = issuers
-        .iter()
-        .map(|(name, id)| IntegrationEvent::IssuerRegistered {
-            id: *id,
-            name: name.clone(),
-        })
-        .chain(
-            investors
-                .iter()
-                .map(|(name, id)| IntegrationEvent::InvestorRegistered {
-                    id: *id,
-                    name: name.clone(),
-                    balance: cli.balance,
-                }),
-        );
-    let publisher = Publisher::new(&kafka)?;
+    let Registered { issuers, investors } =
+        register(&kafka, cli.issuers, cli.investors, cli.balance).await?;
     let topic = kafka.topics().registering_events;
-    for event in events {
-        publisher
-            .publish(&topic, &integration_record(&event))
-            .await
-            .context("the broker did not take a registration")?;
-    }
 
     if let Some(url) = &cli.wait_for {
         wait_until_visible(url, &issuers, &investors).await?;

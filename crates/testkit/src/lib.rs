@@ -14,23 +14,54 @@ use uuid::Uuid;
 /// How long a test waits for the system before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-/// The URL of a database no other test uses, on the server of `DATABASE_URL`; the services
-/// create it on start-up.
-pub fn own_database_url() -> String {
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let (server, _) = base
-        .rsplit_once('/')
-        .expect("DATABASE_URL has a database name");
-    format!("{server}/financing_test_{}", Uuid::new_v4().simple())
+/// Where the tests find PostgreSQL and the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Services {
+    /// A database on the server, e.g. `postgres://postgres@127.0.0.1:5432/postgres`.
+    pub database_url: String,
+    /// The broker's bootstrap list.
+    pub brokers: String,
 }
 
-/// The broker of `KAFKA_BROKERS`, with topics no other test uses.
-pub fn own_topics() -> KafkaConfig {
-    KafkaConfig {
-        topic_prefix: format!("test-{}.", Uuid::new_v4().simple()),
-        ..KafkaConfig::from_env().expect("valid Kafka settings")
+impl Services {
+    /// `DATABASE_URL` and `KAFKA_BROKERS`, or the local defaults the scripts start.
+    pub fn from_env() -> Services {
+        Services {
+            database_url: std::env::var("DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+            brokers: KafkaConfig::from_env()
+                .expect("valid Kafka settings")
+                .brokers,
+        }
     }
+
+    /// The URL of a database no other test uses, on the same server; the services create it.
+    pub fn own_database_url(&self) -> String {
+        let (server, _) = self
+            .database_url
+            .rsplit_once('/')
+            .expect("the database URL names a database");
+        format!("{server}/financing_test_{}", Uuid::new_v4().simple())
+    }
+
+    /// The broker, with topics no other test uses.
+    pub fn own_topics(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: self.brokers.clone(),
+            topic_prefix: format!("test-{}.", Uuid::new_v4().simple()),
+            ..KafkaConfig::from_env().expect("valid Kafka settings")
+        }
+    }
+}
+
+/// [`Services::own_database_url`] on the services of the environment.
+pub fn own_database_url() -> String {
+    Services::from_env().own_database_url()
+}
+
+/// [`Services::own_topics`] on the services of the environment.
+pub fn own_topics() -> KafkaConfig {
+    Services::from_env().own_topics()
 }
 
 /// Polls `condition` until it returns `Some`, failing the test after [`PATIENCE`].

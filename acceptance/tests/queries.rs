@@ -1,0 +1,615 @@
+//! The query side, through Kafka and gRPC only, as the original suite did: domain events are
+//! published on `financing.events` as the relayer would, and the answers of the query service
+//! are asserted. Only the projector and the query service run.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use financing_acceptance::{Parts, System};
+use financing_api::to_proto_id;
+use financing_api::v1::{
+    self, GetCommandStatusRequest, GetInvestorRequest, GetInvoiceRequest, GetIssuerRequest,
+};
+use financing_domain::{
+    Bid, CommandId, Event, InvestorEvent, InvestorId, InvoiceEvent, InvoiceId, IssuerEvent,
+    IssuerId, Money,
+};
+use financing_messaging::{EventMessage, EventMeta, RejectionMessage};
+use financing_testkit::wait_until;
+use tonic::Code;
+use uuid::Uuid;
+
+/// Publishes events the way the relayer does: each aggregate's versions numbered in order.
+struct Scenario {
+    system: System,
+    versions: HashMap<Uuid, u64>,
+    published: Vec<EventMessage>,
+}
+
+impl Scenario {
+    async fn start() -> Scenario {
+        Scenario {
+            system: System::start_with(Parts::ReadSide, 1).await,
+            versions: HashMap::new(),
+            published: Vec::new(),
+        }
+    }
+
+    /// Publishes the aggregate's next event; returns it as published.
+    async fn publish(&mut self, event: Event) -> EventMessage {
+        let (aggregate_type, aggregate_id) = match &event {
+            Event::Issuer(IssuerEvent::IssuerCreated { issuer_id, .. }) => {
+                ("Issuer", issuer_id.as_uuid())
+            }
+            Event::Investor(e) => ("Investor", investor_of(e).as_uuid()),
+            Event::Invoice(e) => ("Invoice", invoice_of(e).as_uuid()),
+        };
+        let version = self.versions.entry(aggregate_id).or_default();
+        *version += 1;
+        let message = EventMessage {
+            meta: EventMeta {
+                aggregate_type: aggregate_type.into(),
+                aggregate_id,
+                version: *version,
+                schema_version: 1,
+                event_id: Uuid::new_v4(),
+                command_id: CommandId::new_random(),
+                correlation_id: Uuid::new_v4(),
+                causation_id: Uuid::new_v4(),
+                recorded_at: Utc::now(),
+            },
+            event,
+        };
+        self.system.publish_event(&message).await;
+        self.published.push(message.clone());
+        message
+    }
+
+    async fn publish_all(&mut self, events: impl IntoIterator<Item = Event>) {
+        for event in events {
+            self.publish(event).await;
+        }
+    }
+
+    /// Waits until the investor's view is this one.
+    async fn await_investor(&self, expected: v1::Investor) {
+        let queries = self.system.queries().await;
+        wait_until(&format!("the investor is {expected:?}"), || {
+            let (mut queries, expected) = (queries.clone(), expected.clone());
+            async move {
+                let request = GetInvestorRequest {
+                    id: expected.id.clone(),
+                };
+                let investor = queries.get_investor(request).await.ok()?.into_inner();
+                (investor == expected).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Waits until the invoices listed are these, in this order.
+    async fn await_invoices(&self, expected: Vec<v1::Invoice>) {
+        let queries = self.system.queries().await;
+        wait_until(&format!("the invoices are {expected:?}"), || {
+            let (mut queries, expected) = (queries.clone(), expected.clone());
+            async move {
+                let invoices = queries.all_invoices(()).await.ok()?.into_inner().invoices;
+                (invoices == expected).then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+fn investor_of(event: &InvestorEvent) -> InvestorId {
+    match event {
+        InvestorEvent::InvestorCreated { investor_id, .. }
+        | InvestorEvent::InvestorFundsAdded { investor_id, .. }
+        | InvestorEvent::BidOnInvoicePlaced { investor_id, .. }
+        | InvestorEvent::InvestorFundsReleased { investor_id, .. }
+        | InvestorEvent::InvestorFundsCommitted { investor_id, .. } => *investor_id,
+    }
+}
+
+fn invoice_of(event: &InvoiceEvent) -> InvoiceId {
+    match event {
+        InvoiceEvent::InvoiceCreated { invoice_id, .. }
+        | InvoiceEvent::InvoiceFinanced { invoice_id, .. }
+        | InvoiceEvent::BidOnInvoiceRejected { invoice_id, .. }
+        | InvoiceEvent::InvoiceApproved { invoice_id, .. }
+        | InvoiceEvent::InvoiceReversed { invoice_id, .. } => *invoice_id,
+    }
+}
+
+fn money(units: u64) -> Option<v1::Money> {
+    Some(v1::Money {
+        amount: Money::units(units).to_f64(),
+    })
+}
+
+fn investor_view(id: InvestorId, balance: u64, reserved: u64, committed: u64) -> v1::Investor {
+    v1::Investor {
+        id: Some(to_proto_id(id)),
+        balance: money(balance),
+        reserved: money(reserved),
+        committed: money(committed),
+        name: "Ada".into(),
+    }
+}
+
+fn invoice_view(
+    id: InvoiceId,
+    issuer_id: IssuerId,
+    asking: u64,
+    status: v1::InvoiceStatus,
+    winning: Option<Bid>,
+) -> v1::Invoice {
+    v1::Invoice {
+        id: Some(to_proto_id(id)),
+        issuer_id: Some(to_proto_id(issuer_id)),
+        asking_price: money(asking),
+        status: status.into(),
+        winning_bid: winning.map(|bid| v1::Bid {
+            investor_id: Some(to_proto_id(bid.investor_id)),
+            amount: Some(v1::Money {
+                amount: bid.amount.to_f64(),
+            }),
+        }),
+    }
+}
+
+mod event {
+    use super::*;
+
+    pub fn issuer_created(issuer_id: IssuerId) -> Event {
+        Event::Issuer(IssuerEvent::IssuerCreated {
+            issuer_id,
+            name: "ACME".into(),
+        })
+    }
+    pub fn investor_created(investor_id: InvestorId) -> Event {
+        Event::Investor(InvestorEvent::InvestorCreated {
+            investor_id,
+            name: "Ada".into(),
+        })
+    }
+    pub fn funds_added(investor_id: InvestorId, units: u64) -> Event {
+        Event::Investor(InvestorEvent::InvestorFundsAdded {
+            investor_id,
+            amount: Money::units(units),
+        })
+    }
+    pub fn bid_placed(investor_id: InvestorId, invoice_id: InvoiceId, units: u64) -> Event {
+        Event::Investor(InvestorEvent::BidOnInvoicePlaced {
+            investor_id,
+            invoice_id,
+            bid_amount: Money::units(units),
+        })
+    }
+    pub fn released(investor_id: InvestorId, units: u64) -> Event {
+        Event::Investor(InvestorEvent::InvestorFundsReleased {
+            investor_id,
+            amount: Money::units(units),
+        })
+    }
+    pub fn committed(investor_id: InvestorId, units: u64) -> Event {
+        Event::Investor(InvestorEvent::InvestorFundsCommitted {
+            investor_id,
+            amount: Money::units(units),
+        })
+    }
+    pub fn invoice_created(invoice_id: InvoiceId, issuer_id: IssuerId, units: u64) -> Event {
+        Event::Invoice(InvoiceEvent::InvoiceCreated {
+            invoice_id,
+            issuer_id,
+            asking_price: Money::units(units),
+        })
+    }
+    pub fn financed(invoice_id: InvoiceId, units: u64, bid: Bid) -> Event {
+        Event::Invoice(InvoiceEvent::InvoiceFinanced {
+            invoice_id,
+            asking_price: Money::units(units),
+            bid,
+        })
+    }
+    pub fn approved(invoice_id: InvoiceId, units: u64, bid: Bid) -> Event {
+        Event::Invoice(InvoiceEvent::InvoiceApproved {
+            invoice_id,
+            sold_price: Money::units(units),
+            bid,
+        })
+    }
+    pub fn reversed(invoice_id: InvoiceId, units: u64, bid: Bid) -> Event {
+        Event::Invoice(InvoiceEvent::InvoiceReversed {
+            invoice_id,
+            sold_price: Money::units(units),
+            bid,
+        })
+    }
+}
+
+fn bid(investor_id: InvestorId, units: u64) -> Bid {
+    Bid {
+        investor_id,
+        amount: Money::units(units),
+    }
+}
+
+/// An issuer selling an invoice asking 15, financed by an investor's bid of 20.
+async fn financed_invoice(scenario: &mut Scenario) -> (IssuerId, InvoiceId, InvestorId) {
+    let (issuer_id, invoice_id, investor_id) = (
+        IssuerId::new_random(),
+        InvoiceId::new_random(),
+        InvestorId::new_random(),
+    );
+    scenario
+        .publish_all([
+            event::issuer_created(issuer_id),
+            event::invoice_created(invoice_id, issuer_id, 15),
+            event::investor_created(investor_id),
+            event::funds_added(investor_id, 20),
+            event::bid_placed(investor_id, invoice_id, 20),
+            event::financed(invoice_id, 15, bid(investor_id, 20)),
+        ])
+        .await;
+    (issuer_id, invoice_id, investor_id)
+}
+
+#[tokio::test]
+async fn with_no_invoice_sold_all_invoices_is_empty() {
+    let scenario = Scenario::start().await;
+    let mut queries = scenario.system.queries().await;
+    assert!(
+        queries
+            .all_invoices(())
+            .await
+            .unwrap()
+            .into_inner()
+            .invoices
+            .is_empty()
+    );
+    assert!(
+        queries
+            .all_investors(())
+            .await
+            .unwrap()
+            .into_inner()
+            .investors
+            .is_empty()
+    );
+    assert!(
+        queries
+            .all_issuers(())
+            .await
+            .unwrap()
+            .into_inner()
+            .issuers
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn two_invoices_on_sale_are_listed_available_in_order_without_bids() {
+    let mut scenario = Scenario::start().await;
+    let (issuer_id, first, second) = (
+        IssuerId::new_random(),
+        InvoiceId::new_random(),
+        InvoiceId::new_random(),
+    );
+    scenario
+        .publish_all([
+            event::issuer_created(issuer_id),
+            event::invoice_created(first, issuer_id, 15),
+            event::invoice_created(second, issuer_id, 20),
+        ])
+        .await;
+    scenario
+        .await_invoices(vec![
+            invoice_view(first, issuer_id, 15, v1::InvoiceStatus::Available, None),
+            invoice_view(second, issuer_id, 20, v1::InvoiceStatus::Available, None),
+        ])
+        .await;
+}
+
+#[tokio::test]
+async fn a_financed_invoice_shows_the_winning_bid() {
+    let mut scenario = Scenario::start().await;
+    let (issuer_id, invoice_id, investor_id) = financed_invoice(&mut scenario).await;
+    let winning = Some(bid(investor_id, 20));
+    scenario
+        .await_invoices(vec![invoice_view(
+            invoice_id,
+            issuer_id,
+            15,
+            v1::InvoiceStatus::Financed,
+            winning,
+        )])
+        .await;
+}
+
+#[tokio::test]
+async fn an_approved_invoice_keeps_its_winning_bid() {
+    let mut scenario = Scenario::start().await;
+    let (issuer_id, invoice_id, investor_id) = financed_invoice(&mut scenario).await;
+    scenario
+        .publish(event::approved(invoice_id, 15, bid(investor_id, 20)))
+        .await;
+    let winning = Some(bid(investor_id, 20));
+    scenario
+        .await_invoices(vec![invoice_view(
+            invoice_id,
+            issuer_id,
+            15,
+            v1::InvoiceStatus::Approved,
+            winning,
+        )])
+        .await;
+}
+
+#[tokio::test]
+async fn a_reversed_invoice_keeps_its_winning_bid() {
+    let mut scenario = Scenario::start().await;
+    let (issuer_id, invoice_id, investor_id) = financed_invoice(&mut scenario).await;
+    scenario
+        .publish(event::reversed(invoice_id, 15, bid(investor_id, 20)))
+        .await;
+    let winning = Some(bid(investor_id, 20));
+    scenario
+        .await_invoices(vec![invoice_view(
+            invoice_id,
+            issuer_id,
+            15,
+            v1::InvoiceStatus::Reversed,
+            winning,
+        )])
+        .await;
+}
+
+#[tokio::test]
+async fn registered_investors_are_listed_with_an_empty_balance() {
+    let mut scenario = Scenario::start().await;
+    let (first, second) = (InvestorId::new_random(), InvestorId::new_random());
+    scenario
+        .publish_all([
+            event::investor_created(first),
+            event::investor_created(second),
+        ])
+        .await;
+    let queries = scenario.system.queries().await;
+    wait_until("both investors are listed", || {
+        let mut queries = queries.clone();
+        async move {
+            let investors = queries.all_investors(()).await.ok()?.into_inner().investors;
+            (investors
+                == [
+                    investor_view(first, 0, 0, 0),
+                    investor_view(second, 0, 0, 0),
+                ])
+            .then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn funds_added_twice_add_up() {
+    let mut scenario = Scenario::start().await;
+    let id = InvestorId::new_random();
+    scenario
+        .publish_all([
+            event::investor_created(id),
+            event::funds_added(id, 20),
+            event::funds_added(id, 30),
+        ])
+        .await;
+    scenario.await_investor(investor_view(id, 50, 0, 0)).await;
+}
+
+#[tokio::test]
+async fn a_bid_reserves_funds_and_a_release_returns_the_surplus() {
+    let mut scenario = Scenario::start().await;
+    let (id, invoice_id) = (InvestorId::new_random(), InvoiceId::new_random());
+    scenario
+        .publish_all([
+            event::investor_created(id),
+            event::funds_added(id, 30),
+            event::bid_placed(id, invoice_id, 20),
+            event::released(id, 5),
+        ])
+        .await;
+    scenario.await_investor(investor_view(id, 15, 15, 0)).await;
+}
+
+#[tokio::test]
+async fn an_approved_financing_commits_the_reserved_funds() {
+    let mut scenario = Scenario::start().await;
+    let (id, invoice_id) = (InvestorId::new_random(), InvoiceId::new_random());
+    scenario
+        .publish_all([
+            event::investor_created(id),
+            event::funds_added(id, 15),
+            event::bid_placed(id, invoice_id, 15),
+            event::committed(id, 15),
+        ])
+        .await;
+    scenario.await_investor(investor_view(id, 0, 0, 15)).await;
+}
+
+#[tokio::test]
+async fn a_reversed_financing_releases_the_reserved_funds() {
+    let mut scenario = Scenario::start().await;
+    let (id, invoice_id) = (InvestorId::new_random(), InvoiceId::new_random());
+    scenario
+        .publish_all([
+            event::investor_created(id),
+            event::funds_added(id, 15),
+            event::bid_placed(id, invoice_id, 15),
+            event::released(id, 15),
+        ])
+        .await;
+    scenario.await_investor(investor_view(id, 15, 0, 0)).await;
+}
+
+#[tokio::test]
+async fn lookups_by_id_find_what_exists_and_say_not_found_otherwise() {
+    let mut scenario = Scenario::start().await;
+    let (issuer_id, invoice_id, investor_id) = financed_invoice(&mut scenario).await;
+    scenario
+        .await_investor(investor_view(investor_id, 0, 20, 0))
+        .await;
+    let mut queries = scenario.system.queries().await;
+
+    let issuer = queries
+        .get_issuer(GetIssuerRequest {
+            id: Some(to_proto_id(issuer_id)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        issuer,
+        v1::Issuer {
+            id: Some(to_proto_id(issuer_id)),
+            name: "ACME".into()
+        }
+    );
+    let invoice = queries
+        .get_invoice(GetInvoiceRequest {
+            id: Some(to_proto_id(invoice_id)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        invoice,
+        invoice_view(
+            invoice_id,
+            issuer_id,
+            15,
+            v1::InvoiceStatus::Financed,
+            Some(bid(investor_id, 20))
+        )
+    );
+    let issuers = queries.all_issuers(()).await.unwrap().into_inner().issuers;
+    assert_eq!(issuers, [issuer]);
+
+    let unknown = Some(to_proto_id(Uuid::new_v4()));
+    let statuses = [
+        queries
+            .get_issuer(GetIssuerRequest {
+                id: unknown.clone(),
+            })
+            .await
+            .unwrap_err(),
+        queries
+            .get_invoice(GetInvoiceRequest {
+                id: unknown.clone(),
+            })
+            .await
+            .unwrap_err(),
+        queries
+            .get_investor(GetInvestorRequest { id: unknown })
+            .await
+            .unwrap_err(),
+    ];
+    for status in statuses {
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
+    let malformed = GetInvestorRequest {
+        id: Some(v1::Uuid { value: "x".into() }),
+    };
+    let status = queries.get_investor(malformed).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::InvalidArgument, r#"id.value: "x" is not a UUID"#)
+    );
+}
+
+#[tokio::test]
+async fn a_duplicated_event_is_applied_once() {
+    let mut scenario = Scenario::start().await;
+    let id = InvestorId::new_random();
+    scenario.publish(event::investor_created(id)).await;
+    let added = scenario.publish(event::funds_added(id, 20)).await;
+    scenario.system.publish_event(&added).await;
+    // A later version of the same aggregate is applied after both copies (same partition).
+    scenario.publish(event::funds_added(id, 1)).await;
+    scenario.await_investor(investor_view(id, 21, 0, 0)).await;
+}
+
+#[tokio::test]
+async fn a_redelivered_old_version_never_takes_the_view_back() {
+    let mut scenario = Scenario::start().await;
+    let (id, invoice_id) = (InvestorId::new_random(), InvoiceId::new_random());
+    scenario
+        .publish_all([
+            event::investor_created(id),
+            event::funds_added(id, 30),
+            event::bid_placed(id, invoice_id, 20),
+            event::released(id, 5),
+        ])
+        .await;
+    for old in &scenario.published[1..3] {
+        scenario.system.publish_event(old).await;
+    }
+    scenario.publish(event::released(id, 1)).await;
+    scenario.await_investor(investor_view(id, 16, 14, 0)).await;
+}
+
+#[tokio::test]
+async fn a_command_is_pending_then_applied_or_rejected_with_its_reason() {
+    let mut scenario = Scenario::start().await;
+    let id = InvestorId::new_random();
+    let mut queries = scenario.system.queries().await;
+    let status_of = |command_id: CommandId| GetCommandStatusRequest {
+        command_id: Some(to_proto_id(command_id)),
+    };
+
+    let created = scenario.publish(event::investor_created(id)).await;
+    let rejected = CommandId::new_random();
+    scenario
+        .system
+        .publish_rejection(&RejectionMessage {
+            command_id: rejected,
+            aggregate_type: "Investor".into(),
+            aggregate_id: id.as_uuid(),
+            reason: "insufficient balance: bid 10.00 but balance is 5.00".into(),
+            rejected_at: Utc::now(),
+        })
+        .await;
+
+    let unknown = queries
+        .get_command_status(status_of(CommandId::new_random()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (unknown.status(), unknown.reason.as_str()),
+        (v1::CommandStatus::Pending, "")
+    );
+    let queries_for_wait = queries.clone();
+    let await_status = |command_id, expected: v1::CommandStatus| {
+        let queries = queries_for_wait.clone();
+        async move {
+            wait_until(&format!("{command_id} is {expected:?}"), || {
+                let mut queries = queries.clone();
+                async move {
+                    let reply = queries
+                        .get_command_status(status_of(command_id))
+                        .await
+                        .ok()?
+                        .into_inner();
+                    (reply.status() == expected).then_some(reply)
+                }
+            })
+            .await
+        }
+    };
+    await_status(created.meta.command_id, v1::CommandStatus::Applied).await;
+    let reply = await_status(rejected, v1::CommandStatus::Rejected).await;
+    assert_eq!(
+        reply.reason,
+        "insufficient balance: bid 10.00 but balance is 5.00"
+    );
+    assert_eq!(reply.command_id, Some(to_proto_id(rejected)));
+}

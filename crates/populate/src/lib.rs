@@ -1,0 +1,64 @@
+//! Seeding demo data: registers issuers and investors by publishing `IssuerRegistered` and
+//! `InvestorRegistered` to `registering.events`, as the Registering context would.
+
+use financing_domain::{IntegrationEvent, InvestorId, IssuerId, Money};
+use financing_messaging::{KafkaConfig, PublishError, Publisher, integration_record};
+use rdkafka::error::KafkaError;
+
+/// Who was registered, with their names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub issuers: Vec<(String, IssuerId)>,
+    pub investors: Vec<(String, InvestorId)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PopulateError {
+    #[error("cannot create a Kafka producer")]
+    Kafka(#[from] KafkaError),
+    #[error("the broker did not take a registration")]
+    Publish(#[from] PublishError),
+}
+
+/// Registers `issuers` issuers (`ISSUER_1`, ...) and `investors` investors (`INVESTOR_1`, ...)
+/// with `balance` each; returns once the broker has acknowledged every registration.
+pub async fn register(
+    kafka: &KafkaConfig,
+    issuers: usize,
+    investors: usize,
+    balance: Money,
+) -> Result<Registered, PopulateError> {
+    let registered = Registered {
+        issuers: (1..=issuers)
+            .map(|n| (format!("ISSUER_{n}"), IssuerId::new_random()))
+            .collect(),
+        investors: (1..=investors)
+            .map(|n| (format!("INVESTOR_{n}"), InvestorId::new_random()))
+            .collect(),
+    };
+    let issuer_events =
+        registered
+            .issuers
+            .iter()
+            .map(|(name, id)| IntegrationEvent::IssuerRegistered {
+                id: *id,
+                name: name.clone(),
+            });
+    let investor_events =
+        registered
+            .investors
+            .iter()
+            .map(|(name, id)| IntegrationEvent::InvestorRegistered {
+                id: *id,
+                name: name.clone(),
+                balance,
+            });
+    let publisher = Publisher::new(kafka)?;
+    let topic = kafka.topics().registering_events;
+    for event in issuer_events.chain(investor_events) {
+        publisher
+            .publish(&topic, &integration_record(&event))
+            .await?;
+    }
+    Ok(registered)
+}
