@@ -149,6 +149,11 @@ impl System {
         system
     }
 
+    /// The broker and topics this system uses.
+    pub fn kafka(&self) -> &KafkaConfig {
+        &self.kafka
+    }
+
     pub async fn commands(&self) -> CommandsClient<Channel> {
         let addr = self.listener.expect("this system runs the listener");
         CommandsClient::new(channel(addr).await)

@@ -1,0 +1,210 @@
+//! The whole flow through gRPC and Kafka only, on three partitions: populate registers an
+//! issuer and an investor, commands go to the listener, and the query service is polled until
+//! the read models show the money where it belongs.
+
+use financing_acceptance::{Parts, System};
+use financing_api::to_proto_id;
+use financing_api::v1::{
+    self, ApproveFinancingCommand, BidOnInvoiceCommand, CommandStatusReply,
+    GetCommandStatusRequest, GetInvestorRequest, GetInvoiceRequest, ReverseFinancingCommand,
+    SellInvoiceCommand,
+};
+use financing_domain::{CommandId, InvestorId, InvoiceId, IssuerId, Money};
+use financing_testkit::wait_until;
+use tonic::Response;
+
+struct Flow {
+    system: System,
+    issuer_id: IssuerId,
+    investor_id: InvestorId,
+}
+
+fn money(units: u64) -> Option<v1::Money> {
+    Some(v1::Money {
+        amount: Money::units(units).to_f64(),
+    })
+}
+
+fn command_id<T>(response: &Response<T>) -> CommandId {
+    let header = response
+        .metadata()
+        .get("x-command-id")
+        .expect("a command id");
+    header.to_str().unwrap().parse().unwrap()
+}
+
+impl Flow {
+    /// A system where populate registered one issuer and one investor with `balance`.
+    async fn populated(balance: u64) -> Flow {
+        let system = System::start_with(Parts::Everything, 3).await;
+        let registered = financing_populate::register(system.kafka(), 1, 1, Money::units(balance))
+            .await
+            .expect("populate publishes");
+        let flow = Flow {
+            issuer_id: registered.issuers[0].1,
+            investor_id: registered.investors[0].1,
+            system,
+        };
+        flow.await_investor(balance, 0, 0).await;
+        flow
+    }
+
+    async fn sell(&self, asking: u64) -> (InvoiceId, CommandId) {
+        let response = self
+            .system
+            .commands()
+            .await
+            .sell_invoice(SellInvoiceCommand {
+                issuer_id: Some(to_proto_id(self.issuer_id)),
+                asking_price: money(asking),
+            })
+            .await
+            .expect("the sale is queued");
+        let command = command_id(&response);
+        let invoice_id = response.into_inner().value.parse().unwrap();
+        (invoice_id, command)
+    }
+
+    async fn bid(&self, invoice_id: InvoiceId, amount: u64) -> CommandId {
+        let response = self
+            .system
+            .commands()
+            .await
+            .bid_on_invoice(BidOnInvoiceCommand {
+                investor_id: Some(to_proto_id(self.investor_id)),
+                invoice_id: Some(to_proto_id(invoice_id)),
+                bid: money(amount),
+            })
+            .await
+            .expect("the bid is queued");
+        command_id(&response)
+    }
+
+    async fn await_investor(&self, balance: u64, reserved: u64, committed: u64) {
+        let expected = v1::Investor {
+            id: Some(to_proto_id(self.investor_id)),
+            balance: money(balance),
+            reserved: money(reserved),
+            committed: money(committed),
+            name: "INVESTOR_1".into(),
+        };
+        let queries = self.system.queries().await;
+        wait_until(&format!("the investor is {expected:?}"), || {
+            let (mut queries, expected) = (queries.clone(), expected.clone());
+            async move {
+                let request = GetInvestorRequest {
+                    id: expected.id.clone(),
+                };
+                let investor = queries.get_investor(request).await.ok()?.into_inner();
+                (investor == expected).then_some(())
+            }
+        })
+        .await;
+    }
+
+    async fn await_invoice(&self, invoice_id: InvoiceId, status: v1::InvoiceStatus) -> v1::Invoice {
+        let queries = self.system.queries().await;
+        wait_until(&format!("invoice {invoice_id} is {status:?}"), || {
+            let mut queries = queries.clone();
+            async move {
+                let request = GetInvoiceRequest {
+                    id: Some(to_proto_id(invoice_id)),
+                };
+                let invoice = queries.get_invoice(request).await.ok()?.into_inner();
+                (invoice.status() == status).then_some(invoice)
+            }
+        })
+        .await
+    }
+
+    async fn await_outcome(
+        &self,
+        command: CommandId,
+        status: v1::CommandStatus,
+    ) -> CommandStatusReply {
+        let queries = self.system.queries().await;
+        wait_until(&format!("command {command} is {status:?}"), || {
+            let mut queries = queries.clone();
+            async move {
+                let request = GetCommandStatusRequest {
+                    command_id: Some(to_proto_id(command)),
+                };
+                let reply = queries.get_command_status(request).await.ok()?.into_inner();
+                (reply.status() == status).then_some(reply)
+            }
+        })
+        .await
+    }
+
+    /// Sells an invoice asking 10 and wins it with a bid of 20.
+    async fn finance(&self) -> InvoiceId {
+        let (invoice_id, _) = self.sell(10).await;
+        self.await_invoice(invoice_id, v1::InvoiceStatus::Available)
+            .await;
+        self.bid(invoice_id, 20).await;
+        let invoice = self
+            .await_invoice(invoice_id, v1::InvoiceStatus::Financed)
+            .await;
+        let winning = invoice.winning_bid.expect("a winning bid");
+        assert_eq!(winning.investor_id, Some(to_proto_id(self.investor_id)));
+        assert_eq!(winning.amount, money(20));
+        // 20 reserved by the bid, 10 of it released as the surplus over the asking price.
+        self.await_investor(90, 10, 0).await;
+        invoice_id
+    }
+}
+
+#[tokio::test]
+async fn an_approved_financing_commits_the_asking_price() {
+    let flow = Flow::populated(100).await;
+    let invoice_id = flow.finance().await;
+    flow.system
+        .commands()
+        .await
+        .approve_financing(ApproveFinancingCommand {
+            invoice_id: Some(to_proto_id(invoice_id)),
+        })
+        .await
+        .expect("the approval is queued");
+    flow.await_invoice(invoice_id, v1::InvoiceStatus::Approved)
+        .await;
+    flow.await_investor(90, 0, 10).await;
+}
+
+#[tokio::test]
+async fn a_reversed_financing_gives_the_investor_everything_back() {
+    let flow = Flow::populated(100).await;
+    let invoice_id = flow.finance().await;
+    flow.system
+        .commands()
+        .await
+        .reverse_financing(ReverseFinancingCommand {
+            invoice_id: Some(to_proto_id(invoice_id)),
+        })
+        .await
+        .expect("the reversal is queued");
+    flow.await_invoice(invoice_id, v1::InvoiceStatus::Reversed)
+        .await;
+    flow.await_investor(100, 0, 0).await;
+}
+
+#[tokio::test]
+async fn a_bid_above_the_balance_is_reported_rejected_with_its_reason() {
+    let flow = Flow::populated(5).await;
+    let (invoice_id, sale) = flow.sell(10).await;
+    flow.await_invoice(invoice_id, v1::InvoiceStatus::Available)
+        .await;
+    flow.await_outcome(sale, v1::CommandStatus::Applied).await;
+
+    let bid = flow.bid(invoice_id, 10).await;
+    let outcome = flow.await_outcome(bid, v1::CommandStatus::Rejected).await;
+    assert_eq!(
+        outcome.reason,
+        "insufficient balance: bid 10.00 but balance is 5.00"
+    );
+    flow.await_investor(5, 0, 0).await;
+    let invoice = flow
+        .await_invoice(invoice_id, v1::InvoiceStatus::Available)
+        .await;
+    assert_eq!(invoice.winning_bid, None);
+}
