@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Stops what scripts/up.sh started, gracefully: SIGTERM to every component (each finishes the
-# message in hand and commits its offsets), then the broker once they have exited.
+# Stops what scripts/up.sh started (in $RUN_DIR, default .run), gracefully: SIGTERM to every
+# component (each finishes the message in hand and commits its offsets), then the broker once
+# they have exited.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-RUN=.run
+RUN="${RUN_DIR:-.run}"
 
 stop() { # pidfile...
     local pidfile pid pids=()

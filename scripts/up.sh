@@ -1,45 +1,59 @@
 #!/usr/bin/env bash
-# Runs the whole system on this machine: builds the release binaries, makes sure PostgreSQL and
-# the broker are up (installing Tansu if missing; its data is kept in .run/tansu.db), starts
-# every component with its log in .run/logs, and prints what to try. Ctrl-C, or
-# scripts/down.sh from another terminal, stops everything gracefully.
-# With --detach it returns once the system is up.
+# Runs the whole system on this machine: builds the binaries, makes sure PostgreSQL and the
+# broker are up (installing Tansu if missing; its data is kept in $RUN_DIR/tansu.db), starts the
+# five components with their logs in $RUN_DIR/logs, seeds demo data with populate, and prints
+# what to try. Ctrl-C, or scripts/down.sh from another terminal, stops everything gracefully.
+# --detach returns once the system is up.
+#
+# Environment: RUN_DIR (default .run), PROFILE (cargo profile, default release), TANSU_STORAGE
+# (default: SQLite in $RUN_DIR; memory://tansu/ is faster and forgets on restart), and every
+# variable the components read (LISTENER_ADDR, QUERIES_ADDR, DATABASE_URL, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-COMPONENTS=(listener command-handler relayer)
-RUN=.run
+COMPONENTS=(listener command-handler relayer projector queries)
+RUN_DIR="${RUN_DIR:-.run}"
+PROFILE="${PROFILE:-release}"
+LISTENER_ADDR="${LISTENER_ADDR:-127.0.0.1:8080}"
+QUERIES_ADDR="${QUERIES_ADDR:-127.0.0.1:8081}"
+export LISTENER_ADDR QUERIES_ADDR RUST_LOG="${RUST_LOG:-info}"
 
-for pidfile in "$RUN"/*.pid; do
+for pidfile in "$RUN_DIR"/*.pid; do
     if [ -e "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
         log "already running ($pidfile); scripts/down.sh stops it"
         exit 1
     fi
 done
-mkdir -p "$RUN/logs"
-rm -f "$RUN"/*.pid
+mkdir -p "$RUN_DIR/logs"
+rm -f "$RUN_DIR"/*.pid
 
 ensure_postgres
 install_tansu
-log "building release binaries"
-cargo build --release --locked --bins
-broker=$(start_tansu "sqlite://$RUN/tansu.db" "$RUN/logs/tansu.log")
-if [ -n "$broker" ]; then echo "$broker" >"$RUN/tansu.pid"; fi
+log "building ($PROFILE)"
+cargo build --profile "$PROFILE" --locked --bins
+bin="target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
+# Tansu reads a SQLite path relative to its working directory.
+storage="${TANSU_STORAGE:-sqlite://$(realpath --relative-to=. "$RUN_DIR")/tansu.db}"
+broker=$(start_tansu "$storage" "$RUN_DIR/logs/tansu.log")
+if [ -n "$broker" ]; then echo "$broker" >"$RUN_DIR/tansu.pid"; fi
 
-export RUST_LOG="${RUST_LOG:-info}"
 for component in "${COMPONENTS[@]}"; do
-    nohup "target/release/$component" >"$RUN/logs/$component.log" 2>&1 &
-    echo $! >"$RUN/$component.pid"
+    nohup "$bin/$component" >"$RUN_DIR/logs/$component.log" 2>&1 &
+    echo $! >"$RUN_DIR/$component.pid"
 done
-wait_for_port 8080 listener 60
+wait_for_port "${LISTENER_ADDR##*:}" listener 60
+wait_for_port "${QUERIES_ADDR##*:}" queries 60
+
+log "seeding demo data"
+"$bin/populate" --wait-for "http://$QUERIES_ADDR" | tee "$RUN_DIR/populate.txt"
 
 cat <<TRY
 
-Financing is running: commands on 127.0.0.1:8080, logs in $RUN/logs.
-  grpcurl -plaintext 127.0.0.1:8080 list
-  grpcurl -plaintext -d '{"issuer_id":{"value":"<issuer id>"},"asking_price":{"amount":10}}' \\
-      127.0.0.1:8080 financing.v1.Commands/SellInvoice
+Financing is running: commands on $LISTENER_ADDR, queries on $QUERIES_ADDR, logs in $RUN_DIR/logs.
+  grpcurl -plaintext $LISTENER_ADDR list
+  grpcurl -plaintext $QUERIES_ADDR financing.v1.Queries/AllInvestors
+The README's walkthrough goes on from here; scripts/down.sh stops everything.
 TRY
 
 if [ "${1:-}" = "--detach" ]; then exit 0; fi

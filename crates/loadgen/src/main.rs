@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use financing_api::v1::SellInvoiceCommand;
 use financing_api::v1::commands_client::CommandsClient;
-use financing_api::{to_proto_id, v1};
-use financing_domain::{
-    Event, IntegrationEvent, InvoiceEvent, InvoiceId, IssuerEvent, IssuerId, Money,
+use financing_api::v1::queries_client::QueriesClient;
+use financing_api::v1::{
+    BidOnInvoiceCommand, GetInvestorRequest, GetInvoiceRequest, SellInvoiceCommand,
 };
-use financing_messaging::{EventMessage, KafkaConfig, Publisher, integration_record};
+use financing_api::{to_proto_id, v1};
+use financing_domain::{Event, InvoiceEvent, InvoiceId, IssuerEvent, Money};
+use financing_messaging::{EventMessage, KafkaConfig};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tonic::transport::Channel;
 
@@ -30,6 +31,14 @@ struct Cli {
         global = true
     )]
     listener: String,
+    /// The query service (gRPC Queries).
+    #[arg(
+        long,
+        env = "QUERIES_URL",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
+    queries: String,
     /// How many commands to time.
     #[arg(long, default_value_t = 300, global = true)]
     samples: usize,
@@ -42,6 +51,9 @@ enum Scenario {
     /// From a SellInvoice sent to the listener to its InvoiceCreated read from
     /// financing.events, one command at a time.
     CommandToEvent,
+    /// From a BidOnInvoice sent to the listener to the investor's reserved funds showing it on
+    /// the query service (polled every millisecond), one bid at a time.
+    BidToReadModel,
 }
 
 #[tokio::main]
@@ -50,29 +62,23 @@ async fn main() -> anyhow::Result<()> {
     let kafka = KafkaConfig::from_env()?;
     match cli.scenario {
         Scenario::CommandToEvent => command_to_event(&cli, &kafka).await,
+        Scenario::BidToReadModel => bid_to_read_model(&cli, &kafka).await,
     }
 }
 
 async fn command_to_event(cli: &Cli, kafka: &KafkaConfig) -> anyhow::Result<()> {
     let mut events = EventReader::new(kafka)?;
-    let issuer_id = IssuerId::new_random();
-    let registered = IntegrationEvent::IssuerRegistered {
-        id: issuer_id,
-        name: "loadgen issuer".into(),
-    };
-    Publisher::new(kafka)?
-        .publish(
-            &kafka.topics().registering_events,
-            &integration_record(&registered),
-        )
+    let registered = financing_populate::register(kafka, 1, 0, Money::ZERO)
         .await
-        .context("cannot publish to the broker")?;
+        .context("cannot register an issuer")?;
+    let issuer_id = registered.issuers[0].1;
+    // Waiting for the issuer also lets the reader join its group before the timing starts.
     events
         .until(|event| matches!(event, Event::Issuer(IssuerEvent::IssuerCreated { issuer_id: id, .. }) if *id == issuer_id))
         .await
         .context("the issuer was never created: is the system running?")?;
 
-    let mut commands = connect(&cli.listener).await?;
+    let mut commands = CommandsClient::new(channel(&cli.listener).await?);
     let (mut accepted, mut published) = (Samples::default(), Samples::default());
     for _ in 0..cli.samples {
         let started = Instant::now();
@@ -103,12 +109,96 @@ async fn command_to_event(cli: &Cli, kafka: &KafkaConfig) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn connect(url: &str) -> anyhow::Result<CommandsClient<Channel>> {
-    let channel = Channel::from_shared(url.to_owned())?
+async fn bid_to_read_model(cli: &Cli, kafka: &KafkaConfig) -> anyhow::Result<()> {
+    let registered = financing_populate::register(kafka, 1, 1, Money::units(cli.samples as u64))
+        .await
+        .context("cannot register an issuer and an investor")?;
+    let (issuer_id, investor_id) = (registered.issuers[0].1, registered.investors[0].1);
+    let mut commands = CommandsClient::new(channel(&cli.listener).await?);
+    let queries = QueriesClient::new(channel(&cli.queries).await?);
+    let reserved = || {
+        let mut queries = queries.clone();
+        let investor = GetInvestorRequest {
+            id: Some(to_proto_id(investor_id)),
+        };
+        async move {
+            let shown = queries.get_investor(investor).await.ok()?.into_inner();
+            shown.reserved.map(|money| money.amount)
+        }
+    };
+    poll(reserved, Option::is_some)
+        .await
+        .context("the investor never showed up: is the system running?")?;
+
+    // One invoice per bid, asking exactly the bid: each bid wins and stays reserved.
+    let one = Some(v1::Money { amount: 1.0 });
+    let mut invoices = Vec::with_capacity(cli.samples);
+    for _ in 0..cli.samples {
+        let sale = SellInvoiceCommand {
+            issuer_id: Some(to_proto_id(issuer_id)),
+            asking_price: one,
+        };
+        invoices.push(commands.sell_invoice(sale).await?.into_inner());
+    }
+    let last = invoices.last().cloned();
+    let last_shown = || {
+        let (mut queries, id) = (queries.clone(), last.clone());
+        async move { queries.get_invoice(GetInvoiceRequest { id }).await.ok() }
+    };
+    poll(last_shown, Option::is_some)
+        .await
+        .context("the invoices never showed up")?;
+
+    let (mut accepted, mut visible) = (Samples::default(), Samples::default());
+    for (n, invoice_id) in invoices.into_iter().enumerate() {
+        let started = Instant::now();
+        let bid = BidOnInvoiceCommand {
+            investor_id: Some(to_proto_id(investor_id)),
+            invoice_id: Some(invoice_id),
+            bid: one,
+        };
+        commands.bid_on_invoice(bid).await?;
+        accepted.push(started.elapsed());
+        let expected = Some(Money::units(n as u64 + 1).to_f64());
+        poll(reserved, |shown| *shown == expected).await?;
+        visible.push(started.elapsed());
+    }
+    println!("BidOnInvoice, {} bids one at a time:", cli.samples);
+    println!(
+        "  acknowledged by the listener        {}",
+        accepted.summary()
+    );
+    println!(
+        "  reserved funds shown by the queries {}",
+        visible.summary()
+    );
+    Ok(())
+}
+
+/// Calls `probe` every millisecond until `done` accepts what it returns (30 s at most).
+async fn poll<T, F, Fut>(probe: F, done: impl Fn(&T) -> bool) -> anyhow::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = probe().await;
+        if done(&value) {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("not seen within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn channel(url: &str) -> anyhow::Result<Channel> {
+    Channel::from_shared(url.to_owned())?
         .connect()
         .await
-        .with_context(|| format!("cannot reach the listener at {url}"))?;
-    Ok(CommandsClient::new(channel))
+        .with_context(|| format!("cannot reach {url}"))
 }
 
 /// Reads `financing.events` from the end it finds on joining.
