@@ -46,11 +46,12 @@ wait_for_port "${LISTENER_ADDR##*:}" listener 60
 wait_for_port "${QUERIES_ADDR##*:}" queries 60
 
 log "seeding demo data"
-"$bin/populate" --wait-for "http://$QUERIES_ADDR" | tee "$RUN_DIR/populate.txt"
+"$bin/populate" --wait-for "http://$QUERIES_ADDR" --env-file "$RUN_DIR/demo.env"
 
 cat <<TRY
 
 Financing is running: commands on $LISTENER_ADDR, queries on $QUERIES_ADDR, logs in $RUN_DIR/logs.
+The ids above are in $RUN_DIR/demo.env (source it to use \$ISSUER_1, \$INVESTOR_1, ...).
   grpcurl -plaintext $LISTENER_ADDR list
   grpcurl -plaintext $QUERIES_ADDR financing.v1.Queries/AllInvestors
 The README's walkthrough goes on from here; scripts/down.sh stops everything.

@@ -30,6 +30,9 @@ struct Cli {
     /// The query service to watch until every registration shows, e.g. http://127.0.0.1:8081.
     #[arg(long, env = "POPULATE_WAIT_FOR")]
     wait_for: Option<String>,
+    /// Also write the ids as shell variables (ISSUER_1=...) to this file, for `source`.
+    #[arg(long)]
+    env_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -44,6 +47,13 @@ async fn main() -> anyhow::Result<()> {
     let Registered { issuers, investors } =
         register(&kafka, cli.issuers, cli.investors, cli.balance).await?;
     let topic = kafka.topics().registering_events;
+
+    if let Some(path) = &cli.env_file {
+        let names = issuers.iter().map(|(name, id)| (name, id.to_string()));
+        let names = names.chain(investors.iter().map(|(name, id)| (name, id.to_string())));
+        let lines: String = names.map(|(name, id)| format!("{name}={id}\n")).collect();
+        std::fs::write(path, lines).with_context(|| format!("cannot write {}", path.display()))?;
+    }
 
     if let Some(url) = &cli.wait_for {
         wait_until_visible(url, &issuers, &investors).await?;
