@@ -8,13 +8,16 @@
 
 mod services;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use financing_api::to_proto_id;
 use financing_api::v1::commands_client::CommandsClient;
 use financing_api::v1::queries_client::QueriesClient;
+use financing_api::v1::{self, CommandStatusReply, GetCommandStatusRequest, GetInvestorRequest};
 use financing_command_handler::{CommandHandler, HandlerConfig};
-use financing_domain::{Event, IntegrationEvent};
+use financing_domain::{CommandId, Event, IntegrationEvent};
 use financing_listener::{Listener, ListenerConfig};
 use financing_messaging::{
     EventMessage, KafkaConfig, Publisher, Record, RejectionMessage, integration_record,
@@ -162,6 +165,46 @@ impl System {
     pub async fn queries(&self) -> QueriesClient<Channel> {
         let addr = self.queries.expect("this system runs the query service");
         QueriesClient::new(channel(addr).await)
+    }
+
+    /// Polls the query service until `probe` answers `Some`, and returns that.
+    pub async fn await_query<T, F, Fut>(&self, what: &str, probe: F) -> T
+    where
+        F: Fn(QueriesClient<Channel>) -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let queries = self.queries().await;
+        wait_until(what, || probe(queries.clone())).await
+    }
+
+    /// Waits until `GetInvestor` answers exactly `expected`.
+    pub async fn await_investor(&self, expected: &v1::Investor) {
+        let what = format!("the investor is {expected:?}");
+        self.await_query(&what, |mut queries| async move {
+            let request = GetInvestorRequest {
+                id: expected.id.clone(),
+            };
+            let shown = queries.get_investor(request).await.ok()?.into_inner();
+            (shown == *expected).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until `GetCommandStatus` says `status` for the command, and returns its reply.
+    pub async fn await_command_status(
+        &self,
+        command_id: CommandId,
+        status: v1::CommandStatus,
+    ) -> CommandStatusReply {
+        let what = format!("command {command_id} is {status:?}");
+        self.await_query(&what, |mut queries| async move {
+            let request = GetCommandStatusRequest {
+                command_id: Some(to_proto_id(command_id)),
+            };
+            let reply = queries.get_command_status(request).await.ok()?.into_inner();
+            (reply.status() == status).then_some(reply)
+        })
+        .await
     }
 
     /// Publishes an integration event on `registering.events`, as Registering would.

@@ -123,6 +123,25 @@ fn released(investor_id: InvestorId, amount: Money) -> Event {
     })
 }
 
+/// A bid placed, refused by the invoice, and given back.
+fn bid_rejected_by_the_invoice(
+    investor_id: InvestorId,
+    invoice_id: InvoiceId,
+    amount: Money,
+) -> [Event; 3] {
+    [
+        placed(investor_id, invoice_id, amount),
+        Event::Invoice(InvoiceEvent::BidOnInvoiceRejected {
+            invoice_id,
+            bid: Bid {
+                investor_id,
+                amount,
+            },
+        }),
+        released(investor_id, amount),
+    ]
+}
+
 struct Financed {
     invoice_id: InvoiceId,
     asking_price: Money,
@@ -208,17 +227,7 @@ async fn a_bid_below_the_asking_price_is_rejected_and_released() {
     bid(&system, investor_id, invoice_id, amount).await;
     system
         .events
-        .expect([
-            placed(investor_id, invoice_id, amount),
-            Event::Invoice(InvoiceEvent::BidOnInvoiceRejected {
-                invoice_id,
-                bid: Bid {
-                    investor_id,
-                    amount,
-                },
-            }),
-            released(investor_id, amount),
-        ])
+        .expect(bid_rejected_by_the_invoice(investor_id, invoice_id, amount))
         .await;
     system.assert_nothing_else_published().await;
 }
@@ -235,17 +244,7 @@ async fn a_bid_above_the_balance_reserves_nothing() {
     bid(&system, investor_id, invoice_id, amount).await;
     system
         .events
-        .expect([
-            placed(investor_id, invoice_id, amount),
-            Event::Invoice(InvoiceEvent::BidOnInvoiceRejected {
-                invoice_id,
-                bid: Bid {
-                    investor_id,
-                    amount,
-                },
-            }),
-            released(investor_id, amount),
-        ])
+        .expect(bid_rejected_by_the_invoice(investor_id, invoice_id, amount))
         .await;
     system.assert_nothing_else_published().await;
 }

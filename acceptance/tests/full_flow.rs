@@ -5,12 +5,10 @@
 use financing_acceptance::{Parts, System};
 use financing_api::to_proto_id;
 use financing_api::v1::{
-    self, ApproveFinancingCommand, BidOnInvoiceCommand, CommandStatusReply,
-    GetCommandStatusRequest, GetInvestorRequest, GetInvoiceRequest, ReverseFinancingCommand,
+    self, ApproveFinancingCommand, BidOnInvoiceCommand, GetInvoiceRequest, ReverseFinancingCommand,
     SellInvoiceCommand,
 };
 use financing_domain::{CommandId, InvestorId, InvoiceId, IssuerId, Money};
-use financing_testkit::wait_until;
 use tonic::Response;
 
 struct Flow {
@@ -88,52 +86,20 @@ impl Flow {
             committed: money(committed),
             name: "INVESTOR_1".into(),
         };
-        let queries = self.system.queries().await;
-        wait_until(&format!("the investor is {expected:?}"), || {
-            let (mut queries, expected) = (queries.clone(), expected.clone());
-            async move {
-                let request = GetInvestorRequest {
-                    id: expected.id.clone(),
-                };
-                let investor = queries.get_investor(request).await.ok()?.into_inner();
-                (investor == expected).then_some(())
-            }
-        })
-        .await;
+        self.system.await_investor(&expected).await;
     }
 
     async fn await_invoice(&self, invoice_id: InvoiceId, status: v1::InvoiceStatus) -> v1::Invoice {
-        let queries = self.system.queries().await;
-        wait_until(&format!("invoice {invoice_id} is {status:?}"), || {
-            let mut queries = queries.clone();
-            async move {
+        let what = format!("invoice {invoice_id} is {status:?}");
+        self.system
+            .await_query(&what, |mut queries| async move {
                 let request = GetInvoiceRequest {
                     id: Some(to_proto_id(invoice_id)),
                 };
                 let invoice = queries.get_invoice(request).await.ok()?.into_inner();
                 (invoice.status() == status).then_some(invoice)
-            }
-        })
-        .await
-    }
-
-    async fn await_outcome(
-        &self,
-        command: CommandId,
-        status: v1::CommandStatus,
-    ) -> CommandStatusReply {
-        let queries = self.system.queries().await;
-        wait_until(&format!("command {command} is {status:?}"), || {
-            let mut queries = queries.clone();
-            async move {
-                let request = GetCommandStatusRequest {
-                    command_id: Some(to_proto_id(command)),
-                };
-                let reply = queries.get_command_status(request).await.ok()?.into_inner();
-                (reply.status() == status).then_some(reply)
-            }
-        })
-        .await
+            })
+            .await
     }
 
     /// Sells an invoice asking 10 and wins it with a bid of 20.
@@ -194,10 +160,15 @@ async fn a_bid_above_the_balance_is_reported_rejected_with_its_reason() {
     let (invoice_id, sale) = flow.sell(10).await;
     flow.await_invoice(invoice_id, v1::InvoiceStatus::Available)
         .await;
-    flow.await_outcome(sale, v1::CommandStatus::Applied).await;
+    flow.system
+        .await_command_status(sale, v1::CommandStatus::Applied)
+        .await;
 
     let bid = flow.bid(invoice_id, 10).await;
-    let outcome = flow.await_outcome(bid, v1::CommandStatus::Rejected).await;
+    let outcome = flow
+        .system
+        .await_command_status(bid, v1::CommandStatus::Rejected)
+        .await;
     assert_eq!(
         outcome.reason,
         "insufficient balance: bid 10.00 but balance is 5.00"

@@ -15,7 +15,6 @@ use financing_domain::{
     IssuerId, Money,
 };
 use financing_messaging::{EventMessage, EventMeta, RejectionMessage};
-use financing_testkit::wait_until;
 use tonic::Code;
 use uuid::Uuid;
 
@@ -71,33 +70,20 @@ impl Scenario {
         }
     }
 
-    /// Waits until the investor's view is this one.
     async fn await_investor(&self, expected: v1::Investor) {
-        let queries = self.system.queries().await;
-        wait_until(&format!("the investor is {expected:?}"), || {
-            let (mut queries, expected) = (queries.clone(), expected.clone());
-            async move {
-                let request = GetInvestorRequest {
-                    id: expected.id.clone(),
-                };
-                let investor = queries.get_investor(request).await.ok()?.into_inner();
-                (investor == expected).then_some(())
-            }
-        })
-        .await;
+        self.system.await_investor(&expected).await;
     }
 
     /// Waits until the invoices listed are these, in this order.
     async fn await_invoices(&self, expected: Vec<v1::Invoice>) {
-        let queries = self.system.queries().await;
-        wait_until(&format!("the invoices are {expected:?}"), || {
-            let (mut queries, expected) = (queries.clone(), expected.clone());
-            async move {
+        let what = format!("the invoices are {expected:?}");
+        let expected = &expected;
+        self.system
+            .await_query(&what, |mut queries| async move {
                 let invoices = queries.all_invoices(()).await.ok()?.into_inner().invoices;
-                (invoices == expected).then_some(())
-            }
-        })
-        .await;
+                (invoices == *expected).then_some(())
+            })
+            .await;
     }
 }
 
@@ -375,20 +361,18 @@ async fn registered_investors_are_listed_with_an_empty_balance() {
             event::investor_created(second),
         ])
         .await;
-    let queries = scenario.system.queries().await;
-    wait_until("both investors are listed", || {
-        let mut queries = queries.clone();
-        async move {
+    let expected = [
+        investor_view(first, 0, 0, 0),
+        investor_view(second, 0, 0, 0),
+    ];
+    let expected = &expected;
+    scenario
+        .system
+        .await_query("both investors are listed", |mut queries| async move {
             let investors = queries.all_investors(()).await.ok()?.into_inner().investors;
-            (investors
-                == [
-                    investor_view(first, 0, 0, 0),
-                    investor_view(second, 0, 0, 0),
-                ])
-            .then_some(())
-        }
-    })
-    .await;
+            (investors == *expected).then_some(())
+        })
+        .await;
 }
 
 #[tokio::test]
@@ -561,9 +545,6 @@ async fn a_command_is_pending_then_applied_or_rejected_with_its_reason() {
     let mut scenario = Scenario::start().await;
     let id = InvestorId::new_random();
     let mut queries = scenario.system.queries().await;
-    let status_of = |command_id: CommandId| GetCommandStatusRequest {
-        command_id: Some(to_proto_id(command_id)),
-    };
 
     let created = scenario.publish(event::investor_created(id)).await;
     let rejected = CommandId::new_random();
@@ -578,8 +559,11 @@ async fn a_command_is_pending_then_applied_or_rejected_with_its_reason() {
         })
         .await;
 
+    let unknown = GetCommandStatusRequest {
+        command_id: Some(to_proto_id(CommandId::new_random())),
+    };
     let unknown = queries
-        .get_command_status(status_of(CommandId::new_random()))
+        .get_command_status(unknown)
         .await
         .unwrap()
         .into_inner();
@@ -587,26 +571,13 @@ async fn a_command_is_pending_then_applied_or_rejected_with_its_reason() {
         (unknown.status(), unknown.reason.as_str()),
         (v1::CommandStatus::Pending, "")
     );
-    let queries_for_wait = queries.clone();
-    let await_status = |command_id, expected: v1::CommandStatus| {
-        let queries = queries_for_wait.clone();
-        async move {
-            wait_until(&format!("{command_id} is {expected:?}"), || {
-                let mut queries = queries.clone();
-                async move {
-                    let reply = queries
-                        .get_command_status(status_of(command_id))
-                        .await
-                        .ok()?
-                        .into_inner();
-                    (reply.status() == expected).then_some(reply)
-                }
-            })
-            .await
-        }
-    };
-    await_status(created.meta.command_id, v1::CommandStatus::Applied).await;
-    let reply = await_status(rejected, v1::CommandStatus::Rejected).await;
+    let system = &scenario.system;
+    system
+        .await_command_status(created.meta.command_id, v1::CommandStatus::Applied)
+        .await;
+    let reply = system
+        .await_command_status(rejected, v1::CommandStatus::Rejected)
+        .await;
     assert_eq!(
         reply.reason,
         "insufficient balance: bid 10.00 but balance is 5.00"

@@ -7,25 +7,24 @@ mod error;
 
 pub use convert::{required_amount, required_id, to_proto_id};
 pub use error::ApiError;
+use tonic::transport::Server;
+use tonic::transport::server::Router;
+use tonic_health::pb::health_server::{Health, HealthServer};
 
-/// gRPC reflection (v1 and v1alpha, for every grpcurl) over the API and the health service.
-pub fn reflection() -> Result<
-    (
-        tonic_reflection::server::v1::ServerReflectionServer<
-            impl tonic_reflection::server::v1::ServerReflection,
-        >,
-        tonic_reflection::server::v1alpha::ServerReflectionServer<
-            impl tonic_reflection::server::v1alpha::ServerReflection,
-        >,
-    ),
-    tonic_reflection::server::Error,
-> {
-    let builder = || {
+/// The start of every Financing gRPC server: the standard health service (driven by the
+/// reporter `health` came with) and reflection (v1 and v1alpha, for every grpcurl) over the API
+/// and health. Add the API's service and serve.
+pub fn server(health: HealthServer<impl Health>) -> Router {
+    let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+    let embedded = "the embedded descriptors are valid";
+    Server::builder()
+        .add_service(health)
+        .add_service(reflection().build_v1().expect(embedded))
+        .add_service(reflection().build_v1alpha().expect(embedded))
 }
 
 /// The generated code for `api/*.proto`.

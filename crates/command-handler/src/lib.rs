@@ -10,8 +10,8 @@ mod executor;
 use financing_event_store::{MIGRATOR, PgEventStore, Repository};
 use financing_messaging::{DeadLetters, KafkaConfig, Topics};
 use financing_runtime::config::{ConfigError, text, var};
-use financing_runtime::retry::until_ok;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use financing_runtime::postgres::connect_until_ready;
+use rdkafka::consumer::StreamConsumer;
 use tokio_util::sync::CancellationToken;
 
 pub use executor::{Executor, Origin};
@@ -67,20 +67,21 @@ impl CommandHandler {
         config: HandlerConfig,
         shutdown: CancellationToken,
     ) -> Result<CommandHandler, StartError> {
-        let pool = until_ok("connecting to the event store", &shutdown, || {
-            financing_runtime::postgres::connect_and_migrate(&config.database_url, &MIGRATOR, 10)
-        })
-        .await
-        .ok_or(StartError::ShutDown)?;
-        until_ok("creating topics", &shutdown, || {
-            config.kafka.ensure_topics()
-        })
-        .await
-        .ok_or(StartError::ShutDown)?;
-
+        let url = &config.database_url;
+        let pool = connect_until_ready("the event store", url, &MIGRATOR, 10, &shutdown)
+            .await
+            .ok_or(StartError::ShutDown)?;
         let topics = config.kafka.topics();
-        let consumer = config.kafka.consumer(&config.group_id)?;
-        consumer.subscribe(&[&topics.commands, &topics.registering_events, &topics.events])?;
+        let subscribed = [
+            &*topics.commands,
+            &topics.registering_events,
+            &topics.events,
+        ];
+        let consumer = config
+            .kafka
+            .join(&config.group_id, &subscribed, &shutdown)
+            .await
+            .ok_or(StartError::ShutDown)??;
         let repository = Repository::new(PgEventStore::new(pool), config.snapshot_every);
         Ok(CommandHandler {
             consumer,

@@ -208,13 +208,28 @@ async fn a_bid_on_a_missing_invoice_gives_the_funds_back_once() {
     );
 }
 
-/// A store where another writer appends to the aggregate just before our first append.
-struct Interfering<'a> {
-    inner: &'a InMemoryEventStore,
-    interfered: AtomicU32,
+/// How another writer races ours in a [`Racing`] store.
+enum Race {
+    /// It appends to the aggregate just before our first append.
+    WonOnce,
+    /// It has always just appended: every append of ours conflicts.
+    AlwaysWon,
 }
 
-impl EventStore for Interfering<'_> {
+/// The in-memory store with another writer racing ours; counts our appends.
+struct Racing<'a> {
+    inner: &'a InMemoryEventStore,
+    race: Race,
+    appends: AtomicU32,
+}
+
+impl Racing<'_> {
+    fn appends(&self) -> u32 {
+        self.appends.load(Ordering::SeqCst)
+    }
+}
+
+impl EventStore for Racing<'_> {
     async fn load_snapshot(&self, aggregate_id: Uuid) -> Result<Option<Snapshot>, StoreError> {
         self.inner.load_snapshot(aggregate_id).await
     }
@@ -224,12 +239,20 @@ impl EventStore for Interfering<'_> {
     }
 
     async fn append(&self, append: Append) -> Result<(), StoreError> {
-        if self.interfered.fetch_add(1, Ordering::SeqCst) == 0 {
-            let mut competing = append.clone();
-            competing.command_id = CommandId::new_random();
-            self.inner.append(competing).await?;
+        let first = self.appends.fetch_add(1, Ordering::SeqCst) == 0;
+        match self.race {
+            Race::WonOnce if first => {
+                let mut competing = append.clone();
+                competing.command_id = CommandId::new_random();
+                self.inner.append(competing).await?;
+                self.inner.append(append).await
+            }
+            Race::WonOnce => self.inner.append(append).await,
+            Race::AlwaysWon => Err(StoreError::Conflict {
+                aggregate_id: append.aggregate_id,
+                expected_version: append.expected_version,
+            }),
         }
-        self.inner.append(append).await
     }
 
     async fn record_rejection(
@@ -253,9 +276,10 @@ impl EventStore for Interfering<'_> {
 async fn a_version_conflict_is_decided_again_on_the_new_state() {
     let store = InMemoryEventStore::new();
     let investor_id = register_investor(&executor(&store), 100).await;
-    let interfering = Interfering {
+    let racing = Racing {
         inner: &store,
-        interfered: AtomicU32::new(0),
+        race: Race::WonOnce,
+        appends: AtomicU32::new(0),
     };
     let bid = Issued {
         id: CommandId::new_random(),
@@ -270,19 +294,12 @@ async fn a_version_conflict_is_decided_again_on_the_new_state() {
 
     // Our bid of 60 was decided on a balance of 100; the competing one took 60 first, so the
     // second decision sees 40 left and rejects.
-    let outcome = executor(&interfering)
-        .execute(&bid, origin())
-        .await
-        .unwrap();
+    let outcome = executor(&racing).execute(&bid, origin()).await.unwrap();
     assert!(
         matches!(outcome, Outcome::Rejected { ref reason } if reason.contains("insufficient balance")),
         "{outcome:?}"
     );
-    assert_eq!(
-        interfering.interfered.load(Ordering::SeqCst),
-        1,
-        "decided again without appending"
-    );
+    assert_eq!(racing.appends(), 1, "decided again, rejected, not appended");
     let investor = investor_state(&store, investor_id);
     assert_eq!(
         (investor.balance(), investor.reserved()),
@@ -290,48 +307,15 @@ async fn a_version_conflict_is_decided_again_on_the_new_state() {
     );
 }
 
-/// A store whose every append loses a race.
-struct AlwaysConflicting<'a>(&'a InMemoryEventStore, AtomicU32);
-
-impl EventStore for AlwaysConflicting<'_> {
-    async fn load_snapshot(&self, aggregate_id: Uuid) -> Result<Option<Snapshot>, StoreError> {
-        self.0.load_snapshot(aggregate_id).await
-    }
-
-    async fn load_events(&self, id: Uuid, after: u64) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.0.load_events(id, after).await
-    }
-
-    async fn append(&self, append: Append) -> Result<(), StoreError> {
-        self.1.fetch_add(1, Ordering::SeqCst);
-        Err(StoreError::Conflict {
-            aggregate_id: append.aggregate_id,
-            expected_version: append.expected_version,
-        })
-    }
-
-    async fn record_rejection(
-        &self,
-        command_id: CommandId,
-        aggregate_type: &'static str,
-        aggregate_id: Uuid,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        self.0
-            .record_rejection(command_id, aggregate_type, aggregate_id, reason)
-            .await
-    }
-
-    async fn outcome(&self, command_id: CommandId) -> Result<Option<Outcome>, StoreError> {
-        self.0.outcome(command_id).await
-    }
-}
-
 #[tokio::test]
 async fn conflicts_past_the_bound_are_returned_to_be_retried_later() {
     let store = InMemoryEventStore::new();
-    let losing = AlwaysConflicting(&store, AtomicU32::new(0));
-    let executor = Executor::new(Repository::new(&losing, 3), 4);
+    let racing = Racing {
+        inner: &store,
+        race: Race::AlwaysWon,
+        appends: AtomicU32::new(0),
+    };
+    let executor = Executor::new(Repository::new(&racing, 3), 4);
     let register = saga::on_integration_event(&IntegrationEvent::IssuerRegistered {
         id: IssuerId::new_random(),
         name: "ACME".into(),
@@ -341,7 +325,7 @@ async fn conflicts_past_the_bound_are_returned_to_be_retried_later() {
         matches!(result, Err(StoreError::Conflict { .. })),
         "{result:?}"
     );
-    assert_eq!(losing.1.load(Ordering::SeqCst), 4);
+    assert_eq!(racing.appends(), 4);
     assert_eq!(store.outcome(register.command.id).await.unwrap(), None);
 }
 

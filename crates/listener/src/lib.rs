@@ -12,7 +12,6 @@ use financing_runtime::config::{ConfigError, var};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
@@ -43,8 +42,6 @@ pub enum StartError {
     },
     #[error("cannot create the Kafka producer")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("cannot build gRPC reflection")]
-    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// A bound, not yet running listener.
@@ -93,13 +90,8 @@ impl Listener {
             .set_not_serving::<CommandsServer<CommandService>>()
             .await;
         let topics = self.ensure_topics_then_serve(health);
-        let (reflection_v1, reflection_v1alpha) =
-            financing_api::reflection().expect("the embedded descriptors are valid");
         let commands = CommandService::new(self.publisher, self.config.kafka.topics().commands);
-        let served = Server::builder()
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+        let served = financing_api::server(health_service)
             .add_service(CommandsServer::new(commands))
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.incoming),

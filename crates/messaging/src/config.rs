@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use financing_runtime::config::{ConfigError, text, var};
+use financing_runtime::retry::until_ok;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::util::Timeout;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
@@ -93,6 +95,22 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("fetch.wait.max.ms", self.fetch_wait.as_millis().to_string())
             .create()
+    }
+
+    /// A consumer in `group` subscribed to `topics`, once the system's topics exist (created
+    /// here, retried while the broker is away); `None` if shutdown comes first.
+    pub async fn join(
+        &self,
+        group: &str,
+        topics: &[&str],
+        shutdown: &CancellationToken,
+    ) -> Option<Result<StreamConsumer, KafkaError>> {
+        until_ok("creating topics", shutdown, || self.ensure_topics()).await?;
+        let joined = self.consumer(group).and_then(|consumer| {
+            consumer.subscribe(topics)?;
+            Ok(consumer)
+        });
+        Some(joined)
     }
 
     /// Creates the system's topics that are missing; existing ones are left as they are.

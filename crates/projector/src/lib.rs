@@ -8,9 +8,9 @@ use financing_messaging::{
 };
 use financing_read_model::{MIGRATOR, Projected, ProjectionError, ReadModel};
 use financing_runtime::config::{ConfigError, text};
-use financing_runtime::retry::until_ok;
+use financing_runtime::postgres::connect_until_ready;
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::BorrowedMessage;
 use tokio_util::sync::CancellationToken;
 
@@ -68,19 +68,20 @@ impl Projector {
         config: ProjectorConfig,
         shutdown: CancellationToken,
     ) -> Result<Projector, StartError> {
-        let pool = until_ok("connecting to the read models", &shutdown, || {
-            financing_runtime::postgres::connect_and_migrate(&config.database_url, &MIGRATOR, 4)
-        })
-        .await
-        .ok_or(StartError::ShutDown)?;
-        until_ok("creating topics", &shutdown, || {
-            config.kafka.ensure_topics()
-        })
-        .await
-        .ok_or(StartError::ShutDown)?;
+        let url = &config.database_url;
+        let pool = connect_until_ready("the read models", url, &MIGRATOR, 4, &shutdown)
+            .await
+            .ok_or(StartError::ShutDown)?;
         let topics = config.kafka.topics();
-        let consumer = config.kafka.consumer(&config.group_id)?;
-        consumer.subscribe(&[&topics.events, &topics.outcomes])?;
+        let consumer = config
+            .kafka
+            .join(
+                &config.group_id,
+                &[&topics.events, &topics.outcomes],
+                &shutdown,
+            )
+            .await
+            .ok_or(StartError::ShutDown)??;
         Ok(Projector {
             consumer,
             dead_letters: DeadLetters::new(&config.kafka)?,

@@ -10,11 +10,10 @@ use std::time::Duration;
 use financing_api::v1::queries_server::QueriesServer;
 use financing_read_model::{MIGRATOR, ReadModel};
 use financing_runtime::config::{ConfigError, text, var};
-use financing_runtime::retry::until_ok;
+use financing_runtime::postgres::connect_until_ready;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::service::QueryService;
@@ -97,20 +96,13 @@ impl QueryServer {
             .await;
         let (url, shutdown) = (self.config.database_url.clone(), self.shutdown.clone());
         let schema = tokio::spawn(async move {
-            let migrated = until_ok("migrating the read models", &shutdown, || {
-                financing_runtime::postgres::connect_and_migrate(&url, &MIGRATOR, 1)
-            })
-            .await;
+            let migrated =
+                connect_until_ready("the read models", &url, &MIGRATOR, 1, &shutdown).await;
             if migrated.is_some() {
                 health.set_serving::<QueriesServer<QueryService>>().await;
             }
         });
-        let (reflection_v1, reflection_v1alpha) =
-            financing_api::reflection().expect("the embedded descriptors are valid");
-        let served = Server::builder()
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+        let served = financing_api::server(health_service)
             .add_service(QueriesServer::new(QueryService::new(self.read_model)))
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.incoming),

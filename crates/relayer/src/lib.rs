@@ -16,6 +16,7 @@ use financing_messaging::{
     EventMeta, KafkaConfig, PublishError, Publisher, Record, RejectionMessage, Topics,
 };
 use financing_runtime::config::{ConfigError, text, var};
+use financing_runtime::postgres::connect_until_ready;
 use financing_runtime::retry::{Chain, outage_backoff, until_ok};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -76,10 +77,8 @@ impl Relayer {
         config: RelayerConfig,
         shutdown: CancellationToken,
     ) -> Result<Option<Relayer>, rdkafka::error::KafkaError> {
-        let connected = until_ok("connecting to the event store", &shutdown, || {
-            financing_runtime::postgres::connect_and_migrate(&config.database_url, &MIGRATOR, 4)
-        })
-        .await;
+        let url = &config.database_url;
+        let connected = connect_until_ready("the event store", url, &MIGRATOR, 4, &shutdown).await;
         let Some(pool) = connected else {
             return Ok(None);
         };

@@ -5,6 +5,24 @@ use std::time::Duration;
 use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
+use tokio_util::sync::CancellationToken;
+
+use crate::retry::until_ok;
+
+/// [`connect_and_migrate`], retried with backoff while PostgreSQL is away; `None` if shutdown
+/// comes first.
+pub async fn connect_until_ready(
+    what: &str,
+    url: &str,
+    migrator: &Migrator,
+    max_connections: u32,
+    shutdown: &CancellationToken,
+) -> Option<PgPool> {
+    until_ok(&format!("connecting to {what}"), shutdown, || {
+        connect_and_migrate(url, migrator, max_connections)
+    })
+    .await
+}
 
 /// A pool on `url` whose database exists and is migrated. Safe to call from several processes
 /// at once: a concurrent creation is tolerated and migrations take a lock.
