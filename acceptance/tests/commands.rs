@@ -266,6 +266,24 @@ async fn a_bid_on_a_missing_invoice_gives_the_funds_back() {
 }
 
 #[tokio::test]
+async fn a_bid_on_an_id_that_is_not_an_invoice_gives_the_funds_back() {
+    let mut system = System::start().await;
+    let issuer_id = register_issuer(&mut system).await;
+    let investor_id = register_investor(&mut system, Money::units(100)).await;
+    // An issuer's id is no invoice's: the bid finds no invoice and is released.
+    let not_an_invoice = InvoiceId::from(issuer_id.as_uuid());
+    bid(&system, investor_id, not_an_invoice, Money::units(30)).await;
+    system
+        .events
+        .expect([
+            placed(investor_id, not_an_invoice, Money::units(30)),
+            released(investor_id, Money::units(30)),
+        ])
+        .await;
+    system.assert_nothing_else_published().await;
+}
+
+#[tokio::test]
 async fn approving_a_financed_invoice_commits_the_sold_price() {
     let mut system = System::start().await;
     let financed = finance_an_invoice(&mut system).await;

@@ -5,8 +5,8 @@
 use financing_acceptance::{Parts, System};
 use financing_api::to_proto_id;
 use financing_api::v1::{
-    self, ApproveFinancingCommand, BidOnInvoiceCommand, GetInvoiceRequest, ReverseFinancingCommand,
-    SellInvoiceCommand,
+    self, ApproveFinancingCommand, BidOnInvoiceCommand, GetInvoiceRequest, GetIssuerRequest,
+    ReverseFinancingCommand, SellInvoiceCommand,
 };
 use financing_domain::{CommandId, InvestorId, InvoiceId, IssuerId, Money};
 use tonic::Response;
@@ -44,6 +44,18 @@ impl Flow {
             system,
         };
         flow.await_investor(balance, 0, 0).await;
+        // Registrations may sit on other partitions than the investor's: a sale before its
+        // issuer is known would rightly be rejected.
+        let issuer_id = flow.issuer_id;
+        let what = format!("issuer {issuer_id} is known");
+        flow.system
+            .await_query(&what, |mut queries| async move {
+                let request = GetIssuerRequest {
+                    id: Some(to_proto_id(issuer_id)),
+                };
+                queries.get_issuer(request).await.ok()
+            })
+            .await;
         flow
     }
 

@@ -44,8 +44,8 @@ impl HandleMessage for CommandHandler {
         };
         match outcome {
             Ok(_) => Ok(()),
-            Err(StoreError::Corrupt(reason)) => {
-                Ok(self.dead_letters.send(message, &reason).await?)
+            Err(error @ (StoreError::Corrupt(_) | StoreError::Refused(_))) => {
+                Ok(self.dead_letters.send(message, &error.to_string()).await?)
             }
             Err(error) => Err(error.into()),
         }

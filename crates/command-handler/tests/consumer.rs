@@ -113,6 +113,10 @@ async fn a_poison_message_is_dead_lettered_once_with_its_reason_and_the_rest_is_
     setup
         .publish(&topics.registering_events, registered(issuer_id))
         .await;
+    // Registrations and sales travel on different topics: sell once the issuer exists.
+    setup
+        .await_events(&pool, issuer_id.as_uuid(), &["IssuerCreated"])
+        .await;
     let (invoice_id, sale) = sell(issuer_id);
     setup.publish(&topics.commands, sale).await;
     setup
@@ -187,6 +191,46 @@ async fn a_redelivered_registration_creates_the_issuer_once() {
     assert_eq!(
         setup.event_types(&pool, issuer_id.as_uuid()).await,
         ["IssuerCreated"]
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_registration_the_database_refuses_is_dead_lettered_and_the_next_is_handled() {
+    let setup = Setup::new();
+    let topics = setup.config.kafka.topics();
+    let (shutdown, _running) = setup.start().await;
+    let pool = PgPool::connect(&setup.config.database_url).await.unwrap();
+
+    // PostgreSQL keeps no NUL character in text: retrying this would block the partition.
+    let refused = IntegrationEvent::IssuerRegistered {
+        id: IssuerId::new_random(),
+        name: "nul\u{0}byte".into(),
+    };
+    setup
+        .publish(&topics.registering_events, integration_record(&refused))
+        .await;
+    let next = IssuerId::new_random();
+    setup
+        .publish(&topics.registering_events, registered(next))
+        .await;
+    setup
+        .await_events(&pool, next.as_uuid(), &["IssuerCreated"])
+        .await;
+
+    let dead_letters = setup.dead_letters().await;
+    let [letter] = &dead_letters[..] else {
+        panic!("one dead letter expected, got {}", dead_letters.len());
+    };
+    let reason = letter
+        .headers()
+        .and_then(|all| all.iter().find(|h| h.key == headers::DLQ_REASON))
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap();
+    assert!(
+        reason.starts_with("the database refused the data"),
+        "{reason}"
     );
     shutdown.cancel();
 }

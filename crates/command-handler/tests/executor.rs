@@ -230,12 +230,21 @@ impl Racing<'_> {
 }
 
 impl EventStore for Racing<'_> {
-    async fn load_snapshot(&self, aggregate_id: Uuid) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.load_snapshot(aggregate_id).await
+    async fn load_snapshot(
+        &self,
+        kind: &'static str,
+        id: Uuid,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.load_snapshot(kind, id).await
     }
 
-    async fn load_events(&self, id: Uuid, after: u64) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.load_events(id, after).await
+    async fn load_events(
+        &self,
+        kind: &'static str,
+        id: Uuid,
+        after: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.load_events(kind, id, after).await
     }
 
     async fn append(&self, append: Append) -> Result<(), StoreError> {

@@ -90,10 +90,16 @@ impl CommandId {
         CommandId(derive(&format!("integration/{event_type}/{subject}")))
     }
 
-    /// The id of a client command sent with an idempotency key: one key, one command per
-    /// kind of request.
-    pub fn for_idempotency_key(request: &str, key: &str) -> CommandId {
-        CommandId(derive(&format!("client/{request}/{key}")))
+    /// The id of a client command sent with an idempotency key: the same kind of request with
+    /// the same key and the same content (`body`, its encoded form) is the same command; a key
+    /// reused for different content makes a different command, never a silent duplicate.
+    pub fn for_idempotency_key(request: &str, key: &str, body: &[u8]) -> CommandId {
+        let name = [
+            format!("client/{request}/{}/{key}/", key.len()).as_bytes(),
+            body,
+        ]
+        .concat();
+        CommandId(Uuid::new_v5(&NAMESPACE, &name))
     }
 }
 
@@ -133,9 +139,28 @@ mod tests {
     }
 
     #[test]
-    fn an_idempotency_key_is_scoped_by_request() {
-        let sell = CommandId::for_idempotency_key("SellInvoice", "k1");
-        assert_eq!(sell, CommandId::for_idempotency_key("SellInvoice", "k1"));
-        assert_ne!(sell, CommandId::for_idempotency_key("BidOnInvoice", "k1"));
+    fn an_idempotency_key_names_one_command_per_kind_of_request_and_content() {
+        let sell = CommandId::for_idempotency_key("SellInvoice", "k1", b"body");
+        assert_eq!(
+            sell,
+            CommandId::for_idempotency_key("SellInvoice", "k1", b"body")
+        );
+        assert_ne!(
+            sell,
+            CommandId::for_idempotency_key("BidOnInvoice", "k1", b"body")
+        );
+        assert_ne!(
+            sell,
+            CommandId::for_idempotency_key("SellInvoice", "k1", b"other")
+        );
+        assert_ne!(
+            sell,
+            CommandId::for_idempotency_key("SellInvoice", "k2", b"body")
+        );
+        // The key's length is part of the name: a key cannot absorb the start of a body.
+        assert_ne!(
+            CommandId::for_idempotency_key("SellInvoice", "k", b"/xbody"),
+            CommandId::for_idempotency_key("SellInvoice", "k/x", b"body"),
+        );
     }
 }

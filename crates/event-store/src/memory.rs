@@ -17,8 +17,8 @@ pub struct InMemoryEventStore {
 #[derive(Debug, Default)]
 struct State {
     events: Vec<RecordedEvent>,
-    versions: HashMap<Uuid, u64>,
-    snapshots: HashMap<Uuid, Snapshot>,
+    versions: HashMap<(&'static str, Uuid), u64>,
+    snapshots: HashMap<(&'static str, Uuid), Snapshot>,
     outcomes: HashMap<CommandId, Outcome>,
 }
 
@@ -42,12 +42,18 @@ impl InMemoryEventStore {
 }
 
 impl EventStore for InMemoryEventStore {
-    async fn load_snapshot(&self, aggregate_id: Uuid) -> Result<Option<Snapshot>, StoreError> {
-        Ok(self.lock().snapshots.get(&aggregate_id).cloned())
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &'static str,
+        aggregate_id: Uuid,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let stream = (aggregate_type, aggregate_id);
+        Ok(self.lock().snapshots.get(&stream).cloned())
     }
 
     async fn load_events(
         &self,
+        aggregate_type: &'static str,
         aggregate_id: Uuid,
         after_version: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -55,7 +61,8 @@ impl EventStore for InMemoryEventStore {
             .lock()
             .events
             .iter()
-            .filter(|e| e.aggregate_id == aggregate_id && e.version > after_version)
+            .filter(|e| e.aggregate_type == aggregate_type && e.aggregate_id == aggregate_id)
+            .filter(|e| e.version > after_version)
             .cloned()
             .collect())
     }
@@ -65,11 +72,8 @@ impl EventStore for InMemoryEventStore {
         if state.outcomes.contains_key(&append.command_id) {
             return Err(StoreError::AlreadyProcessed(append.command_id));
         }
-        let current = state
-            .versions
-            .get(&append.aggregate_id)
-            .copied()
-            .unwrap_or(0);
+        let stream = (append.aggregate_type, append.aggregate_id);
+        let current = state.versions.get(&stream).copied().unwrap_or(0);
         if current != append.expected_version {
             return Err(StoreError::Conflict {
                 aggregate_id: append.aggregate_id,
@@ -92,10 +96,10 @@ impl EventStore for InMemoryEventStore {
                 recorded_at: Utc::now(),
             });
         }
-        state.versions.insert(append.aggregate_id, version);
+        state.versions.insert(stream, version);
         state.outcomes.insert(append.command_id, Outcome::Applied);
         if let Some(snapshot) = append.snapshot {
-            state.snapshots.insert(append.aggregate_id, snapshot);
+            state.snapshots.insert(stream, snapshot);
         }
         Ok(())
     }

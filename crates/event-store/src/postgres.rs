@@ -83,12 +83,18 @@ fn from_db(version: i64) -> u64 {
 }
 
 impl EventStore for PgEventStore {
-    async fn load_snapshot(&self, aggregate_id: Uuid) -> Result<Option<Snapshot>, StoreError> {
-        let row: Option<(i64, Value)> =
-            sqlx::query_as("SELECT version, state FROM snapshots WHERE aggregate_id = $1")
-                .bind(aggregate_id)
-                .fetch_optional(&self.pool)
-                .await?;
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &'static str,
+        aggregate_id: Uuid,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let row: Option<(i64, Value)> = sqlx::query_as(
+            "SELECT version, state FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|(version, state)| Snapshot {
             version: from_db(version),
             state,
@@ -97,14 +103,17 @@ impl EventStore for PgEventStore {
 
     async fn load_events(
         &self,
+        aggregate_type: &'static str,
         aggregate_id: Uuid,
         after_version: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows: Vec<EventRow> = sqlx::query_as(concat!(
             "SELECT ",
             event_columns!(),
-            " FROM events WHERE aggregate_id = $1 AND version > $2 ORDER BY version"
+            " FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND version > $3 ",
+            "ORDER BY version"
         ))
+        .bind(aggregate_type)
         .bind(aggregate_id)
         .bind(to_db(after_version))
         .fetch_all(&self.pool)
@@ -155,14 +164,14 @@ impl EventStore for PgEventStore {
                 aggregate_id: append.aggregate_id,
                 expected_version: append.expected_version,
             },
-            other => StoreError::Database(other),
+            other => StoreError::from(other),
         })?;
 
         if let Some(snapshot) = &append.snapshot {
             sqlx::query(
                 "INSERT INTO snapshots (aggregate_id, aggregate_type, version, state) \
                  VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (aggregate_id) DO UPDATE \
+                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
                  SET version = EXCLUDED.version, state = EXCLUDED.state, taken_at = now() \
                  WHERE snapshots.version < EXCLUDED.version",
             )

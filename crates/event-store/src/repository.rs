@@ -47,7 +47,8 @@ impl<S: EventStore> Repository<S> {
 
     pub async fn load<A: Aggregate>(&self, id: A::Id) -> Result<Loaded<A>, StoreError> {
         let aggregate_id: Uuid = id.into();
-        let (mut state, mut version) = match self.store.load_snapshot(aggregate_id).await? {
+        let snapshot = self.store.load_snapshot(A::TYPE, aggregate_id).await?;
+        let (mut state, mut version) = match snapshot {
             Some(snapshot) => match serde_json::from_value::<A>(snapshot.state) {
                 Ok(state) => (state, snapshot.version),
                 Err(error) => {
@@ -58,7 +59,11 @@ impl<S: EventStore> Repository<S> {
             },
             None => (A::default(), 0),
         };
-        for recorded in self.store.load_events(aggregate_id, version).await? {
+        for recorded in self
+            .store
+            .load_events(A::TYPE, aggregate_id, version)
+            .await?
+        {
             let event =
                 A::Event::from_payload(&recorded.event_type, recorded.payload).map_err(|e| {
                     StoreError::Corrupt(format!("{aggregate_id} v{}: {e}", recorded.version))

@@ -81,8 +81,22 @@ pub enum StoreError {
     AlreadyProcessed(CommandId),
     #[error("stored data cannot be read: {0}")]
     Corrupt(String),
+    /// The database refused what was to be stored (see
+    /// [`financing_runtime::postgres::refuses_the_data`]): writing it again cannot succeed.
+    #[error("the database refused the data: {0}")]
+    Refused(String),
     #[error("event store database error")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        if financing_runtime::postgres::refuses_the_data(&error) {
+            StoreError::Refused(error.to_string())
+        } else {
+            StoreError::Database(error)
+        }
+    }
 }
 
 /// The event store the command handler writes through.
@@ -90,12 +104,14 @@ pub trait EventStore: Send + Sync {
     /// The latest snapshot of the aggregate, if any.
     fn load_snapshot(
         &self,
+        aggregate_type: &'static str,
         aggregate_id: Uuid,
     ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
 
     /// The aggregate's events after `after_version`, in version order.
     fn load_events(
         &self,
+        aggregate_type: &'static str,
         aggregate_id: Uuid,
         after_version: u64,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
@@ -124,17 +140,19 @@ pub trait EventStore: Send + Sync {
 impl<S: EventStore> EventStore for &S {
     fn load_snapshot(
         &self,
+        aggregate_type: &'static str,
         aggregate_id: Uuid,
     ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
-        (**self).load_snapshot(aggregate_id)
+        (**self).load_snapshot(aggregate_type, aggregate_id)
     }
 
     fn load_events(
         &self,
+        aggregate_type: &'static str,
         aggregate_id: Uuid,
         after_version: u64,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
-        (**self).load_events(aggregate_id, after_version)
+        (**self).load_events(aggregate_type, aggregate_id, after_version)
     }
 
     fn append(&self, append: Append) -> impl Future<Output = Result<(), StoreError>> + Send {

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use financing_domain::{
-    Aggregate, CommandId, Investor, InvestorCommand, InvestorEvent, InvestorId, InvoiceId, Message,
-    Money,
+    Aggregate, CommandId, Investor, InvestorCommand, InvestorEvent, InvestorId, Invoice, InvoiceId,
+    Issuer, IssuerCommand, IssuerId, Message, Money,
 };
 use financing_event_store::{
     CommandMeta, EVENTS_APPENDED_CHANNEL, EventStore, InMemoryEventStore, Outbox, Outcome,
@@ -73,7 +73,11 @@ async fn appended_events_load_back_in_order_with_their_metadata<S: EventStore>(s
     let loaded = repo.load::<Investor>(id).await.unwrap();
     assert_eq!(loaded.version, 2);
     assert_eq!(loaded.state.balance(), Money::units(100));
-    let recorded = repo.store().load_events(id.into(), 0).await.unwrap();
+    let recorded = repo
+        .store()
+        .load_events(Investor::TYPE, id.into(), 0)
+        .await
+        .unwrap();
     let shape: Vec<_> = recorded
         .iter()
         .map(|e| (e.aggregate_type.as_str(), e.version, e.event_type.as_str()))
@@ -163,7 +167,7 @@ async fn concurrent_writers_that_retry_on_conflict_lose_no_update<S: EventStore>
     assert_eq!(loaded.state.balance(), Money::units(960));
     let versions: Vec<u64> = repo
         .store()
-        .load_events(id.into(), 0)
+        .load_events(Investor::TYPE, id.into(), 0)
         .await
         .unwrap()
         .iter()
@@ -179,12 +183,16 @@ async fn a_snapshot_plus_the_later_events_equals_a_full_replay<S: EventStore>(st
         execute(&repo, id, bid(units), meta()).await.unwrap();
     }
 
-    let snapshot = repo.store().load_snapshot(id.into()).await.unwrap();
+    let snapshot = repo
+        .store()
+        .load_snapshot(Investor::TYPE, id.into())
+        .await
+        .unwrap();
     assert_eq!(snapshot.map(|s| s.version), Some(6));
     let loaded = repo.load::<Investor>(id).await.unwrap();
     let history: Vec<InvestorEvent> = repo
         .store()
-        .load_events(id.into(), 0)
+        .load_events(Investor::TYPE, id.into(), 0)
         .await
         .unwrap()
         .into_iter()
@@ -235,6 +243,38 @@ async fn a_duplicate_command_id_writes_nothing<S: EventStore>(store: S) {
     assert_eq!(repo.load::<Investor>(id).await.unwrap().version, 3);
 }
 
+async fn aggregates_of_two_types_sharing_an_id_are_two_streams<S: EventStore>(store: S) {
+    let repo = Repository::new(store, 100);
+    let shared = Uuid::new_v4();
+    let issuer_id = IssuerId::from(shared);
+    let issuer = repo.load::<Issuer>(issuer_id).await.unwrap();
+    let create = IssuerCommand::Create {
+        name: "ACME".into(),
+    };
+    let events = issuer.state.decide(issuer_id, &create).unwrap();
+    repo.save(&issuer, &events, meta()).await.unwrap();
+    let create = InvestorCommand::Create {
+        name: "Ada".into(),
+        funds: Money::units(100),
+    };
+    execute(&repo, InvestorId::from(shared), create, meta())
+        .await
+        .unwrap();
+
+    let issuer = repo.load::<Issuer>(issuer_id).await.unwrap();
+    assert_eq!((issuer.version, issuer.state.is_registered()), (1, true));
+    let investor = repo
+        .load::<Investor>(InvestorId::from(shared))
+        .await
+        .unwrap();
+    assert_eq!(
+        (investor.version, investor.state.balance()),
+        (2, Money::units(100))
+    );
+    let invoice = repo.load::<Invoice>(InvoiceId::from(shared)).await.unwrap();
+    assert_eq!((invoice.version, invoice.state.status()), (0, None));
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod in_memory {
@@ -265,6 +305,7 @@ contract!(
     concurrent_writers_that_retry_on_conflict_lose_no_update,
     a_snapshot_plus_the_later_events_equals_a_full_replay,
     a_duplicate_command_id_writes_nothing,
+    aggregates_of_two_types_sharing_an_id_are_two_streams,
 );
 
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]

@@ -56,8 +56,9 @@ impl CommandService {
     }
 }
 
-/// The command's id: derived from the client's idempotency key when there is one.
-fn command_id<T>(request: &Request<T>, kind: &str) -> Result<CommandId, ApiError> {
+/// The command's id: derived from the client's idempotency key and the request's content when
+/// there is a key.
+fn command_id<T: prost::Message>(request: &Request<T>, kind: &str) -> Result<CommandId, ApiError> {
     let Some(key) = request.metadata().get(IDEMPOTENCY_KEY) else {
         return Ok(CommandId::new_random());
     };
@@ -71,7 +72,8 @@ fn command_id<T>(request: &Request<T>, kind: &str) -> Result<CommandId, ApiError
                 format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
             )
         })?;
-    Ok(CommandId::for_idempotency_key(kind, key))
+    let body = request.get_ref().encode_to_vec();
+    Ok(CommandId::for_idempotency_key(kind, key, &body))
 }
 
 #[tonic::async_trait]

@@ -257,10 +257,11 @@ async fn a_retried_sale_with_the_same_idempotency_key_is_the_same_command_and_in
     let listener = start(own_topics()).await;
     listener.ready().await;
     let mut client = listener.commands().await;
-    let sell = |key: &str| {
+    let issuer_id = Uuid::new_v4();
+    let sell = |key: &str, amount: f64| {
         let mut request = Request::new(SellInvoiceCommand {
-            issuer_id: id(Uuid::new_v4()),
-            asking_price: money(10.0),
+            issuer_id: id(issuer_id),
+            asking_price: money(amount),
         });
         request
             .metadata_mut()
@@ -268,12 +269,17 @@ async fn a_retried_sale_with_the_same_idempotency_key_is_the_same_command_and_in
         request
     };
 
-    let first = client.sell_invoice(sell("order-17")).await.unwrap();
-    let retry = client.sell_invoice(sell("order-17")).await.unwrap();
-    let other = client.sell_invoice(sell("order-18")).await.unwrap();
+    let first = client.sell_invoice(sell("order-17", 10.0)).await.unwrap();
+    let retry = client.sell_invoice(sell("order-17", 10.0)).await.unwrap();
     assert_eq!(command_id_header(&first), command_id_header(&retry));
     assert_eq!(first.get_ref(), retry.get_ref());
-    assert_ne!(first.get_ref(), other.get_ref());
+    // Another key, or the same key on another sale, is another command.
+    let other_key = client.sell_invoice(sell("order-18", 10.0)).await.unwrap();
+    let other_sale = client.sell_invoice(sell("order-17", 12.0)).await.unwrap();
+    for other in [other_key, other_sale] {
+        assert_ne!(command_id_header(&first), command_id_header(&other));
+        assert_ne!(first.get_ref(), other.get_ref());
+    }
 }
 
 #[tokio::test]

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 use financing_api::v1::commands_client::CommandsClient;
 use financing_api::v1::queries_client::QueriesClient;
 use financing_api::v1::{
-    BidOnInvoiceCommand, GetInvestorRequest, GetInvoiceRequest, SellInvoiceCommand,
+    BidOnInvoiceCommand, GetInvestorRequest, GetInvoiceRequest, GetIssuerRequest,
+    SellInvoiceCommand,
 };
 use financing_api::{to_proto_id, v1};
 use financing_domain::{Event, InvoiceEvent, InvoiceId, IssuerEvent, Money};
@@ -54,6 +55,12 @@ enum Scenario {
     /// From a BidOnInvoice sent to the listener to the investor's reserved funds showing it on
     /// the query service (polled every millisecond), one bid at a time.
     BidToReadModel,
+    /// Throughput: `--samples` SellInvoice commands sent by `clients` concurrent clients, timed
+    /// from the first send to the last InvoiceCreated read from financing.events.
+    Throughput {
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+    },
 }
 
 #[tokio::main]
@@ -63,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.scenario {
         Scenario::CommandToEvent => command_to_event(&cli, &kafka).await,
         Scenario::BidToReadModel => bid_to_read_model(&cli, &kafka).await,
+        Scenario::Throughput { clients } => throughput(&cli, &kafka, clients).await,
     }
 }
 
@@ -129,6 +137,17 @@ async fn bid_to_read_model(cli: &Cli, kafka: &KafkaConfig) -> anyhow::Result<()>
     poll(reserved, Option::is_some)
         .await
         .context("the investor never showed up: is the system running?")?;
+    // Registrations may be on different partitions: sell once the issuer is known too.
+    let issuer_known = || {
+        let mut queries = queries.clone();
+        let issuer = GetIssuerRequest {
+            id: Some(to_proto_id(issuer_id)),
+        };
+        async move { queries.get_issuer(issuer).await.is_ok() }
+    };
+    poll(issuer_known, |known| *known)
+        .await
+        .context("the issuer never showed up")?;
 
     // One invoice per bid, asking exactly the bid: each bid wins and stays reserved.
     let one = Some(v1::Money { amount: 1.0 });
@@ -175,6 +194,71 @@ async fn bid_to_read_model(cli: &Cli, kafka: &KafkaConfig) -> anyhow::Result<()>
     Ok(())
 }
 
+async fn throughput(cli: &Cli, kafka: &KafkaConfig, clients: usize) -> anyhow::Result<()> {
+    let mut events = EventReader::new(kafka)?;
+    let registered = financing_populate::register(kafka, 1, 0, Money::ZERO).await?;
+    let issuer_id = registered.issuers[0].1;
+    events
+        .until(|event| matches!(event, Event::Issuer(IssuerEvent::IssuerCreated { issuer_id: id, .. }) if *id == issuer_id))
+        .await
+        .context("the issuer was never created: is the system running?")?;
+
+    let commands = CommandsClient::new(channel(&cli.listener).await?);
+    let per_client = cli.samples.div_ceil(clients);
+    let started = Instant::now();
+    let senders = (0..clients).map(|_| {
+        let mut commands = commands.clone();
+        async move {
+            let mut sold = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                let sale = SellInvoiceCommand {
+                    issuer_id: Some(to_proto_id(issuer_id)),
+                    asking_price: Some(v1::Money { amount: 1.0 }),
+                };
+                let invoice: InvoiceId = commands
+                    .sell_invoice(sale)
+                    .await?
+                    .into_inner()
+                    .value
+                    .parse()?;
+                sold.push(invoice);
+            }
+            Ok::<_, anyhow::Error>(sold)
+        }
+    });
+    let mut pending: std::collections::HashSet<InvoiceId> = futures::future::try_join_all(senders)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    let accepted = started.elapsed();
+    let total = pending.len();
+    while !pending.is_empty() {
+        events
+            .until(|event| match event {
+                Event::Invoice(InvoiceEvent::InvoiceCreated { invoice_id, .. }) => {
+                    pending.remove(invoice_id)
+                }
+                _ => false,
+            })
+            .await?;
+    }
+    let published = started.elapsed();
+    let rate = |elapsed: Duration| total as f64 / elapsed.as_secs_f64();
+    println!("SellInvoice, {total} commands from {clients} concurrent clients:");
+    println!(
+        "  all acknowledged by the listener    after {:>7.2} s  ({:>6.0} commands/s)",
+        accepted.as_secs_f64(),
+        rate(accepted)
+    );
+    println!(
+        "  all InvoiceCreated read             after {:>7.2} s  ({:>6.0} commands/s)",
+        published.as_secs_f64(),
+        rate(published)
+    );
+    Ok(())
+}
+
 /// Calls `probe` every millisecond until `done` accepts what it returns (30 s at most).
 async fn poll<T, F, Fut>(probe: F, done: impl Fn(&T) -> bool) -> anyhow::Result<T>
 where
@@ -215,7 +299,7 @@ impl EventReader {
     }
 
     /// Reads until an event matches.
-    async fn until(&mut self, wanted: impl Fn(&Event) -> bool) -> anyhow::Result<()> {
+    async fn until(&mut self, mut wanted: impl FnMut(&Event) -> bool) -> anyhow::Result<()> {
         loop {
             let received =
                 tokio::time::timeout(Duration::from_secs(30), self.consumer.recv()).await;

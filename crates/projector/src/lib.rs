@@ -124,14 +124,21 @@ impl Projector {
     }
 
     async fn record_rejection(&self, message: &BorrowedMessage<'_>) -> Result<(), Transient> {
-        match RejectionMessage::decode(message) {
-            Ok(rejection) => {
-                self.read_model.record_rejection(&rejection).await?;
-                tracing::info!(command_id = %rejection.command_id, reason = %rejection.reason, "rejection recorded");
-                Ok(())
+        let rejection = match RejectionMessage::decode(message) {
+            Ok(rejection) => rejection,
+            Err(error) => return Ok(self.dead_letters.send(message, &error.to_string()).await?),
+        };
+        match self.read_model.record_rejection(&rejection).await {
+            Ok(()) => {
+                let (command_id, reason) = (rejection.command_id, &rejection.reason);
+                tracing::info!(%command_id, %reason, "rejection recorded");
             }
-            Err(error) => Ok(self.dead_letters.send(message, &error.to_string()).await?),
+            Err(ProjectionError::Contradiction(reason)) => {
+                self.dead_letters.send(message, &reason).await?;
+            }
+            Err(ProjectionError::Database(error)) => return Err(error.into()),
         }
+        Ok(())
     }
 }
 

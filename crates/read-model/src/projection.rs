@@ -3,7 +3,6 @@
 
 use financing_domain::{Event, InvestorEvent, InvoiceEvent, IssuerEvent};
 use financing_messaging::{EventMessage, RejectionMessage};
-use sqlx::error::ErrorKind;
 
 use crate::{ReadModel, cents};
 
@@ -126,7 +125,10 @@ impl ReadModel {
     }
 
     /// Records a rejected command's outcome; a repeated rejection changes nothing.
-    pub async fn record_rejection(&self, rejection: &RejectionMessage) -> Result<(), sqlx::Error> {
+    pub async fn record_rejection(
+        &self,
+        rejection: &RejectionMessage,
+    ) -> Result<(), ProjectionError> {
         sqlx::query(
             "INSERT INTO command_outcomes (command_id, status, reason, aggregate_type, aggregate_id) \
              VALUES ($1, 'REJECTED', $2, $3, $4) ON CONFLICT (command_id) DO NOTHING",
@@ -136,7 +138,8 @@ impl ReadModel {
         .bind(&rejection.aggregate_type)
         .bind(rejection.aggregate_id)
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(contradiction)?;
         Ok(())
     }
 
@@ -155,12 +158,11 @@ impl ReadModel {
     }
 }
 
-/// A broken constraint means the event cannot apply, now or ever.
+/// Data the database refuses (a broken constraint, an invalid value) can never apply.
 fn contradiction(error: sqlx::Error) -> ProjectionError {
-    match &error {
-        sqlx::Error::Database(db) if db.kind() != ErrorKind::Other => {
-            ProjectionError::Contradiction(db.message().to_owned())
-        }
-        _ => ProjectionError::Database(error),
+    if financing_runtime::postgres::refuses_the_data(&error) {
+        ProjectionError::Contradiction(error.to_string())
+    } else {
+        ProjectionError::Database(error)
     }
 }

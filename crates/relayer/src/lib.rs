@@ -109,17 +109,17 @@ impl Relayer {
         tracing::info!(interval = ?self.config.interval, "relayer running");
         let mut delays = outage_backoff();
         while !self.shutdown.is_cancelled() {
-            let pause = match self.relay_pending().await {
-                Ok(_) => {
-                    delays = outage_backoff();
-                    self.config.interval
+            if let Err(error) = self.relay_pending().await {
+                // Commits keep coming during an outage: only the backoff decides the next try.
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                tracing::warn!(error = %Chain(&error), retry_in = ?delay, "cannot relay yet");
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(delay) => {}
                 }
-                Err(error) => {
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(error = %Chain(&error), retry_in = ?delay, "cannot relay yet");
-                    delay
-                }
-            };
+                continue;
+            }
+            delays = outage_backoff();
             let woken = async {
                 match wakeups.as_mut() {
                     Some(listener) => listener.recv().await.map(drop),
@@ -128,12 +128,17 @@ impl Relayer {
             };
             tokio::select! {
                 _ = self.shutdown.cancelled() => {}
-                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep(self.config.interval) => {}
                 woken = woken => if let Err(error) = woken {
                     // Polling carries on; the listener reconnects on its next use.
                     tracing::warn!(error = %Chain(&error), "commit wake-ups interrupted");
                     tokio::time::sleep(self.config.interval).await;
                 }
+            }
+            // One pass publishes everything committed so far: wake-ups already waiting are
+            // answered by it.
+            if let Some(listener) = wakeups.as_mut() {
+                while listener.next_buffered().is_some() {}
             }
         }
         topics.abort();

@@ -9,6 +9,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::retry::until_ok;
 
+/// Whether PostgreSQL refused a statement for its data (SQLSTATE class 22, data exception, such
+/// as a NUL character in text; or class 23, a broken constraint): unlike an outage, retrying
+/// cannot help.
+pub fn refuses_the_data(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+        _ => false,
+    }
+}
+
 /// [`connect_and_migrate`], retried with backoff while PostgreSQL is away; `None` if shutdown
 /// comes first.
 pub async fn connect_until_ready(

@@ -1,7 +1,13 @@
 //! Test support: a database and topics of a test's own (tests never share state), waiting
-//! until a condition holds (never a bare sleep), and reading a topic to its end.
+//! until a condition holds (never a bare sleep), reading a topic to its end, and a proxy that
+//! stages an outage.
+
+mod proxy;
+
+pub use proxy::Proxy;
 
 use std::future::Future;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use financing_messaging::KafkaConfig;
@@ -42,6 +48,25 @@ impl Services {
             .rsplit_once('/')
             .expect("the database URL names a database");
         format!("{server}/financing_test_{}", Uuid::new_v4().simple())
+    }
+
+    /// The database server's address, for a [`Proxy`] to forward to.
+    pub fn database_server(&self) -> SocketAddr {
+        let (_, host_and_path) = self.database_url.split_once('@').expect("a user@host URL");
+        let (host, _) = host_and_path
+            .split_once('/')
+            .expect("the URL names a database");
+        host.to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .expect("the database host resolves")
+    }
+
+    /// The URL of a database no other test uses, reached through `proxy`.
+    pub fn own_database_url_through(&self, proxy: &Proxy) -> String {
+        let (user, _) = self.database_url.split_once('@').expect("a user@host URL");
+        let database = Uuid::new_v4().simple();
+        format!("{user}@{}/financing_test_{database}", proxy.addr())
     }
 
     /// The broker, with topics no other test uses.

@@ -1,0 +1,90 @@
+//! A database outage under a running command handler: it retries with backoff, and when the
+//! database is back every message is applied, exactly once.
+
+use financing_command_handler::{CommandHandler, HandlerConfig};
+use financing_domain::{IntegrationEvent, IssuerId};
+use financing_messaging::{KafkaConfig, Publisher, integration_record};
+use financing_testkit::{Proxy, Services, wait_until};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+async fn event_types(pool: &PgPool, aggregate_id: Uuid) -> Vec<String> {
+    sqlx::query_scalar("SELECT event_type FROM events WHERE aggregate_id = $1 ORDER BY version")
+        .bind(aggregate_id)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn await_created(pool: &PgPool, issuer_id: IssuerId) {
+    wait_until(&format!("issuer {issuer_id} is created"), || async {
+        (!event_types(pool, issuer_id.as_uuid()).await.is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn messages_wait_out_a_database_outage_and_none_is_lost_or_doubled() {
+    let services = Services::from_env();
+    let proxy = Proxy::start(services.database_server()).await;
+    let through_proxy = services.own_database_url_through(&proxy);
+    let direct = through_proxy.replace(
+        &proxy.addr().to_string(),
+        &services.database_server().to_string(),
+    );
+    let kafka = KafkaConfig {
+        partitions: 1,
+        ..services.own_topics()
+    };
+    let config = HandlerConfig {
+        database_url: through_proxy,
+        group_id: format!("{}handler", kafka.topic_prefix),
+        snapshot_every: 50,
+        max_attempts: 10,
+        kafka: kafka.clone(),
+    };
+    let shutdown = CancellationToken::new();
+    let handler = CommandHandler::build(config, shutdown.clone())
+        .await
+        .unwrap();
+    tokio::spawn(handler.run_until_stopped());
+    let _stop = shutdown.drop_guard();
+    let pool = PgPool::connect(&direct).await.unwrap();
+    let publisher = Publisher::new(&kafka).unwrap();
+    let topic = kafka.topics().registering_events;
+    let register = |id| {
+        let event = IntegrationEvent::IssuerRegistered {
+            id,
+            name: "ACME".into(),
+        };
+        let (publisher, topic) = (&publisher, &topic);
+        async move {
+            let record = integration_record(&event);
+            publisher.publish(topic, &record).await.unwrap();
+        }
+    };
+
+    let before = IssuerId::new_random();
+    register(before).await;
+    await_created(&pool, before).await;
+
+    proxy.cut();
+    let (during, after) = (IssuerId::new_random(), IssuerId::new_random());
+    register(during).await;
+    register(after).await;
+    wait_until("the handler meets the outage", || async {
+        (proxy.refused() > 0).then_some(())
+    })
+    .await;
+    proxy.restore();
+
+    // One partition: `after` is handled only once `during` is.
+    await_created(&pool, after).await;
+    for issuer_id in [before, during, after] {
+        assert_eq!(
+            event_types(&pool, issuer_id.as_uuid()).await,
+            ["IssuerCreated"]
+        );
+    }
+}
