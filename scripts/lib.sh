@@ -45,7 +45,8 @@ start_tansu() {
         return
     fi
     log "starting Tansu on 127.0.0.1:$KAFKA_PORT ($1)"
-    nohup "$(tansu_bin)" broker \
+    # Tansu logs every request at info: keep its log to warnings (TANSU_LOG overrides).
+    RUST_LOG="${TANSU_LOG:-warn}" nohup "$(tansu_bin)" broker \
         --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
         --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
         --storage-engine "$1" >"$2" 2>&1 &

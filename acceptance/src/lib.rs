@@ -93,6 +93,7 @@ impl System {
                 group_id: name("command-handler"),
                 snapshot_every: 50,
                 max_attempts: 10,
+                consumers: partitions as usize,
             };
             let handler = CommandHandler::build(handler, shutdown.clone())
                 .await
@@ -117,6 +118,7 @@ impl System {
             database_url: read_models.clone(),
             kafka: kafka.clone(),
             group_id: name("projector"),
+            consumers: partitions as usize,
         };
         let projector = Projector::build(projector, shutdown.clone())
             .await

@@ -27,6 +27,9 @@ pub struct HandlerConfig {
     pub snapshot_every: u64,
     /// `MAX_CONFLICT_ATTEMPTS`: reload-and-decide cycles per command on version conflicts.
     pub max_attempts: u32,
+    /// `COMMAND_HANDLER_CONSUMERS`: consumers in this process, sharing the partitions; more
+    /// than the topics' partitions leaves some idle.
+    pub consumers: usize,
 }
 
 impl HandlerConfig {
@@ -40,6 +43,7 @@ impl HandlerConfig {
             group_id: text("COMMAND_HANDLER_GROUP", "financing-command-handler"),
             snapshot_every: var("SNAPSHOT_EVERY", 50)?,
             max_attempts: var("MAX_CONFLICT_ATTEMPTS", 10)?,
+            consumers: var("COMMAND_HANDLER_CONSUMERS", 3)?,
         })
     }
 }
@@ -53,7 +57,7 @@ pub enum StartError {
 }
 
 pub struct CommandHandler {
-    consumer: StreamConsumer,
+    consumers: Vec<StreamConsumer>,
     dead_letters: DeadLetters,
     executor: Executor<PgEventStore>,
     topics: Topics,
@@ -77,14 +81,14 @@ impl CommandHandler {
             &topics.registering_events,
             &topics.events,
         ];
-        let consumer = config
+        let consumers = config
             .kafka
-            .join(&config.group_id, &subscribed, &shutdown)
+            .join(&config.group_id, &subscribed, config.consumers, &shutdown)
             .await
             .ok_or(StartError::ShutDown)??;
         let repository = Repository::new(PgEventStore::new(pool), config.snapshot_every);
         Ok(CommandHandler {
-            consumer,
+            consumers,
             dead_letters: DeadLetters::new(&config.kafka)?,
             executor: Executor::new(repository, config.max_attempts),
             topics,
@@ -95,7 +99,7 @@ impl CommandHandler {
     /// Handles messages until shutdown, then commits the stored offsets.
     pub async fn run_until_stopped(self) {
         tracing::info!("command handler consuming");
-        financing_messaging::consume(&self.consumer, &self, &self.shutdown).await;
+        financing_messaging::consume_all(&self.consumers, &self, &self.shutdown).await;
         tracing::info!("command handler stopped");
     }
 }

@@ -30,6 +30,7 @@ impl Setup {
             group_id: format!("{}handler", kafka.topic_prefix),
             snapshot_every: 50,
             max_attempts: 10,
+            consumers: 1,
             kafka: kafka.clone(),
         };
         Setup {

@@ -42,6 +42,7 @@ async fn messages_wait_out_a_database_outage_and_none_is_lost_or_doubled() {
         group_id: format!("{}handler", kafka.topic_prefix),
         snapshot_every: 50,
         max_attempts: 10,
+        consumers: 1,
         kafka: kafka.clone(),
     };
     let shutdown = CancellationToken::new();

@@ -97,20 +97,24 @@ impl KafkaConfig {
             .create()
     }
 
-    /// A consumer in `group` subscribed to `topics`, once the system's topics exist (created
-    /// here, retried while the broker is away); `None` if shutdown comes first.
+    /// `count` consumers in `group` subscribed to `topics`, once the system's topics exist
+    /// (created here, retried while the broker is away); `None` if shutdown comes first. The
+    /// group shares the partitions out among them, so they work in parallel and each
+    /// partition stays in order.
     pub async fn join(
         &self,
         group: &str,
         topics: &[&str],
+        count: usize,
         shutdown: &CancellationToken,
-    ) -> Option<Result<StreamConsumer, KafkaError>> {
+    ) -> Option<Result<Vec<StreamConsumer>, KafkaError>> {
         until_ok("creating topics", shutdown, || self.ensure_topics()).await?;
-        let joined = self.consumer(group).and_then(|consumer| {
+        let consumer = || {
+            let consumer = self.consumer(group)?;
             consumer.subscribe(topics)?;
             Ok(consumer)
-        });
-        Some(joined)
+        };
+        Some((0..count.max(1)).map(|_| consumer()).collect())
     }
 
     /// Creates the system's topics that are missing; existing ones are left as they are.

@@ -27,9 +27,21 @@ pub trait HandleMessage: Sync {
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
+/// Runs every consumer until shutdown, concurrently: each handles its partitions in order.
+pub async fn consume_all<H: HandleMessage>(
+    consumers: &[StreamConsumer],
+    handler: &H,
+    shutdown: &CancellationToken,
+) {
+    let each = consumers
+        .iter()
+        .map(|consumer| consume(consumer, handler, shutdown));
+    futures::future::join_all(each).await;
+}
+
 /// Consumes until shutdown: the message in hand is finished (or, if shutdown comes while it
 /// waits out an outage, left for redelivery) and the stored offsets committed.
-pub async fn consume<H: HandleMessage>(
+async fn consume<H: HandleMessage>(
     consumer: &StreamConsumer,
     handler: &H,
     shutdown: &CancellationToken,

@@ -9,7 +9,7 @@ mod publisher;
 mod wire;
 
 pub use config::{KafkaConfig, Topics};
-pub use consume::{DeadLetters, HandleMessage, consume};
+pub use consume::{DeadLetters, HandleMessage, consume_all};
 pub use publisher::{PublishError, Publisher};
 pub use wire::{
     CommandMessage, EventMessage, EventMeta, Record, RejectionMessage, Undecodable, dead_letter,

@@ -7,7 +7,7 @@ use financing_messaging::{
     DeadLetters, EventMessage, HandleMessage, KafkaConfig, PublishError, RejectionMessage, Topics,
 };
 use financing_read_model::{MIGRATOR, Projected, ProjectionError, ReadModel};
-use financing_runtime::config::{ConfigError, text};
+use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::connect_until_ready;
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
@@ -21,6 +21,8 @@ pub struct ProjectorConfig {
     pub kafka: KafkaConfig,
     /// `PROJECTOR_GROUP`: the consumer group all instances share.
     pub group_id: String,
+    /// `PROJECTOR_CONSUMERS`: consumers in this process, sharing the partitions.
+    pub consumers: usize,
 }
 
 impl ProjectorConfig {
@@ -32,6 +34,7 @@ impl ProjectorConfig {
             ),
             kafka: KafkaConfig::from_env()?,
             group_id: text("PROJECTOR_GROUP", "financing-projector"),
+            consumers: var("PROJECTOR_CONSUMERS", 3)?,
         })
     }
 }
@@ -54,7 +57,7 @@ pub enum Transient {
 }
 
 pub struct Projector {
-    consumer: StreamConsumer,
+    consumers: Vec<StreamConsumer>,
     dead_letters: DeadLetters,
     read_model: ReadModel,
     topics: Topics,
@@ -73,17 +76,14 @@ impl Projector {
             .await
             .ok_or(StartError::ShutDown)?;
         let topics = config.kafka.topics();
-        let consumer = config
+        let subscribed = [&*topics.events, &topics.outcomes];
+        let consumers = config
             .kafka
-            .join(
-                &config.group_id,
-                &[&topics.events, &topics.outcomes],
-                &shutdown,
-            )
+            .join(&config.group_id, &subscribed, config.consumers, &shutdown)
             .await
             .ok_or(StartError::ShutDown)??;
         Ok(Projector {
-            consumer,
+            consumers,
             dead_letters: DeadLetters::new(&config.kafka)?,
             read_model: ReadModel::new(pool),
             topics,
@@ -94,7 +94,7 @@ impl Projector {
     /// Projects until shutdown, then commits the stored offsets.
     pub async fn run_until_stopped(self) {
         tracing::info!("projector consuming");
-        financing_messaging::consume(&self.consumer, &self, &self.shutdown).await;
+        financing_messaging::consume_all(&self.consumers, &self, &self.shutdown).await;
         tracing::info!("projector stopped");
     }
 
