@@ -46,7 +46,7 @@ start_tansu() {
     fi
     log "starting Tansu on 127.0.0.1:$KAFKA_PORT ($1)"
     # Tansu logs every request at info: keep its log to warnings (TANSU_LOG overrides).
-    RUST_LOG="${TANSU_LOG:-warn}" nohup "$(tansu_bin)" broker \
+    RUST_LOG="${TANSU_LOG:-warn}" setsid nohup "$(tansu_bin)" broker \
         --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
         --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
         --storage-engine "$1" >"$2" 2>&1 &

@@ -38,8 +38,10 @@ storage="${TANSU_STORAGE:-sqlite://$(realpath --relative-to=. "$RUN_DIR")/tansu.
 broker=$(start_tansu "$storage" "$RUN_DIR/logs/tansu.log")
 if [ -n "$broker" ]; then echo "$broker" >"$RUN_DIR/tansu.pid"; fi
 
+# Each in a session of its own: a Ctrl-C in this terminal reaches this script only, whose
+# down.sh then stops the components first and the broker last.
 for component in "${COMPONENTS[@]}"; do
-    nohup "$bin/$component" >"$RUN_DIR/logs/$component.log" 2>&1 &
+    setsid nohup "$bin/$component" >"$RUN_DIR/logs/$component.log" 2>&1 &
     echo $! >"$RUN_DIR/$component.pid"
 done
 wait_for_port "${LISTENER_ADDR##*:}" listener 60
