@@ -27,7 +27,8 @@ use financing_queries::{QueryServer, QueryServerConfig};
 use financing_relayer::{Relayer, RelayerConfig};
 use financing_testkit::{PATIENCE, read_to_end, wait_until};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -49,9 +50,21 @@ pub struct System {
     publisher: Publisher,
     /// What the test has read from `financing.events` so far.
     pub events: EventFeed,
-    _shutdown: DropGuard,
+    shutdown: CancellationToken,
+    components: Option<Runtime>,
     /// Dropped after the components are told to stop.
     _containers: Option<services::Containers>,
+}
+
+/// Dropping a system stops its components without waiting for them: a Kafka consumer's close
+/// can block for as long as its group takes to rebalance, and a test has no reason to wait.
+impl Drop for System {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(components) = self.components.take() {
+            components.shutdown_background();
+        }
+    }
 }
 
 impl System {
@@ -71,21 +84,26 @@ impl System {
         };
         let shutdown = CancellationToken::new();
         let name = |component: &str| format!("{}{component}", kafka.topic_prefix);
+        // The components run on a runtime of their own, threaded as in production; the test
+        // never waits for it to wind down (see `Drop`).
+        let components = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime for the components");
+        let run = components.handle().clone();
 
         let mut listener = None;
         if parts == Parts::Everything {
             let event_store = services.own_database_url();
-            let server = Listener::build(
-                ListenerConfig {
-                    addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                    kafka: kafka.clone(),
-                },
-                shutdown.clone(),
-            )
-            .await
-            .expect("the listener starts");
+            let config = ListenerConfig {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                kafka: kafka.clone(),
+            };
+            let server = run.spawn(Listener::build(config, shutdown.clone()));
+            let server = server.await.unwrap().expect("the listener starts");
             listener = Some(server.local_addr());
-            tokio::spawn(server.run_until_stopped());
+            run.spawn(server.run_until_stopped());
 
             let handler = HandlerConfig {
                 database_url: event_store.clone(),
@@ -95,10 +113,9 @@ impl System {
                 max_attempts: 10,
                 consumers: partitions as usize,
             };
-            let handler = CommandHandler::build(handler, shutdown.clone())
-                .await
-                .expect("the command handler starts");
-            tokio::spawn(handler.run_until_stopped());
+            let handler = run.spawn(CommandHandler::build(handler, shutdown.clone()));
+            let handler = handler.await.unwrap().expect("the command handler starts");
+            run.spawn(handler.run_until_stopped());
 
             let relayer = RelayerConfig {
                 database_url: event_store,
@@ -106,11 +123,9 @@ impl System {
                 interval: Duration::from_millis(100),
                 batch_size: 500,
             };
-            let relayer = Relayer::build(relayer, shutdown.clone())
-                .await
-                .expect("the relayer starts")
-                .expect("not shut down");
-            tokio::spawn(relayer.run_until_stopped());
+            let relayer = run.spawn(Relayer::build(relayer, shutdown.clone()));
+            let relayer = relayer.await.unwrap().expect("the relayer starts");
+            run.spawn(relayer.expect("not shut down").run_until_stopped());
         }
 
         let read_models = services.own_database_url();
@@ -120,21 +135,17 @@ impl System {
             group_id: name("projector"),
             consumers: partitions as usize,
         };
-        let projector = Projector::build(projector, shutdown.clone())
-            .await
-            .expect("the projector starts");
-        tokio::spawn(projector.run_until_stopped());
-        let server = QueryServer::build(
-            QueryServerConfig {
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                database_url: read_models,
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("the query service starts");
+        let projector = run.spawn(Projector::build(projector, shutdown.clone()));
+        let projector = projector.await.unwrap().expect("the projector starts");
+        run.spawn(projector.run_until_stopped());
+        let config = QueryServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: read_models,
+        };
+        let server = run.spawn(QueryServer::build(config, shutdown.clone()));
+        let server = server.await.unwrap().expect("the query service starts");
         let queries = Some(server.local_addr());
-        tokio::spawn(server.run_until_stopped());
+        run.spawn(server.run_until_stopped());
 
         let system = System {
             events: EventFeed::new(&kafka),
@@ -142,7 +153,8 @@ impl System {
             listener,
             queries,
             kafka,
-            _shutdown: shutdown.drop_guard(),
+            shutdown,
+            components: Some(components),
             _containers: containers,
         };
         if let Some(addr) = system.listener {
