@@ -20,45 +20,58 @@ pub enum PopulateError {
     Publish(#[from] PublishError),
 }
 
-/// Registers `issuers` issuers (`ISSUER_1`, ...) and `investors` investors (`INVESTOR_1`, ...)
-/// with `balance` each; returns once the broker has acknowledged every registration.
+impl Registered {
+    /// Fresh ids for `issuers` issuers (`ISSUER_1`, ...) and `investors` investors
+    /// (`INVESTOR_1`, ...).
+    pub fn random(issuers: usize, investors: usize) -> Registered {
+        Registered {
+            issuers: (1..=issuers)
+                .map(|n| (format!("ISSUER_{n}"), IssuerId::new_random()))
+                .collect(),
+            investors: (1..=investors)
+                .map(|n| (format!("INVESTOR_{n}"), InvestorId::new_random()))
+                .collect(),
+        }
+    }
+
+    /// Publishes every registration, investors with `balance` each; returns once the broker
+    /// has acknowledged them all. Publishing again is safe: the handler applies a registration
+    /// once, however often it is delivered.
+    pub async fn publish(&self, kafka: &KafkaConfig, balance: Money) -> Result<(), PopulateError> {
+        let issuer_events =
+            self.issuers
+                .iter()
+                .map(|(name, id)| IntegrationEvent::IssuerRegistered {
+                    id: *id,
+                    name: name.clone(),
+                });
+        let investor_events =
+            self.investors
+                .iter()
+                .map(|(name, id)| IntegrationEvent::InvestorRegistered {
+                    id: *id,
+                    name: name.clone(),
+                    balance,
+                });
+        let publisher = Publisher::new(kafka)?;
+        let topic = kafka.topics().registering_events;
+        for event in issuer_events.chain(investor_events) {
+            publisher
+                .publish(&topic, &integration_record(&event))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Registers `issuers` issuers and `investors` investors with `balance` each, once.
 pub async fn register(
     kafka: &KafkaConfig,
     issuers: usize,
     investors: usize,
     balance: Money,
 ) -> Result<Registered, PopulateError> {
-    let registered = Registered {
-        issuers: (1..=issuers)
-            .map(|n| (format!("ISSUER_{n}"), IssuerId::new_random()))
-            .collect(),
-        investors: (1..=investors)
-            .map(|n| (format!("INVESTOR_{n}"), InvestorId::new_random()))
-            .collect(),
-    };
-    let issuer_events =
-        registered
-            .issuers
-            .iter()
-            .map(|(name, id)| IntegrationEvent::IssuerRegistered {
-                id: *id,
-                name: name.clone(),
-            });
-    let investor_events =
-        registered
-            .investors
-            .iter()
-            .map(|(name, id)| IntegrationEvent::InvestorRegistered {
-                id: *id,
-                name: name.clone(),
-                balance,
-            });
-    let publisher = Publisher::new(kafka)?;
-    let topic = kafka.topics().registering_events;
-    for event in issuer_events.chain(investor_events) {
-        publisher
-            .publish(&topic, &integration_record(&event))
-            .await?;
-    }
+    let registered = Registered::random(issuers, investors);
+    registered.publish(kafka, balance).await?;
     Ok(registered)
 }

@@ -1,6 +1,7 @@
 //! Seeds demo data: publishes `IssuerRegistered` and `InvestorRegistered` to
 //! `registering.events`, as the Registering context would, and prints the ids ready to paste
-//! into grpcurl. With `--wait-for` it returns only once the query service shows them all.
+//! into grpcurl. A broker outage is waited out. With `--wait-for` it returns only once the
+//! query service shows them all.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use financing_api::v1::queries_client::QueriesClient;
 use financing_api::v1::{GetInvestorRequest, GetIssuerRequest};
 use financing_domain::{InvestorId, IssuerId, Money};
 use financing_messaging::KafkaConfig;
-use financing_populate::{Registered, register};
+use financing_populate::Registered;
 use financing_runtime::retry::until_ok;
 use tonic::transport::Channel;
 
@@ -38,14 +39,20 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    financing_runtime::telemetry::init();
     let kafka = KafkaConfig::from_env()?;
     let shutdown = financing_runtime::shutdown::on_signal();
-    until_ok("creating topics", &shutdown, || kafka.ensure_topics())
+    let registered = Registered::random(cli.issuers, cli.investors);
+    // A broker that is away or too busy to acknowledge in time is waited out: publishing the
+    // same registrations again changes nothing.
+    let publish = || async {
+        kafka.ensure_topics().await?;
+        registered.publish(&kafka, cli.balance).await
+    };
+    until_ok("registering", &shutdown, publish)
         .await
         .context("interrupted")?;
-
-    let Registered { issuers, investors } =
-        register(&kafka, cli.issuers, cli.investors, cli.balance).await?;
+    let Registered { issuers, investors } = registered;
     let topic = kafka.topics().registering_events;
 
     if let Some(path) = &cli.env_file {

@@ -1,5 +1,6 @@
-//! Structured logs: one line per event, filtered by `RUST_LOG` (default `info`), coloured
-//! only on a terminal.
+//! Structured logs on standard error (standard output stays for what a program prints for its
+//! user): one line per event, filtered by `RUST_LOG` (default `info`), coloured only on a
+//! terminal.
 
 use std::io::IsTerminal;
 
@@ -11,6 +12,7 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
