@@ -30,8 +30,8 @@ stop() { # pidfile...
 shopt -s nullglob
 components=()
 for pidfile in "$RUN"/*.pid; do
-    [ "$pidfile" = "$RUN/tansu.pid" ] || components+=("$pidfile")
+    [ "$pidfile" = "$RUN/broker.pid" ] || components+=("$pidfile")
 done
 stop "${components[@]}"
-stop "$RUN/tansu.pid"
+stop "$RUN/broker.pid"
 log "stopped"

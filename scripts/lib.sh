@@ -1,8 +1,10 @@
-# Shared by the scripts: make sure PostgreSQL and the Kafka-compatible broker (Tansu) are up.
-# Source it; every function is idempotent.
+# Shared by the scripts: make sure PostgreSQL and the Kafka-compatible broker (Nisshi) are up,
+# and start the system's processes. Source it; every function is idempotent.
 
-TANSU_VERSION=0.6.0
-KAFKA_PORT=9092
+NISSHI_VERSION=0.8.1
+# The broker's port; KAFKA_BROKERS follows it unless set.
+BROKER_PORT="${BROKER_PORT:-9092}"
+COMPONENTS=(listener command-handler relayer projector queries)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -26,31 +28,48 @@ ensure_postgres() {
     wait_for_port 5432 PostgreSQL 60
 }
 
-tansu_bin() {
-    command -v tansu 2>/dev/null || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+nisshi_bin() {
+    command -v nisshi 2>/dev/null || echo "${CARGO_HOME:-$HOME/.cargo}/bin/nisshi"
 }
 
-# Installs Tansu from crates.io if it is missing (about 15 minutes on two cores).
-install_tansu() {
-    if [ -x "$(tansu_bin)" ]; then return; fi
-    log "installing Tansu $TANSU_VERSION (a one-time build)"
-    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql --quiet
+# Installs Nisshi from crates.io if it is missing: a one-time build of about 20 minutes on two
+# cores. Only the storage engines used here: memory:// (dynostore) and sqlite:// (libsql). One of
+# its dependencies declares rustc 1.96; it builds and runs on 1.95.
+install_nisshi() {
+    if [ -x "$(nisshi_bin)" ]; then return; fi
+    log "installing Nisshi $NISSHI_VERSION (a one-time build)"
+    cargo install nisshi --version "$NISSHI_VERSION" --locked --ignore-rust-version \
+        --no-default-features --features dynostore,libsql --quiet
 }
 
-# Starts Tansu on 127.0.0.1:9092 unless something already listens there.
+# Starts Nisshi on 127.0.0.1:$BROKER_PORT unless something already listens there, in
+# directory $3 (a sqlite:// path is relative to it, and Nisshi reads any .env file there).
 # $1: storage engine URL; $2: log file. Prints the broker's PID (empty if it was running).
-start_tansu() {
-    if port_open "$KAFKA_PORT"; then
-        log "a broker already listens on $KAFKA_PORT"
+start_broker() {
+    if port_open "$BROKER_PORT"; then
+        log "a broker already listens on $BROKER_PORT"
         return
     fi
-    log "starting Tansu on 127.0.0.1:$KAFKA_PORT ($1)"
-    # Tansu logs every request at info: keep its log to warnings (TANSU_LOG overrides).
-    RUST_LOG="${TANSU_LOG:-warn}" setsid nohup "$(tansu_bin)" broker \
-        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --storage-engine "$1" >"$2" 2>&1 &
-    local pid=$!
-    wait_for_port "$KAFKA_PORT" Tansu 30
-    echo "$pid"
+    log "starting Nisshi on 127.0.0.1:$BROKER_PORT ($1)"
+    local bin log_file
+    bin=$(nisshi_bin)
+    log_file=$(realpath "$2")
+    # Nisshi logs every request at info: keep its log to warnings (BROKER_LOG overrides).
+    (
+        cd "$3" || exit 1
+        RUST_LOG="${BROKER_LOG:-warn}" setsid nohup "$bin" broker \
+            --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+            --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+            --storage-engine "$1" >"$log_file" 2>&1 &
+        echo $!
+    )
+    wait_for_port "$BROKER_PORT" Nisshi 30
+}
+
+# Starts one of the system's programs from $BIN in a session of its own (a Ctrl-C in the
+# terminal reaches the calling script only), logging to $RUN_DIR/logs/$1.log and recording its
+# PID in $RUN_DIR/$1.pid.
+start_component() {
+    setsid nohup "$BIN/$1" >>"$RUN_DIR/logs/$1.log" 2>&1 &
+    echo $! >"$RUN_DIR/$1.pid"
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command: on a fresh machine it starts PostgreSQL, installs and starts the broker
-# (Tansu, in memory), then runs the format check, clippy and every test.
+# (Nisshi, in memory), then runs the format check, clippy and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -8,10 +8,10 @@ source scripts/lib.sh
 mkdir -p target
 ensure_postgres
 
-# The broker build (cold: ~15 min) overlaps with the project's own build.
+# The broker build (cold: ~20 min) overlaps with the project's own build.
 installing=""
-if ! port_open "$KAFKA_PORT" && [ ! -x "$(tansu_bin)" ]; then
-    install_tansu >target/tansu-install.log 2>&1 &
+if ! port_open "$BROKER_PORT" && [ ! -x "$(nisshi_bin)" ]; then
+    install_nisshi >target/nisshi-install.log 2>&1 &
     installing=$!
 fi
 
@@ -36,14 +36,14 @@ if ! command -v grpcurl >/dev/null; then
 fi
 
 if [ -n "$installing" ]; then
-    log "waiting for the Tansu install"
-    wait "$installing" || { cat target/tansu-install.log; exit 1; }
+    log "waiting for the Nisshi install"
+    wait "$installing" || { cat target/nisshi-install.log; exit 1; }
 fi
-broker=$(start_tansu memory://tansu/ target/tansu-test.log)
+broker=$(start_broker memory://nisshi/ target/broker-test.log target)
 trap '[ -n "$broker" ] && kill "$broker" 2>/dev/null || true' EXIT
 
 export DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres
-export KAFKA_BROKERS=127.0.0.1:9092
+export KAFKA_BROKERS=127.0.0.1:$BROKER_PORT
 log "dropping databases left by earlier test runs"
 psql "$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'financing\_test\_%'" |
     while read -r db; do dropdb -h 127.0.0.1 -U postgres --if-exists "$db"; done

@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine: builds the binaries, makes sure PostgreSQL and the
-# broker are up (installing Tansu if missing; its data is kept in $RUN_DIR/tansu.db), starts the
-# five components with their logs in $RUN_DIR/logs, seeds demo data with populate, and prints
-# what to try. Ctrl-C, or scripts/down.sh from another terminal, stops everything gracefully.
-# --detach returns once the system is up.
+# broker are up (installing Nisshi if missing; its data is kept in $RUN_DIR/nisshi.db), starts
+# the five components with their logs in $RUN_DIR/logs, seeds demo data with populate, and
+# prints what to try. Ctrl-C, or scripts/down.sh from another terminal, stops everything
+# gracefully. --detach returns once the system is up.
 #
-# Environment: RUN_DIR (default .run), PROFILE (cargo profile, default release), TANSU_STORAGE
-# (default: SQLite in $RUN_DIR; memory://tansu/ is faster and forgets on restart), and every
-# variable the components read (LISTENER_ADDR, QUERIES_ADDR, DATABASE_URL, ...).
+# Environment: RUN_DIR (default .run), PROFILE (cargo profile, default release), BROKER_PORT
+# (default 9092), BROKER_STORAGE (default: SQLite in $RUN_DIR; memory://nisshi/ forgets on
+# restart), BROKER_LOG (the broker's log filter, default warn), and every variable the
+# components read (LISTENER_ADDR, QUERIES_ADDR, DATABASE_URL, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-COMPONENTS=(listener command-handler relayer projector queries)
 RUN_DIR="${RUN_DIR:-.run}"
 PROFILE="${PROFILE:-release}"
 LISTENER_ADDR="${LISTENER_ADDR:-127.0.0.1:8080}"
 QUERIES_ADDR="${QUERIES_ADDR:-127.0.0.1:8081}"
-export LISTENER_ADDR QUERIES_ADDR RUST_LOG="${RUST_LOG:-info}"
+KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:$BROKER_PORT}"
+export LISTENER_ADDR QUERIES_ADDR KAFKA_BROKERS RUST_LOG="${RUST_LOG:-info}"
 
 for pidfile in "$RUN_DIR"/*.pid; do
     if [ -e "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
@@ -29,26 +30,24 @@ mkdir -p "$RUN_DIR/logs"
 rm -f "$RUN_DIR"/*.pid
 
 ensure_postgres
-install_tansu
+install_nisshi
 log "building ($PROFILE)"
 cargo build --profile "$PROFILE" --locked --bins
-bin="target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
-# Tansu reads a SQLite path relative to its working directory.
-storage="${TANSU_STORAGE:-sqlite://$(realpath --relative-to=. "$RUN_DIR")/tansu.db}"
-broker=$(start_tansu "$storage" "$RUN_DIR/logs/tansu.log")
-if [ -n "$broker" ]; then echo "$broker" >"$RUN_DIR/tansu.pid"; fi
+BIN="target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
+# The broker runs in $RUN_DIR: a sqlite:// path is relative to it.
+broker=$(start_broker "${BROKER_STORAGE:-sqlite://nisshi.db}" "$RUN_DIR/logs/broker.log" "$RUN_DIR")
+if [ -n "$broker" ]; then echo "$broker" >"$RUN_DIR/broker.pid"; fi
 
 # Each in a session of its own: a Ctrl-C in this terminal reaches this script only, whose
 # down.sh then stops the components first and the broker last.
 for component in "${COMPONENTS[@]}"; do
-    setsid nohup "$bin/$component" >"$RUN_DIR/logs/$component.log" 2>&1 &
-    echo $! >"$RUN_DIR/$component.pid"
+    start_component "$component"
 done
 wait_for_port "${LISTENER_ADDR##*:}" listener 60
 wait_for_port "${QUERIES_ADDR##*:}" queries 60
 
 log "seeding demo data"
-"$bin/populate" --wait-for "http://$QUERIES_ADDR" --env-file "$RUN_DIR/demo.env"
+"$BIN/populate" --wait-for "http://$QUERIES_ADDR" --env-file "$RUN_DIR/demo.env"
 
 cat <<TRY
 

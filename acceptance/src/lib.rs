@@ -20,13 +20,14 @@ use financing_command_handler::{CommandHandler, HandlerConfig};
 use financing_domain::{CommandId, Event, IntegrationEvent};
 use financing_listener::{Listener, ListenerConfig};
 use financing_messaging::{
-    EventMessage, KafkaConfig, Publisher, Record, RejectionMessage, integration_record,
+    EventMessage, GroupConsumer, KafkaConfig, Publisher, Record, RejectionMessage,
+    integration_record,
 };
 use financing_projector::{Projector, ProjectorConfig};
 use financing_queries::{QueryServer, QueryServerConfig};
 use financing_relayer::{Relayer, RelayerConfig};
 use financing_testkit::{PATIENCE, read_to_end, wait_until};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -288,7 +289,7 @@ async fn channel(addr: SocketAddr) -> Channel {
 
 /// A test's reading position on `financing.events`.
 pub struct EventFeed {
-    consumer: StreamConsumer,
+    consumer: GroupConsumer,
     read: usize,
 }
 

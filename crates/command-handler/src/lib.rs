@@ -8,10 +8,9 @@ mod consume;
 mod executor;
 
 use financing_event_store::{MIGRATOR, PgEventStore, Repository};
-use financing_messaging::{DeadLetters, KafkaConfig, Topics};
+use financing_messaging::{DeadLetters, Group, KafkaConfig, Topics};
 use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::connect_until_ready;
-use rdkafka::consumer::StreamConsumer;
 use tokio_util::sync::CancellationToken;
 
 pub use executor::{Executor, Origin};
@@ -57,7 +56,7 @@ pub enum StartError {
 }
 
 pub struct CommandHandler {
-    consumers: Vec<StreamConsumer>,
+    group: Group,
     dead_letters: DeadLetters,
     executor: Executor<PgEventStore>,
     topics: Topics,
@@ -81,14 +80,14 @@ impl CommandHandler {
             &topics.registering_events,
             &topics.events,
         ];
-        let consumers = config
+        let group = config
             .kafka
             .join(&config.group_id, &subscribed, config.consumers, &shutdown)
             .await
             .ok_or(StartError::ShutDown)??;
         let repository = Repository::new(PgEventStore::new(pool), config.snapshot_every);
         Ok(CommandHandler {
-            consumers,
+            group,
             dead_letters: DeadLetters::new(&config.kafka)?,
             executor: Executor::new(repository, config.max_attempts),
             topics,
@@ -99,7 +98,7 @@ impl CommandHandler {
     /// Handles messages until shutdown, then commits the stored offsets.
     pub async fn run_until_stopped(self) {
         tracing::info!("command handler consuming");
-        financing_messaging::consume_all(&self.consumers, &self, &self.shutdown).await;
+        self.group.consume(&self, &self.shutdown).await;
         tracing::info!("command handler stopped");
     }
 }

@@ -7,10 +7,10 @@ use financing_api::v1::commands_client::CommandsClient;
 use financing_api::v1::{self, BidOnInvoiceCommand, SellInvoiceCommand};
 use financing_domain::{ClientCommand, CommandId, InvoiceId, IssuerId, Money};
 use financing_listener::{Listener, ListenerConfig};
-use financing_messaging::{CommandMessage, KafkaConfig};
+use financing_messaging::{CommandMessage, GroupConsumer, KafkaConfig};
 use financing_testkit::{PATIENCE, own_topics, wait_until};
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -73,7 +73,7 @@ impl Running {
         .await;
     }
 
-    fn consumer(&self) -> StreamConsumer {
+    fn consumer(&self) -> GroupConsumer {
         let consumer = self
             .kafka
             .consumer(&format!("{}test", self.kafka.topic_prefix))
@@ -85,7 +85,7 @@ impl Running {
     }
 }
 
-async fn next_command(consumer: &StreamConsumer) -> (String, CommandMessage) {
+async fn next_command(consumer: &GroupConsumer) -> (String, CommandMessage) {
     let message = tokio::time::timeout(PATIENCE, consumer.recv())
         .await
         .expect("a command is queued")

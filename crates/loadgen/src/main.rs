@@ -1,6 +1,7 @@
 //! Latency benchmarks against a running system, through its public interfaces only (gRPC and
 //! Kafka). Configure the broker with the same `KAFKA_*` variables as the services.
 
+mod soak;
 mod stats;
 
 use std::time::{Duration, Instant};
@@ -15,8 +16,8 @@ use financing_api::v1::{
 };
 use financing_api::{to_proto_id, v1};
 use financing_domain::{Event, InvoiceEvent, InvoiceId, IssuerEvent, Money};
-use financing_messaging::{EventMessage, KafkaConfig};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use financing_messaging::{EventMessage, GroupConsumer, KafkaConfig};
+use rdkafka::consumer::Consumer;
 use tonic::transport::Channel;
 
 use crate::stats::Samples;
@@ -61,6 +62,10 @@ enum Scenario {
         #[arg(long, default_value_t = 8)]
         clients: usize,
     },
+    /// A realistic mix (sell, bid, approve, reverse; idempotency keys, client retries) at a
+    /// fixed rate for a fixed time, then checks that every acknowledged command was decided
+    /// and that every investor's money adds up. Exits non-zero if not.
+    Soak(soak::SoakArgs),
 }
 
 #[tokio::main]
@@ -71,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::CommandToEvent => command_to_event(&cli, &kafka).await,
         Scenario::BidToReadModel => bid_to_read_model(&cli, &kafka).await,
         Scenario::Throughput { clients } => throughput(&cli, &kafka, clients).await,
+        Scenario::Soak(ref args) => soak::run(args, &kafka, &cli.listener, &cli.queries).await,
     }
 }
 
@@ -278,7 +284,7 @@ where
     }
 }
 
-async fn channel(url: &str) -> anyhow::Result<Channel> {
+pub(crate) async fn channel(url: &str) -> anyhow::Result<Channel> {
     Channel::from_shared(url.to_owned())?
         .connect()
         .await
@@ -287,7 +293,7 @@ async fn channel(url: &str) -> anyhow::Result<Channel> {
 
 /// Reads `financing.events` from the end it finds on joining.
 struct EventReader {
-    consumer: StreamConsumer,
+    consumer: GroupConsumer,
 }
 
 impl EventReader {

@@ -7,10 +7,13 @@ use financing_runtime::retry::until_ok;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
+
+use crate::group::GroupContext;
+use crate::{Group, GroupConsumer};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
@@ -23,10 +26,19 @@ pub struct KafkaConfig {
     /// `KAFKA_DELIVERY_TIMEOUT_MS`: how long a publish may wait for the broker's
     /// acknowledgement before it fails.
     pub delivery_timeout: Duration,
-    /// `KAFKA_FETCH_WAIT_MS`: the longest a consumer's fetch waits for data. Tansu answers a
-    /// fetch only when this expires, so it bounds every hop's latency there; Apache Kafka
-    /// answers as soon as data arrives, whatever the value.
+    /// `KAFKA_FETCH_WAIT_MS`: the longest a consumer's fetch waits for data. The broker
+    /// answers as soon as data arrives; an idle consumer asks again each time it expires.
     pub fetch_wait: Duration,
+    /// `KAFKA_SESSION_TIMEOUT_MS`: how long a consumer that stopped (a crash, a kill -9, a
+    /// network cut) keeps its partitions before the group gives them to the others. Heartbeats
+    /// go every third of it, at most every second.
+    pub session_timeout: Duration,
+}
+
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+
+fn millis(duration: Duration) -> String {
+    duration.as_millis().to_string()
 }
 
 /// The topics of the system.
@@ -64,6 +76,7 @@ impl KafkaConfig {
             topic_prefix: text("KAFKA_TOPIC_PREFIX", ""),
             delivery_timeout: Duration::from_millis(var("KAFKA_DELIVERY_TIMEOUT_MS", 5000)?),
             fetch_wait: Duration::from_millis(var("KAFKA_FETCH_WAIT_MS", 10)?),
+            session_timeout: Duration::from_millis(var("KAFKA_SESSION_TIMEOUT_MS", 6000)?),
         })
     }
 
@@ -78,23 +91,41 @@ impl KafkaConfig {
         }
     }
 
-    /// Settings every client shares.
+    /// Settings every client shares. A broker that went away is tried again within a second
+    /// of its return (librdkafka's default backoff grows to 10 s).
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.brokers);
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("reconnect.backoff.ms", "100")
+            .set("reconnect.backoff.max.ms", "1000");
         config
     }
 
     /// A consumer in `group` that starts from the earliest offset when the group has none and
     /// commits only the offsets the application stores, after it has handled a message.
-    pub fn consumer(&self, group: &str) -> Result<StreamConsumer, KafkaError> {
+    pub fn consumer(&self, group: &str) -> Result<GroupConsumer, KafkaError> {
+        self.member(group, 0)
+    }
+
+    fn member(&self, group: &str, member: usize) -> Result<GroupConsumer, KafkaError> {
         self.client_config()
             .set("group.id", group)
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("fetch.wait.max.ms", self.fetch_wait.as_millis().to_string())
-            .create()
+            .set("session.timeout.ms", millis(self.session_timeout))
+            .set("heartbeat.interval.ms", millis(self.heartbeat_interval()))
+            // How long one message may take, outages waited out included, before the group
+            // gives the consumer's partitions to another: past it the consumer rejoins, and
+            // what it had not committed is delivered again, which changes nothing.
+            .set("max.poll.interval.ms", millis(MAX_POLL_INTERVAL))
+            .create_with_context(GroupContext::new(group, member))
+    }
+
+    fn heartbeat_interval(&self) -> Duration {
+        (self.session_timeout / 3).min(Duration::from_secs(1))
     }
 
     /// `count` consumers in `group` subscribed to `topics`, once the system's topics exist
@@ -107,14 +138,20 @@ impl KafkaConfig {
         topics: &[&str],
         count: usize,
         shutdown: &CancellationToken,
-    ) -> Option<Result<Vec<StreamConsumer>, KafkaError>> {
+    ) -> Option<Result<Group, KafkaError>> {
         until_ok("creating topics", shutdown, || self.ensure_topics()).await?;
-        let consumer = || {
-            let consumer = self.consumer(group)?;
+        let member = |n| {
+            let consumer = self.member(group, n)?;
             consumer.subscribe(topics)?;
             Ok(consumer)
         };
-        Some((0..count.max(1)).map(|_| consumer()).collect())
+        let consumers: Result<Vec<_>, KafkaError> = (0..count.max(1)).map(member).collect();
+        Some(consumers.map(|consumers| Group {
+            kafka: self.clone(),
+            name: group.to_owned(),
+            topics: topics.iter().map(|&topic| topic.to_owned()).collect(),
+            consumers,
+        }))
     }
 
     /// Creates the system's topics that are missing; existing ones are left as they are.

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use financing_runtime::retry::{Chain, outage_backoff};
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use tokio_util::sync::CancellationToken;
 
-use crate::{KafkaConfig, PublishError, Publisher, dead_letter};
+use crate::{GroupConsumer, KafkaConfig, PublishError, Publisher, dead_letter};
 
 /// What a component does with each message it consumes.
 pub trait HandleMessage: Sync {
@@ -27,22 +27,10 @@ pub trait HandleMessage: Sync {
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
-/// Runs every consumer until shutdown, concurrently: each handles its partitions in order.
-pub async fn consume_all<H: HandleMessage>(
-    consumers: &[StreamConsumer],
-    handler: &H,
-    shutdown: &CancellationToken,
-) {
-    let each = consumers
-        .iter()
-        .map(|consumer| consume(consumer, handler, shutdown));
-    futures::future::join_all(each).await;
-}
-
 /// Consumes until shutdown: the message in hand is finished (or, if shutdown comes while it
 /// waits out an outage, left for redelivery) and the stored offsets committed.
-async fn consume<H: HandleMessage>(
-    consumer: &StreamConsumer,
+pub(crate) async fn consume<H: HandleMessage>(
+    consumer: &GroupConsumer,
     handler: &H,
     shutdown: &CancellationToken,
 ) {

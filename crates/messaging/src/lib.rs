@@ -1,15 +1,17 @@
 //! Kafka for Financing: [`KafkaConfig`] and the [`Topics`], topic creation at start-up,
-//! [`Publisher`] (answers only once the broker acknowledged), consumers that store offsets by
-//! hand, and the wire form of every message: a JSON payload with its type, ids, version and
+//! [`Publisher`] (answers only once the broker acknowledged), consumer [`Group`]s that store
+//! offsets by hand and watch their own progress, and the wire form of every message: a JSON payload with its type, ids, version and
 //! correlation in headers, keyed by aggregate id.
 
 mod config;
 mod consume;
+mod group;
 mod publisher;
 mod wire;
 
 pub use config::{KafkaConfig, Topics};
-pub use consume::{DeadLetters, HandleMessage, consume_all};
+pub use consume::{DeadLetters, HandleMessage};
+pub use group::{Group, GroupConsumer, LagReader, PartitionLag, ProgressWatch, Stall};
 pub use publisher::{PublishError, Publisher};
 pub use wire::{
     CommandMessage, EventMessage, EventMeta, Record, RejectionMessage, Undecodable, dead_letter,

@@ -4,13 +4,13 @@
 //! only after that commit.
 
 use financing_messaging::{
-    DeadLetters, EventMessage, HandleMessage, KafkaConfig, PublishError, RejectionMessage, Topics,
+    DeadLetters, EventMessage, Group, HandleMessage, KafkaConfig, PublishError, RejectionMessage,
+    Topics,
 };
 use financing_read_model::{MIGRATOR, Projected, ProjectionError, ReadModel};
 use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::connect_until_ready;
 use rdkafka::Message;
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::BorrowedMessage;
 use tokio_util::sync::CancellationToken;
 
@@ -57,7 +57,7 @@ pub enum Transient {
 }
 
 pub struct Projector {
-    consumers: Vec<StreamConsumer>,
+    group: Group,
     dead_letters: DeadLetters,
     read_model: ReadModel,
     topics: Topics,
@@ -77,13 +77,13 @@ impl Projector {
             .ok_or(StartError::ShutDown)?;
         let topics = config.kafka.topics();
         let subscribed = [&*topics.events, &topics.outcomes];
-        let consumers = config
+        let group = config
             .kafka
             .join(&config.group_id, &subscribed, config.consumers, &shutdown)
             .await
             .ok_or(StartError::ShutDown)??;
         Ok(Projector {
-            consumers,
+            group,
             dead_letters: DeadLetters::new(&config.kafka)?,
             read_model: ReadModel::new(pool),
             topics,
@@ -94,7 +94,7 @@ impl Projector {
     /// Projects until shutdown, then commits the stored offsets.
     pub async fn run_until_stopped(self) {
         tracing::info!("projector consuming");
-        financing_messaging::consume_all(&self.consumers, &self, &self.shutdown).await;
+        self.group.consume(&self, &self.shutdown).await;
         tracing::info!("projector stopped");
     }
 

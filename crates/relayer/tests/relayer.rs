@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use financing_messaging::{EventMessage, KafkaConfig, RejectionMessage};
+use financing_messaging::{EventMessage, GroupConsumer, KafkaConfig, RejectionMessage};
 use financing_relayer::{RelayError, Relayer, RelayerConfig};
 use financing_testkit::{PATIENCE, own_database_url, own_topics, read_to_end, wait_until};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -50,7 +50,7 @@ async fn insert(connection: &mut PgConnection, aggregate_id: Uuid, version: i64)
     .unwrap();
 }
 
-fn consumer(config: &RelayerConfig) -> StreamConsumer {
+fn consumer(config: &RelayerConfig) -> GroupConsumer {
     let consumer = config
         .kafka
         .consumer(&format!("{}test", config.kafka.topic_prefix))
@@ -70,7 +70,7 @@ async fn unpublished(pool: &PgPool) -> i64 {
 
 /// Reads events until `done` says so; returns each aggregate's versions in arrival order.
 async fn receive_until(
-    consumer: &StreamConsumer,
+    consumer: &GroupConsumer,
     received: &mut HashMap<Uuid, Vec<u64>>,
     done: impl Fn(&HashMap<Uuid, Vec<u64>>) -> bool,
 ) {

@@ -10,9 +10,9 @@ use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use financing_messaging::KafkaConfig;
+use financing_messaging::{GroupConsumer, KafkaConfig};
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use uuid::Uuid;
@@ -130,7 +130,7 @@ pub async fn read_to_end(kafka: &KafkaConfig, topic: &str) -> Vec<OwnedMessage> 
             .expect("the end marker is written");
     }
 
-    let consumer: StreamConsumer = kafka
+    let consumer: GroupConsumer = kafka
         .consumer(&format!("read-to-end-{marker}"))
         .expect("a consumer");
     consumer.subscribe(&[topic]).expect("subscribed");

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Measures the system under each of several settings, side by side in one run. For each
+# setting it starts a fresh system with scripts/up.sh (its own broker, databases and ports, so a
+# running demo is left alone), lets it settle, and prints:
+#   - idle CPU and memory of every process (scripts/usage.sh),
+#   - one command at a time: SellInvoice -> InvoiceCreated and BidOnInvoice -> reserved funds
+#     shown (loadgen command-to-event, bid-to-read-model),
+#   - a soak at --rate for --seconds (loadgen soak), with the CPU it costs;
+# then stops it (scripts/down.sh).
+#
+# Usage: scripts/bench.sh [--rate N] [--seconds N] [--samples N] SETTING...
+# A SETTING is environment assignments for up.sh and loadgen, e.g. "KAFKA_PARTITIONS=1" or
+# "BROKER_STORAGE=memory://nisshi/ KAFKA_FETCH_WAIT_MS=100"; "" is the defaults.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+rate=300 seconds=60 samples=200
+while [[ "${1:-}" == --* ]]; do
+    case "$1" in
+        --rate) rate=$2 ;;
+        --seconds) seconds=$2 ;;
+        --samples) samples=$2 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift 2
+done
+if (($# == 0)); then set -- ""; fi
+
+cargo build --release --locked --bins --quiet
+export BROKER_PORT=19092 KAFKA_BROKERS=127.0.0.1:19092
+export LISTENER_ADDR=127.0.0.1:18080 QUERIES_ADDR=127.0.0.1:18081
+export LISTENER_URL=http://$LISTENER_ADDR QUERIES_URL=http://$QUERIES_ADDR
+export DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_financing
+export QUERIES_DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_queries
+export RUST_LOG=warn
+ensure_postgres
+
+for setting in "$@"; do
+    export RUN_DIR
+    RUN_DIR=$(mktemp -d /tmp/financing-bench.XXXXXX)
+    for db in bench_financing bench_queries; do
+        dropdb -h 127.0.0.1 -U postgres --if-exists "$db"
+    done
+    printf '\n\033[1m#### setting: %s\033[0m\n' "${setting:-defaults}"
+    (
+        # shellcheck disable=SC2086 # the setting is a list of assignments
+        [ -n "$setting" ] && export $setting
+        scripts/up.sh --detach >"$RUN_DIR/up.out"
+        trap 'scripts/down.sh >/dev/null 2>&1' EXIT
+        sleep 5
+        echo "-- idle, over 10 s"
+        scripts/usage.sh 10
+        target/release/loadgen --samples "$samples" command-to-event
+        target/release/loadgen --samples "$samples" bid-to-read-model
+        echo "-- soak, $rate commands/s for $seconds s; usage over its first $((seconds / 2)) s"
+        scripts/usage.sh $((seconds / 2)) >"$RUN_DIR/usage.out" &
+        target/release/loadgen soak --rate "$rate" --seconds "$seconds" || true
+        wait
+        cat "$RUN_DIR/usage.out"
+    )
+    rm -rf "$RUN_DIR"
+done
