@@ -60,7 +60,7 @@ start_broker() {
         RUST_LOG="${BROKER_LOG:-warn}" setsid nohup "$bin" broker \
             --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
             --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-            --storage-engine "$1" >"$log_file" 2>&1 &
+            --storage-engine "$1" >>"$log_file" 2>&1 &
         echo $!
     )
     wait_for_port "$BROKER_PORT" Nisshi 30

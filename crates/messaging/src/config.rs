@@ -75,7 +75,7 @@ impl KafkaConfig {
             partitions: var("KAFKA_PARTITIONS", 3)?,
             topic_prefix: text("KAFKA_TOPIC_PREFIX", ""),
             delivery_timeout: Duration::from_millis(var("KAFKA_DELIVERY_TIMEOUT_MS", 5000)?),
-            fetch_wait: Duration::from_millis(var("KAFKA_FETCH_WAIT_MS", 10)?),
+            fetch_wait: Duration::from_millis(var("KAFKA_FETCH_WAIT_MS", 25)?),
             session_timeout: Duration::from_millis(var("KAFKA_SESSION_TIMEOUT_MS", 6000)?),
         })
     }

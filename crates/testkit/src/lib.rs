@@ -1,9 +1,11 @@
 //! Test support: a database and topics of a test's own (tests never share state), waiting
-//! until a condition holds (never a bare sleep), reading a topic to its end, and a proxy that
-//! stages an outage.
+//! until a condition holds (never a bare sleep), reading a topic to its end, a proxy that
+//! stages an outage, and a broker of a test's own that it can crash.
 
+mod broker;
 mod proxy;
 
+pub use broker::OwnBroker;
 pub use proxy::Proxy;
 
 use std::future::Future;

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Soaks the system that scripts/up.sh runs (in $RUN_DIR, default .run; start it first with
+# scripts/up.sh --detach, with the same environment): loadgen soak offers a realistic mix of
+# commands at a fixed rate for a fixed time while faults are injected on a schedule, then checks
+# that every acknowledged command was decided and every investor's money adds up; this script
+# then checks that every process is alive. Exits non-zero if anything failed.
+#
+# Usage: scripts/soak.sh [--rate N] [--seconds N] [--fault WHAT@SECONDS]...
+#   --fault broker@20            kill -9 the broker 20 s in, and start it again on its data
+#   --fault command-handler@40   the same for a component (listener, command-handler, relayer,
+#                                projector, queries)
+#   --fault postgres@60          restart PostgreSQL in immediate mode (no clean shutdown)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+RUN_DIR="${RUN_DIR:-.run}"
+PROFILE="${PROFILE:-release}"
+BIN="target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
+LISTENER_ADDR="${LISTENER_ADDR:-127.0.0.1:8080}"
+QUERIES_ADDR="${QUERIES_ADDR:-127.0.0.1:8081}"
+export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:$BROKER_PORT}"
+export LISTENER_URL="http://$LISTENER_ADDR" QUERIES_URL="http://$QUERIES_ADDR"
+
+rate=300 seconds=60 faults=()
+while (($#)); do
+    case "$1" in
+        --rate) rate=$2 ;;
+        --seconds) seconds=$2 ;;
+        --fault) faults+=("$2") ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift 2
+done
+for process in "${COMPONENTS[@]}"; do
+    if [ ! -e "$RUN_DIR/$process.pid" ]; then
+        log "no $process in $RUN_DIR: start the system with scripts/up.sh --detach first"
+        exit 1
+    fi
+done
+
+# Kills -9 what the fault names and starts it again, the way up.sh did.
+inject() { # what
+    case "$1" in
+        postgres)
+            log "fault: restarting PostgreSQL in immediate mode"
+            pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main restart -m immediate
+            ;;
+        broker)
+            log "fault: kill -9 the broker, then starting it again"
+            kill -KILL "$(cat "$RUN_DIR/broker.pid")"
+            while port_open "$BROKER_PORT"; do sleep 0.1; done
+            start_broker "${BROKER_STORAGE:-sqlite://nisshi.db}" "$RUN_DIR/logs/broker.log" \
+                "$RUN_DIR" >"$RUN_DIR/broker.pid"
+            ;;
+        *)
+            log "fault: kill -9 the $1, then starting it again"
+            kill -KILL "$(cat "$RUN_DIR/$1.pid")"
+            start_component "$1"
+            ;;
+    esac
+}
+
+schedule() {
+    local fault what at
+    for fault in "${faults[@]}"; do
+        what=${fault%@*} at=${fault#*@}
+        ( sleep "$at" && inject "$what" ) &
+    done
+    wait
+}
+
+log "soak: $rate commands/s for $seconds s${faults:+, faults: ${faults[*]}}"
+schedule &
+injector=$!
+status=0
+"$BIN/loadgen" soak --rate "$rate" --seconds "$seconds" || status=$?
+wait "$injector"
+
+for pidfile in "$RUN_DIR"/*.pid; do
+    name=$(basename "$pidfile" .pid)
+    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        log "$name is dead (its log: $RUN_DIR/logs/$name.log)"
+        status=1
+    fi
+done
+if ((status == 0)); then log "soak passed: every process alive"; fi
+exit "$status"
