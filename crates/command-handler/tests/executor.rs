@@ -83,7 +83,7 @@ fn investor_state(store: &InMemoryEventStore, id: InvestorId) -> Investor {
             other => panic!("{other:?}"),
         })
         .collect();
-    Investor::replay(&events)
+    Investor::replay(&events).expect("the stored events apply")
 }
 
 #[tokio::test]

@@ -23,16 +23,37 @@ pub trait Aggregate:
     /// The events a command produces on this state, or why it is refused. Never an empty list.
     fn decide(&self, id: Self::Id, command: &Self::Command) -> Result<Vec<Self::Event>, Rejection>;
 
-    /// The state after an event. Infallible: `decide` only produces events that fit.
-    fn apply(&mut self, event: &Self::Event);
+    /// The state after an event. `decide` only produces events that fit, so this fails only on
+    /// a stream this domain did not write (a damaged or forged one): the state is then left as
+    /// it was, and the error says why, rather than making up money.
+    fn apply(&mut self, event: &Self::Event) -> Result<(), ImpossibleEvent>;
 
     /// The state after a sequence of events.
-    fn replay<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self {
+    fn replay<'a>(
+        events: impl IntoIterator<Item = &'a Self::Event>,
+    ) -> Result<Self, ImpossibleEvent> {
         let mut state = Self::default();
         for event in events {
-            state.apply(event);
+            state.apply(event)?;
         }
-        state
+        Ok(state)
+    }
+}
+
+/// An event that cannot follow the state it is applied to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{event} cannot apply: {reason}")]
+pub struct ImpossibleEvent {
+    pub event: &'static str,
+    pub reason: String,
+}
+
+impl ImpossibleEvent {
+    pub(crate) fn new(event: &impl Message, reason: impl Into<String>) -> ImpossibleEvent {
+        ImpossibleEvent {
+            event: event.type_name(),
+            reason: reason.into(),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::message::Message;
-use crate::{Aggregate, InvestorId, InvoiceId, Money, Rejection};
+use crate::{Aggregate, ImpossibleEvent, InvestorId, InvoiceId, Money, Rejection};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Investor {
@@ -12,6 +12,14 @@ pub struct Investor {
     balance: Money,
     reserved: Money,
     committed: Money,
+}
+
+/// Where an investor's money sits.
+#[derive(Debug, Clone, Copy)]
+enum Column {
+    Balance,
+    Reserved,
+    Committed,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +82,37 @@ impl Investor {
 
     pub fn committed(&self) -> Money {
         self.committed
+    }
+
+    /// Moves `amount` from one column (or from outside, for funds added) to another, all or
+    /// nothing: a move the account cannot afford, or past what an amount can reach, is refused.
+    fn move_money(
+        &mut self,
+        from: Option<Column>,
+        to: Column,
+        amount: Money,
+    ) -> Result<(), String> {
+        let mut after = self.clone();
+        if let Some(from) = from {
+            let available = *after.column(from);
+            *after.column(from) = available
+                .checked_sub(amount)
+                .ok_or_else(|| format!("moves {amount} out of {from:?} {available}"))?;
+        }
+        let held = *after.column(to);
+        *after.column(to) = held
+            .checked_add(amount)
+            .ok_or_else(|| format!("{to:?} {held} cannot take {amount} more"))?;
+        *self = after;
+        Ok(())
+    }
+
+    fn column(&mut self, column: Column) -> &mut Money {
+        match column {
+            Column::Balance => &mut self.balance,
+            Column::Reserved => &mut self.reserved,
+            Column::Committed => &mut self.committed,
+        }
     }
 
     fn take_from_reserved(&self, amount: Money) -> Result<(), Rejection> {
@@ -152,29 +191,27 @@ impl Aggregate for Investor {
         }
     }
 
-    fn apply(&mut self, event: &InvestorEvent) {
-        // `decide` never emits a move the account cannot afford, so these cannot fail on a
-        // stream this domain wrote; saturating keeps `apply` total on any other.
-        let add = |a: Money, b: Money| a.checked_add(b).unwrap_or(a);
-        let sub = |a: Money, b: Money| a.checked_sub(b).unwrap_or(Money::ZERO);
-        match event {
-            InvestorEvent::InvestorCreated { .. } => self.registered = true,
-            InvestorEvent::InvestorFundsAdded { amount, .. } => {
-                self.balance = add(self.balance, *amount);
+    fn apply(&mut self, event: &InvestorEvent) -> Result<(), ImpossibleEvent> {
+        use InvestorEvent::*;
+        let moved = match event {
+            InvestorCreated { .. } if self.registered => Err("the investor already exists".into()),
+            InvestorCreated { .. } => {
+                self.registered = true;
+                Ok(())
             }
-            InvestorEvent::BidOnInvoicePlaced { bid_amount, .. } => {
-                self.balance = sub(self.balance, *bid_amount);
-                self.reserved = add(self.reserved, *bid_amount);
+            _ if !self.registered => Err("the investor does not exist".into()),
+            InvestorFundsAdded { amount, .. } => self.move_money(None, Column::Balance, *amount),
+            BidOnInvoicePlaced { bid_amount, .. } => {
+                self.move_money(Some(Column::Balance), Column::Reserved, *bid_amount)
             }
-            InvestorEvent::InvestorFundsReleased { amount, .. } => {
-                self.reserved = sub(self.reserved, *amount);
-                self.balance = add(self.balance, *amount);
+            InvestorFundsReleased { amount, .. } => {
+                self.move_money(Some(Column::Reserved), Column::Balance, *amount)
             }
-            InvestorEvent::InvestorFundsCommitted { amount, .. } => {
-                self.reserved = sub(self.reserved, *amount);
-                self.committed = add(self.committed, *amount);
+            InvestorFundsCommitted { amount, .. } => {
+                self.move_money(Some(Column::Reserved), Column::Committed, *amount)
             }
-        }
+        };
+        moved.map_err(|reason| ImpossibleEvent::new(event, reason))
     }
 }
 
@@ -382,5 +419,74 @@ mod tests {
                 requested: Money::units(1),
                 reserved: Money::ZERO,
             });
+    }
+
+    #[test]
+    fn an_event_releasing_more_than_is_reserved_is_impossible_and_changes_nothing() {
+        let id = InvestorId::new_random();
+        let mut investor = Investor::replay(&with_bid(id, 100, 20)).unwrap();
+        let before = investor.clone();
+        let error = investor
+            .apply(&InvestorFundsReleased {
+                investor_id: id,
+                amount: Money::units(30),
+            })
+            .unwrap_err();
+        assert_eq!(error.event, "InvestorFundsReleased");
+        assert_eq!(investor, before, "no money is made up");
+    }
+
+    #[test]
+    fn an_event_committing_more_than_is_reserved_is_impossible() {
+        let id = InvestorId::new_random();
+        let mut investor = Investor::replay(&with_bid(id, 100, 20)).unwrap();
+        let commit = InvestorFundsCommitted {
+            investor_id: id,
+            amount: Money::units(21),
+        };
+        assert!(investor.apply(&commit).is_err());
+        assert_eq!(investor.committed(), Money::ZERO);
+    }
+
+    #[test]
+    fn an_event_bidding_more_than_the_balance_is_impossible() {
+        let id = InvestorId::new_random();
+        let mut investor = Investor::replay(&registered_with(id, 10)).unwrap();
+        let bid = BidOnInvoicePlaced {
+            investor_id: id,
+            invoice_id: InvoiceId::new_random(),
+            bid_amount: Money::units(11),
+        };
+        assert!(investor.apply(&bid).is_err());
+        assert_eq!(investor.balance(), Money::units(10));
+    }
+
+    #[test]
+    fn funds_past_what_money_can_hold_are_impossible() {
+        let id = InvestorId::new_random();
+        let mut investor = Investor::replay(&registered_with(id, 0)).unwrap();
+        let huge = |amount| InvestorFundsAdded {
+            investor_id: id,
+            amount,
+        };
+        investor.apply(&huge(Money::MAX_TOTAL)).unwrap();
+        assert!(investor.apply(&huge(Money::from_cents(1))).is_err());
+        assert_eq!(investor.balance(), Money::MAX_TOTAL);
+    }
+
+    #[test]
+    fn an_event_for_an_investor_that_does_not_exist_or_a_second_creation_is_impossible() {
+        let id = InvestorId::new_random();
+        let funds = InvestorFundsAdded {
+            investor_id: id,
+            amount: Money::units(1),
+        };
+        assert!(Investor::default().apply(&funds).is_err());
+        let mut investor = Investor::replay(&registered_with(id, 1)).unwrap();
+        let again = InvestorCreated {
+            investor_id: id,
+            name: "Ada".into(),
+        };
+        assert!(investor.apply(&again).is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::message::Message;
-use crate::{Aggregate, InvestorId, InvoiceId, IssuerId, Money, Rejection};
+use crate::{Aggregate, ImpossibleEvent, InvestorId, InvoiceId, IssuerId, Money, Rejection};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -192,32 +192,46 @@ impl Aggregate for Invoice {
         }
     }
 
-    fn apply(&mut self, event: &InvoiceEvent) {
-        if let InvoiceEvent::InvoiceCreated {
-            issuer_id,
-            asking_price,
-            ..
-        } = event
-        {
-            self.on_sale = Some(OnSale {
-                issuer_id: *issuer_id,
-                asking_price: *asking_price,
-                status: InvoiceStatus::Available,
-                winning_bid: None,
-            });
-            return;
-        }
+    fn apply(&mut self, event: &InvoiceEvent) -> Result<(), ImpossibleEvent> {
+        use InvoiceStatus::{Available, Financed};
+        let impossible = |reason: String| Err(ImpossibleEvent::new(event, reason));
         let Some(sale) = &mut self.on_sale else {
-            return;
+            return match event {
+                InvoiceEvent::InvoiceCreated {
+                    issuer_id,
+                    asking_price,
+                    ..
+                } => {
+                    self.on_sale = Some(OnSale {
+                        issuer_id: *issuer_id,
+                        asking_price: *asking_price,
+                        status: Available,
+                        winning_bid: None,
+                    });
+                    Ok(())
+                }
+                _ => impossible("the invoice does not exist".into()),
+            };
         };
-        match event {
-            InvoiceEvent::InvoiceFinanced { bid, .. } => {
-                sale.status = InvoiceStatus::Financed;
-                sale.winning_bid = Some(*bid);
+        match (event, sale.status) {
+            (InvoiceEvent::InvoiceCreated { .. }, _) => {
+                impossible("the invoice already exists".into())
             }
-            InvoiceEvent::InvoiceApproved { .. } => sale.status = InvoiceStatus::Approved,
-            InvoiceEvent::InvoiceReversed { .. } => sale.status = InvoiceStatus::Reversed,
-            InvoiceEvent::InvoiceCreated { .. } | InvoiceEvent::BidOnInvoiceRejected { .. } => {}
+            (InvoiceEvent::BidOnInvoiceRejected { .. }, _) => Ok(()),
+            (InvoiceEvent::InvoiceFinanced { bid, .. }, Available) => {
+                sale.status = Financed;
+                sale.winning_bid = Some(*bid);
+                Ok(())
+            }
+            (InvoiceEvent::InvoiceApproved { .. }, Financed) => {
+                sale.status = InvoiceStatus::Approved;
+                Ok(())
+            }
+            (InvoiceEvent::InvoiceReversed { .. }, Financed) => {
+                sale.status = InvoiceStatus::Reversed;
+                Ok(())
+            }
+            (_, status) => impossible(format!("the invoice is {status}")),
         }
     }
 }
@@ -432,5 +446,40 @@ mod tests {
         given::<Invoice>(id, [])
             .when(InvoiceCommand::ApproveFinancing)
             .then_rejected(Rejection::not_found::<Invoice>(id));
+    }
+
+    #[test]
+    fn an_invoice_cannot_be_financed_twice_nor_approved_unless_financed() {
+        let id = InvoiceId::new_random();
+        let mut invoice = Invoice::replay(&financed(id, 10, bid(10))).unwrap();
+        let again = InvoiceFinanced {
+            invoice_id: id,
+            asking_price: Money::units(10),
+            bid: bid(12),
+        };
+        assert!(invoice.apply(&again).is_err());
+        assert_eq!(invoice.winning_bid(), Some(bid(10)), "the first bid stays");
+
+        let mut available = Invoice::replay(&on_sale_for(id, 10)).unwrap();
+        let approved = InvoiceApproved {
+            invoice_id: id,
+            sold_price: Money::units(10),
+            bid: bid(10),
+        };
+        assert!(available.apply(&approved).is_err());
+        assert_eq!(available.status(), Some(InvoiceStatus::Available));
+    }
+
+    #[test]
+    fn an_event_for_an_invoice_that_does_not_exist_or_a_second_creation_is_impossible() {
+        let id = InvoiceId::new_random();
+        let rejected = BidOnInvoiceRejected {
+            invoice_id: id,
+            bid: bid(1),
+        };
+        assert!(Invoice::default().apply(&rejected).is_err());
+        let mut invoice = Invoice::replay(&on_sale_for(id, 10)).unwrap();
+        assert!(invoice.apply(&on_sale_for(id, 5)[0]).is_err());
+        assert_eq!(invoice.asking_price(), Some(Money::units(10)));
     }
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::message::Message;
-use crate::{Aggregate, IssuerId, Rejection};
+use crate::{Aggregate, ImpossibleEvent, IssuerId, Rejection};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Issuer {
@@ -46,9 +46,15 @@ impl Aggregate for Issuer {
         }
     }
 
-    fn apply(&mut self, event: &IssuerEvent) {
+    fn apply(&mut self, event: &IssuerEvent) -> Result<(), ImpossibleEvent> {
         match event {
-            IssuerEvent::IssuerCreated { name, .. } => self.name = Some(name.clone()),
+            IssuerEvent::IssuerCreated { .. } if self.name.is_some() => {
+                Err(ImpossibleEvent::new(event, "the issuer already exists"))
+            }
+            IssuerEvent::IssuerCreated { name, .. } => {
+                self.name = Some(name.clone());
+                Ok(())
+            }
         }
     }
 }
@@ -92,5 +98,12 @@ mod tests {
                 name: "ACME".into(),
             })
             .then_rejected(Rejection::already_exists::<Issuer>(id));
+    }
+
+    #[test]
+    fn a_second_creation_event_is_impossible() {
+        let id = IssuerId::new_random();
+        let mut issuer = Issuer::replay(&[created(id)]).unwrap();
+        assert!(issuer.apply(&created(id)).is_err());
     }
 }

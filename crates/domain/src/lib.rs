@@ -15,7 +15,7 @@ pub mod saga;
 #[cfg(test)]
 mod testing;
 
-pub use aggregate::{Aggregate, Event, Rejection};
+pub use aggregate::{Aggregate, Event, ImpossibleEvent, Rejection};
 pub use command::{ClientCommand, Command};
 pub use ids::{CommandId, InvestorId, InvoiceId, IssuerId};
 pub use integration::IntegrationEvent;

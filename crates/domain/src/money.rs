@@ -32,8 +32,12 @@ pub enum AmountError {
 
 impl Money {
     pub const ZERO: Money = Money(0);
-    /// The largest single amount accepted from outside: 1e12 (in cents below).
+    /// The largest single amount accepted from outside, on any path (gRPC, Kafka, text): 1e12
+    /// (in cents below).
     pub const MAX_AMOUNT: Money = Money(100_000_000_000_000);
+    /// The most a sum of amounts may reach: what a BIGINT of cents holds, so that every store
+    /// takes it.
+    pub const MAX_TOTAL: Money = Money(i64::MAX as u64);
 
     pub const fn from_cents(cents: u64) -> Money {
         Money(cents)
@@ -52,8 +56,12 @@ impl Money {
         self.0 == 0
     }
 
+    /// `None` past [`Money::MAX_TOTAL`].
     pub fn checked_add(self, other: Money) -> Option<Money> {
-        self.0.checked_add(other.0).map(Money)
+        self.0
+            .checked_add(other.0)
+            .filter(|cents| *cents <= Money::MAX_TOTAL.0)
+            .map(Money)
     }
 
     /// `None` when the result would be negative.
@@ -100,7 +108,8 @@ impl fmt::Display for Money {
     }
 }
 
-/// Parses `"12"`, `"12.3"` or `"12.34"`; any sign, exponent or third decimal is refused.
+/// Parses `"12"`, `"12.3"` or `"12.34"`, up to [`Money::MAX_AMOUNT`]; any sign, exponent or
+/// third decimal is refused.
 impl FromStr for Money {
     type Err = AmountError;
 
@@ -125,6 +134,7 @@ impl FromStr for Money {
             .checked_mul(100)
             .and_then(|cents| cents.checked_add(fraction_cents))
             .map(Money)
+            .filter(|money| *money <= Money::MAX_AMOUNT)
             .ok_or(AmountError::TooLarge)
     }
 }
@@ -217,6 +227,30 @@ mod tests {
         assert_eq!(
             "99999999999999999999".parse::<Money>(),
             Err(AmountError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn text_past_the_largest_amount_is_refused_like_a_number() {
+        assert_eq!("1000000000000".parse::<Money>(), Ok(Money::MAX_AMOUNT));
+        assert_eq!(
+            "1000000000000.01".parse::<Money>(),
+            Err(AmountError::TooLarge)
+        );
+        // The balance that once froze the projector.
+        assert_eq!(
+            "100000000000000000".parse::<Money>(),
+            Err(AmountError::TooLarge)
+        );
+        assert!(serde_json::from_str::<Money>(r#""100000000000000000""#).is_err());
+    }
+
+    #[test]
+    fn a_sum_past_what_a_bigint_of_cents_holds_is_refused() {
+        assert_eq!(Money::MAX_TOTAL.checked_add(Money::from_cents(1)), None);
+        assert_eq!(
+            Money::MAX_TOTAL.checked_add(Money::ZERO),
+            Some(Money::MAX_TOTAL)
         );
     }
 

@@ -6,7 +6,7 @@ pub fn given<A: Aggregate>(id: A::Id, history: impl IntoIterator<Item = A::Event
     let history: Vec<A::Event> = history.into_iter().collect();
     Given {
         id,
-        state: A::replay(&history),
+        state: A::replay(&history).expect("the history applies"),
     }
 }
 
@@ -38,7 +38,7 @@ impl<A: Aggregate> Then<A> {
         assert_eq!(self.outcome, Ok(expected.clone()));
         let mut state = self.state;
         for event in &expected {
-            state.apply(event);
+            state.apply(event).expect("decided events apply");
         }
         state
     }

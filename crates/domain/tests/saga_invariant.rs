@@ -52,7 +52,7 @@ where
         Ok(events
             .into_iter()
             .map(|event| {
-                state.apply(&event);
+                state.apply(&event).expect("decided events apply");
                 *version += 1;
                 let position = EventPosition {
                     aggregate_id: id.into(),

@@ -64,11 +64,18 @@ impl<S: EventStore> Repository<S> {
             .load_events(A::TYPE, aggregate_id, version)
             .await?
         {
-            let event =
-                A::Event::from_payload(&recorded.event_type, recorded.payload).map_err(|e| {
-                    StoreError::Corrupt(format!("{aggregate_id} v{}: {e}", recorded.version))
-                })?;
-            state.apply(&event);
+            let corrupt = |reason: String| {
+                let error = StoreError::Corrupt(format!(
+                    "{} {aggregate_id} v{}: {reason}",
+                    A::TYPE,
+                    recorded.version
+                ));
+                tracing::error!(%error, "an aggregate's stored events cannot be replayed");
+                error
+            };
+            let event = A::Event::from_payload(&recorded.event_type, recorded.payload)
+                .map_err(|e| corrupt(e.to_string()))?;
+            state.apply(&event).map_err(|e| corrupt(e.to_string()))?;
             version = recorded.version;
         }
         Ok(Loaded { id, state, version })
@@ -82,15 +89,22 @@ impl<S: EventStore> Repository<S> {
         meta: CommandMeta,
     ) -> Result<(), StoreError> {
         let new_version = loaded.version + events.len() as u64;
-        let snapshot = (new_version / self.snapshot_every > loaded.version / self.snapshot_every)
-            .then(|| {
-                let mut state = loaded.state.clone();
-                events.iter().for_each(|event| state.apply(event));
-                Snapshot {
-                    version: new_version,
-                    state: serde_json::to_value(&state).expect("aggregate state serializes"),
-                }
-            });
+        let snapshot = if new_version / self.snapshot_every > loaded.version / self.snapshot_every {
+            let mut state = loaded.state.clone();
+            for event in events {
+                // `decide` produced them on this state: failing here is a bug in the domain.
+                state
+                    .apply(event)
+                    .map_err(|e| StoreError::Corrupt(format!("a decided event: {e}")))?;
+            }
+            Some(Snapshot {
+                version: new_version,
+                state: serde_json::to_value(&state)
+                    .map_err(|e| StoreError::Corrupt(format!("a snapshot: {e}")))?,
+            })
+        } else {
+            None
+        };
         let events = events
             .iter()
             .map(|event| NewEvent {

@@ -9,8 +9,8 @@ use financing_domain::{
     Issuer, IssuerCommand, IssuerId, Message, Money,
 };
 use financing_event_store::{
-    CommandMeta, EVENTS_APPENDED_CHANNEL, EventStore, InMemoryEventStore, Outbox, Outcome,
-    PgEventStore, Repository, StoreError,
+    Append, CommandMeta, EVENTS_APPENDED_CHANNEL, EventMetadata, EventStore, InMemoryEventStore,
+    NewEvent, Outbox, Outcome, PgEventStore, Repository, StoreError,
 };
 use financing_testkit::wait_until;
 use sqlx::PgPool;
@@ -199,8 +199,43 @@ async fn a_snapshot_plus_the_later_events_equals_a_full_replay<S: EventStore>(st
         .map(|e| InvestorEvent::from_payload(&e.event_type, e.payload).unwrap())
         .collect();
     assert_eq!(loaded.version, 7);
-    assert_eq!(loaded.state, Investor::replay(&history));
+    assert_eq!(loaded.state, Investor::replay(&history).unwrap());
     assert_eq!(loaded.state.reserved(), Money::units(15));
+}
+
+async fn a_stream_holding_an_impossible_event_does_not_load<S: EventStore>(store: S) {
+    let repo = Repository::new(store, 100);
+    let id = register(&repo, 100).await;
+    // Released funds that were never reserved: no decision of this domain writes that.
+    let forged = InvestorEvent::InvestorFundsReleased {
+        investor_id: id,
+        amount: Money::units(50),
+    };
+    let append = Append {
+        aggregate_type: Investor::TYPE,
+        aggregate_id: id.into(),
+        expected_version: 2,
+        command_id: CommandId::new_random(),
+        events: vec![NewEvent {
+            event_type: forged.type_name().into(),
+            schema_version: 1,
+            payload: forged.to_payload(),
+            metadata: EventMetadata {
+                event_id: Uuid::new_v4(),
+                command_id: CommandId::new_random(),
+                correlation_id: Uuid::new_v4(),
+                causation_id: Uuid::new_v4(),
+            },
+        }],
+        snapshot: None,
+    };
+    repo.store().append(append).await.unwrap();
+
+    let loaded = repo.load::<Investor>(id).await;
+    assert!(
+        matches!(&loaded, Err(StoreError::Corrupt(reason)) if reason.contains("v3")),
+        "{loaded:?}"
+    );
 }
 
 async fn a_duplicate_command_id_writes_nothing<S: EventStore>(store: S) {
@@ -306,6 +341,7 @@ contract!(
     a_snapshot_plus_the_later_events_equals_a_full_replay,
     a_duplicate_command_id_writes_nothing,
     aggregates_of_two_types_sharing_an_id_are_two_streams,
+    a_stream_holding_an_impossible_event_does_not_load,
 );
 
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]

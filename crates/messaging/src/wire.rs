@@ -51,7 +51,8 @@ impl Record {
         }
     }
 
-    pub(crate) fn kafka_headers(&self) -> OwnedHeaders {
+    /// The headers as the Kafka client takes them.
+    pub fn kafka_headers(&self) -> OwnedHeaders {
         self.headers.iter().fold(
             OwnedHeaders::new_with_capacity(self.headers.len()),
             |all, (key, value)| {
@@ -102,6 +103,18 @@ where
             name,
             reason: format!("{text:?}: {e}"),
         })
+}
+
+/// An aggregate version: from 1 up to what a BIGINT holds, as every store keeps it.
+fn version(message: &impl Message) -> Result<u64, Undecodable> {
+    let version: u64 = parsed(message, headers::VERSION)?;
+    if version == 0 || i64::try_from(version).is_err() {
+        return Err(Undecodable::InvalidHeader {
+            name: headers::VERSION,
+            reason: format!("{version} is not between 1 and {}", i64::MAX),
+        });
+    }
+    Ok(version)
 }
 
 fn json_payload(message: &impl Message) -> Result<Value, Undecodable> {
@@ -166,7 +179,7 @@ impl EventMessage {
         let meta = EventMeta {
             aggregate_type: header(message, AGGREGATE_TYPE)?.to_owned(),
             aggregate_id: parsed(message, AGGREGATE_ID)?,
-            version: parsed(message, VERSION)?,
+            version: version(message)?,
             schema_version: parsed(message, SCHEMA_VERSION)?,
             event_id: parsed(message, EVENT_ID)?,
             command_id: parsed(message, COMMAND_ID)?,
@@ -407,6 +420,46 @@ mod tests {
         record.headers.retain(|(name, _)| name != headers::VERSION);
         let error = EventMessage::decode(&received(&record)).unwrap_err();
         assert_eq!(error.to_string(), r#"missing header "version""#);
+    }
+
+    #[test]
+    fn a_version_outside_what_a_store_keeps_is_refused() {
+        for version in ["0", "9223372036854775808", "18446744073709551615"] {
+            let mut record = event_message().record();
+            for (name, value) in &mut record.headers {
+                if name == headers::VERSION {
+                    *value = version.into();
+                }
+            }
+            let error = EventMessage::decode(&received(&record)).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    Undecodable::InvalidHeader {
+                        name: "version",
+                        ..
+                    }
+                ),
+                "{version}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_integration_event_with_a_balance_past_the_largest_amount_is_refused() {
+        let record = Record {
+            key: "k".into(),
+            payload: serde_json::json!({
+                "id": Uuid::new_v4(),
+                "name": "Ada",
+                "balance": "100000000000000000",
+            })
+            .to_string()
+            .into_bytes(),
+            headers: vec![(headers::TYPE.into(), "InvestorRegistered".into())],
+        };
+        let error = integration_event(&received(&record)).unwrap_err();
+        assert!(error.to_string().contains("must not exceed"), "{error}");
     }
 
     #[test]

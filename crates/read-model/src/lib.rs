@@ -27,7 +27,8 @@ impl ReadModel {
     }
 }
 
-/// Money columns hold cents.
-fn cents(money: financing_domain::Money) -> i64 {
-    i64::try_from(money.cents()).expect("an amount of money fits in a BIGINT of cents")
+/// Money columns hold cents; an amount past what a BIGINT holds can never be stored.
+fn cents(money: financing_domain::Money) -> Result<i64, ProjectionError> {
+    i64::try_from(money.cents())
+        .map_err(|_| ProjectionError::Contradiction(format!("{money} does not fit in cents")))
 }

@@ -33,7 +33,9 @@ impl ReadModel {
     pub async fn project(&self, message: &EventMessage) -> Result<Projected, ProjectionError> {
         use Event::{Investor, Invoice, Issuer};
         let meta = &message.meta;
-        let version = i64::try_from(meta.version).expect("a version fits in a BIGINT");
+        let version = i64::try_from(meta.version).map_err(|_| {
+            ProjectionError::Contradiction(format!("version {} is past a BIGINT", meta.version))
+        })?;
         // $1 is the aggregate id, $2 the event's version; updates apply only on version $2 - 1.
         let step = |sql| sqlx::query(sql).bind(meta.aggregate_id).bind(version);
         let statement = match &message.event {
@@ -51,22 +53,22 @@ impl ReadModel {
                 "UPDATE investors SET balance = balance + $3, version = $2 \
                  WHERE id = $1 AND version = $2 - 1",
             )
-            .bind(cents(*amount)),
+            .bind(cents(*amount)?),
             Investor(InvestorEvent::BidOnInvoicePlaced { bid_amount, .. }) => step(
                 "UPDATE investors SET balance = balance - $3, reserved = reserved + $3, \
                  version = $2 WHERE id = $1 AND version = $2 - 1",
             )
-            .bind(cents(*bid_amount)),
+            .bind(cents(*bid_amount)?),
             Investor(InvestorEvent::InvestorFundsReleased { amount, .. }) => step(
                 "UPDATE investors SET reserved = reserved - $3, balance = balance + $3, \
                  version = $2 WHERE id = $1 AND version = $2 - 1",
             )
-            .bind(cents(*amount)),
+            .bind(cents(*amount)?),
             Investor(InvestorEvent::InvestorFundsCommitted { amount, .. }) => step(
                 "UPDATE investors SET reserved = reserved - $3, committed = committed + $3, \
                  version = $2 WHERE id = $1 AND version = $2 - 1",
             )
-            .bind(cents(*amount)),
+            .bind(cents(*amount)?),
             Invoice(InvoiceEvent::InvoiceCreated {
                 issuer_id,
                 asking_price,
@@ -76,13 +78,13 @@ impl ReadModel {
                  VALUES ($1, $2, $3, $4, 'AVAILABLE') ON CONFLICT (id) DO NOTHING",
             )
             .bind(issuer_id.as_uuid())
-            .bind(cents(*asking_price)),
+            .bind(cents(*asking_price)?),
             Invoice(InvoiceEvent::InvoiceFinanced { bid, .. }) => step(
                 "UPDATE invoices SET status = 'FINANCED', winning_investor_id = $3, \
                  winning_bid = $4, version = $2 WHERE id = $1 AND version = $2 - 1",
             )
             .bind(bid.investor_id.as_uuid())
-            .bind(cents(bid.amount)),
+            .bind(cents(bid.amount)?),
             Invoice(InvoiceEvent::BidOnInvoiceRejected { .. }) => {
                 step("UPDATE invoices SET version = $2 WHERE id = $1 AND version = $2 - 1")
             }
