@@ -26,6 +26,8 @@ pub struct KafkaConfig {
     /// `KAFKA_DELIVERY_TIMEOUT_MS`: how long a publish may wait for the broker's
     /// acknowledgement before it fails.
     pub delivery_timeout: Duration,
+    /// `KAFKA_LINGER_MS`: how long a producer waits for more messages to send in one request.
+    pub linger: Duration,
     /// `KAFKA_FETCH_WAIT_MS`: the longest a consumer's fetch waits for data. The broker
     /// answers as soon as data arrives; an idle consumer asks again each time it expires.
     pub fetch_wait: Duration,
@@ -75,6 +77,7 @@ impl KafkaConfig {
             partitions: var("KAFKA_PARTITIONS", 3)?,
             topic_prefix: text("KAFKA_TOPIC_PREFIX", ""),
             delivery_timeout: Duration::from_millis(var("KAFKA_DELIVERY_TIMEOUT_MS", 5000)?),
+            linger: Duration::from_millis(var("KAFKA_LINGER_MS", 1)?),
             fetch_wait: Duration::from_millis(var("KAFKA_FETCH_WAIT_MS", 25)?),
             session_timeout: Duration::from_millis(var("KAFKA_SESSION_TIMEOUT_MS", 6000)?),
         })

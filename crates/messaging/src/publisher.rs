@@ -23,7 +23,7 @@ impl Publisher {
         let producer = config
             .client_config()
             .set("enable.idempotence", "true")
-            .set("linger.ms", "1")
+            .set("linger.ms", config.linger.as_millis().to_string())
             .set(
                 "message.timeout.ms",
                 config.delivery_timeout.as_millis().to_string(),
