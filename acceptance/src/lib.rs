@@ -20,8 +20,7 @@ use financing_command_handler::{CommandHandler, HandlerConfig};
 use financing_domain::{CommandId, Event, IntegrationEvent};
 use financing_listener::{Listener, ListenerConfig};
 use financing_messaging::{
-    EventMessage, GroupConsumer, KafkaConfig, Publisher, Record, RejectionMessage,
-    integration_record,
+    EventMessage, GroupConsumer, KafkaConfig, OutcomeMessage, Publisher, Record, integration_record,
 };
 use financing_projector::{Projector, ProjectorConfig};
 use financing_queries::{QueryServer, QueryServerConfig};
@@ -113,6 +112,7 @@ impl System {
                 snapshot_every: 50,
                 max_attempts: 10,
                 consumers: partitions as usize,
+                parked_retry: Duration::from_secs(1),
             };
             let handler = run.spawn(CommandHandler::build(handler, shutdown.clone()));
             let handler = handler.await.unwrap().expect("the command handler starts");
@@ -234,10 +234,10 @@ impl System {
         self.publish_record(&topic, event.record()).await;
     }
 
-    /// Publishes a rejection on `financing.outcomes`, as the relayer would.
-    pub async fn publish_rejection(&self, rejection: &RejectionMessage) {
+    /// Publishes a command's outcome on `financing.outcomes`, as the relayer would.
+    pub async fn publish_outcome(&self, outcome: &OutcomeMessage) {
         let topic = self.kafka.topics().outcomes;
-        self.publish_record(&topic, rejection.record()).await;
+        self.publish_record(&topic, outcome.record()).await;
     }
 
     async fn publish_record(&self, topic: &str, record: Record) {

@@ -14,7 +14,7 @@ use financing_domain::{
     Bid, CommandId, Event, InvestorEvent, InvestorId, InvoiceEvent, InvoiceId, IssuerEvent,
     IssuerId, Money,
 };
-use financing_messaging::{EventMessage, EventMeta, RejectionMessage};
+use financing_messaging::{EventMessage, EventMeta, OutcomeMessage};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -550,12 +550,13 @@ async fn a_command_is_pending_then_applied_or_rejected_with_its_reason() {
     let rejected = CommandId::new_random();
     scenario
         .system
-        .publish_rejection(&RejectionMessage {
+        .publish_outcome(&OutcomeMessage {
             command_id: rejected,
-            aggregate_type: "Investor".into(),
-            aggregate_id: id.as_uuid(),
+            failed: false,
+            aggregate_type: Some("Investor".into()),
+            aggregate_id: Some(id.as_uuid()),
             reason: "insufficient balance: bid 10.00 but balance is 5.00".into(),
-            rejected_at: Utc::now(),
+            decided_at: Utc::now(),
         })
         .await;
 

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let api = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../api");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    // The protos live outside this crate: without this, editing one would not rebuild it.
+    println!("cargo:rerun-if-changed={}", api.display());
+    println!("cargo:rerun-if-changed=build.rs");
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()

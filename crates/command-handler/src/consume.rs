@@ -1,13 +1,22 @@
-//! What the handler does with each message: decode it, turn it into work for the executor, or
-//! dead-letter it with the reason.
+//! What the handler does with each message: decode it and turn it into work for the executor;
+//! park it when the effect it owes cannot happen now (it is tried again until it goes through);
+//! or set it aside on the dead-letter topic when it never can, telling the client its command
+//! FAILED.
+
+use std::time::Duration;
 
 use financing_domain::saga::{self, Reaction};
-use financing_event_store::StoreError;
+use financing_event_store::{Parked, Received, StoreError};
 use financing_messaging::{
-    CommandMessage, EventMessage, HandleMessage, PublishError, Undecodable, integration_event,
+    CommandMessage, EventMessage, HandleMessage, PublishError, Undecodable, headers,
+    integration_event,
 };
+use financing_runtime::retry::Chain;
 use rdkafka::Message;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::Timestamp;
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::{CommandHandler, Origin};
 
@@ -16,6 +25,15 @@ enum Work {
     Client(CommandMessage),
     React(Reaction, Origin),
     Nothing,
+}
+
+/// What became of a message.
+enum Handled {
+    Done,
+    /// Its effect is owed but cannot happen now: parked and tried again.
+    Park(String),
+    /// It can never be handled: set aside.
+    SetAside(String),
 }
 
 /// Why a message cannot be finished now: it is retried, never skipped.
@@ -31,29 +49,68 @@ impl HandleMessage for CommandHandler {
     type Error = Transient;
 
     async fn handle(&self, message: &BorrowedMessage<'_>) -> Result<(), Transient> {
-        let outcome = match self.work(message) {
-            Err(undecodable) => {
-                return Ok(self
-                    .dead_letters
-                    .send(message, &undecodable.to_string())
-                    .await?);
+        match self.act(message).await? {
+            Handled::Done => Ok(()),
+            Handled::Park(reason) => {
+                let delay = self.retry_parked_after(0);
+                self.parking
+                    .park(&received(message), &reason, delay)
+                    .await?;
+                tracing::error!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    reason,
+                    retry_in = ?delay,
+                    "a message whose effect is owed cannot be handled now; parked"
+                );
+                Ok(())
             }
-            Ok(Work::Nothing) => return Ok(()),
-            Ok(Work::Client(command)) => self.executor.client_command(command).await,
-            Ok(Work::React(reaction, origin)) => self.executor.react(&reaction, origin).await,
-        };
-        match outcome {
-            Ok(_) => Ok(()),
-            Err(error @ (StoreError::Corrupt(_) | StoreError::Refused(_))) => {
-                Ok(self.dead_letters.send(message, &error.to_string()).await?)
-            }
-            Err(error) => Err(error.into()),
+            Handled::SetAside(reason) => self.set_aside(message, &reason).await,
         }
+    }
+
+    async fn set_aside(
+        &self,
+        message: &BorrowedMessage<'_>,
+        reason: &str,
+    ) -> Result<(), Transient> {
+        self.dead_letters.send(message, reason).await?;
+        self.record_failure(message, reason).await
     }
 }
 
 impl CommandHandler {
-    fn work(&self, message: &BorrowedMessage<'_>) -> Result<Work, Undecodable> {
+    /// Decodes the message and does what it asks; an error is an outage.
+    async fn act(&self, message: &impl Message) -> Result<Handled, StoreError> {
+        let from_the_saga = message.topic() == self.topics.events;
+        let work = match self.work(message) {
+            Ok(work) => work,
+            // An event the saga owes a reaction to: perhaps a newer handler can read it.
+            Err(undecodable) if from_the_saga => return Ok(Handled::Park(undecodable.to_string())),
+            Err(undecodable) => return Ok(Handled::SetAside(undecodable.to_string())),
+        };
+        let outcome = match work {
+            Work::Nothing => return Ok(Handled::Done),
+            Work::Client(command) => self.executor.client_command(command).await,
+            Work::React(reaction, origin) => self.executor.react(&reaction, origin).await,
+        };
+        let from_a_client = message.topic() == self.topics.commands;
+        match outcome {
+            Ok(_) => Ok(Handled::Done),
+            // The message's own data can never be stored (a NUL in a name): no retry can help.
+            Err(error @ StoreError::Refused(_)) => Ok(Handled::SetAside(error.to_string())),
+            // The aggregate's stream cannot be read: a client is told; a reaction is owed, and
+            // a fixed stream or a newer handler will carry it out.
+            Err(error @ StoreError::Corrupt(_)) if from_a_client => {
+                Ok(Handled::SetAside(error.to_string()))
+            }
+            Err(error @ StoreError::Corrupt(_)) => Ok(Handled::Park(error.to_string())),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn work(&self, message: &impl Message) -> Result<Work, Undecodable> {
         let topic = message.topic();
         if topic == self.topics.commands {
             Ok(Work::Client(CommandMessage::decode(message)?))
@@ -76,4 +133,144 @@ impl CommandHandler {
                 .map_or(Work::Nothing, |reaction| Work::React(reaction, origin)))
         }
     }
+
+    /// A client command that cannot be carried out FAILED, with the reason, for its client to
+    /// see. Without a readable command id nobody can ask for it.
+    async fn record_failure(&self, message: &impl Message, reason: &str) -> Result<(), Transient> {
+        if message.topic() != self.topics.commands {
+            return Ok(());
+        }
+        let header = |name| {
+            message
+                .headers()
+                .and_then(|all| all.iter().find(|h| h.key == name))
+                .and_then(|h| std::str::from_utf8(h.value?).ok())
+        };
+        let Some(command_id) = header(headers::COMMAND_ID).and_then(|id| id.parse().ok()) else {
+            return Ok(());
+        };
+        let aggregate_id = message
+            .key()
+            .and_then(|key| std::str::from_utf8(key).ok())
+            .and_then(|key| key.parse::<Uuid>().ok());
+        let store = self.executor.store();
+        store
+            .record_failure(command_id, aggregate_id, reason)
+            .await?;
+        tracing::warn!(%command_id, reason, "command failed");
+        Ok(())
+    }
+
+    /// Tries the parked messages that are due again, every so often, until shutdown.
+    pub(crate) async fn retry_parked(&self, shutdown: &CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.parked_retry.min(Duration::from_secs(5))) => {}
+            }
+            let due = match self.parking.due(100).await {
+                Ok(due) => due,
+                Err(error) => {
+                    tracing::warn!(error = %Chain(&error), "cannot read the parked messages");
+                    continue;
+                }
+            };
+            for parked in due {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                if let Err(error) = self.retry(&parked).await {
+                    tracing::warn!(error = %Chain(&error), id = parked.id, "cannot retry a parked message yet");
+                }
+            }
+        }
+    }
+
+    async fn retry(&self, parked: &Parked) -> Result<(), Transient> {
+        let message = as_kafka_message(&parked.message);
+        let (topic, offset) = (&parked.message.topic, parked.message.offset);
+        let still = match self.act(&message).await {
+            Ok(Handled::Done) => {
+                self.parking.release(parked.id).await?;
+                tracing::info!(
+                    topic,
+                    offset,
+                    attempts = parked.attempts + 1,
+                    "a parked message went through"
+                );
+                return Ok(());
+            }
+            Ok(Handled::SetAside(reason)) => {
+                self.dead_letters.send(&message, &reason).await?;
+                self.record_failure(&message, &reason).await?;
+                self.parking.release(parked.id).await?;
+                return Ok(());
+            }
+            Ok(Handled::Park(reason)) => reason,
+            Err(error) => Chain(&error).to_string(),
+        };
+        let delay = self.retry_parked_after(parked.attempts + 1);
+        self.parking.postpone(parked.id, &still, delay).await?;
+        tracing::error!(
+            topic,
+            offset,
+            attempts = parked.attempts + 1,
+            reason = still,
+            retry_in = ?delay,
+            "a parked message still cannot be handled"
+        );
+        Ok(())
+    }
+
+    /// The wait before the next attempt: `PARKED_RETRY_MS`, doubling with each failed attempt,
+    /// at most an hour.
+    fn retry_parked_after(&self, attempts: u32) -> Duration {
+        self.parked_retry
+            .saturating_mul(2u32.saturating_pow(attempts.min(16)))
+            .min(Duration::from_secs(3600))
+    }
+}
+
+fn received(message: &impl Message) -> Received {
+    let headers = message
+        .headers()
+        .map(|all| {
+            all.iter()
+                .map(|h| {
+                    let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                    (h.key.to_owned(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Received {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+        headers,
+    }
+}
+
+/// A parked message as the broker delivered it.
+fn as_kafka_message(message: &Received) -> OwnedMessage {
+    let headers = message.headers.iter().fold(
+        OwnedHeaders::new_with_capacity(message.headers.len()),
+        |all, (key, value)| {
+            all.insert(Header {
+                key,
+                value: value.as_deref(),
+            })
+        },
+    );
+    OwnedMessage::new(
+        message.payload.clone(),
+        message.key.clone(),
+        message.topic.clone(),
+        Timestamp::NotAvailable,
+        message.partition,
+        message.offset,
+        Some(headers),
+    )
 }

@@ -30,6 +30,11 @@ impl<S: EventStore> Executor<S> {
         }
     }
 
+    /// The event store it writes to.
+    pub fn store(&self) -> &S {
+        self.repository.store()
+    }
+
     /// A client command from `financing.commands`. Selling needs the issuer: it is looked up
     /// first (issuers are never removed, so the answer cannot go stale).
     pub async fn client_command(&self, message: CommandMessage) -> Result<Outcome, StoreError> {

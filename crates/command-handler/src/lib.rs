@@ -1,13 +1,17 @@
 //! The command handler. It consumes client commands (`financing.commands`), integration events
 //! (`registering.events`) and domain events (`financing.events`, for the saga's policies), and
 //! applies each resulting command to one aggregate in the event store. Domain rejections are
-//! recorded as outcomes, undecodable messages go to `financing.dlq` with the reason, and an
-//! offset is stored only once its message's effect is committed.
+//! recorded as outcomes. A message whose effect is owed but cannot happen now is parked in the
+//! event store and tried again until it goes through; one that can never be handled goes to
+//! `financing.dlq` with the reason (a client command's outcome is then FAILED). An offset is
+//! stored only once its message's effect is committed.
 
 mod consume;
 mod executor;
 
-use financing_event_store::{MIGRATOR, PgEventStore, Repository};
+use std::time::Duration;
+
+use financing_event_store::{MIGRATOR, Parking, PgEventStore, Repository};
 use financing_messaging::{DeadLetters, Group, KafkaConfig, Topics};
 use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::connect_until_ready;
@@ -29,6 +33,9 @@ pub struct HandlerConfig {
     /// `COMMAND_HANDLER_CONSUMERS`: consumers in this process, sharing the partitions; more
     /// than the topics' partitions leaves some idle.
     pub consumers: usize,
+    /// `PARKED_RETRY_MS`: the wait before a parked message is tried again, doubling after
+    /// each failed attempt (at most an hour).
+    pub parked_retry: Duration,
 }
 
 impl HandlerConfig {
@@ -43,6 +50,7 @@ impl HandlerConfig {
             snapshot_every: var("SNAPSHOT_EVERY", 50)?,
             max_attempts: var("MAX_CONFLICT_ATTEMPTS", 10)?,
             consumers: var("COMMAND_HANDLER_CONSUMERS", 3)?,
+            parked_retry: Duration::from_millis(var("PARKED_RETRY_MS", 30_000)?),
         })
     }
 }
@@ -59,6 +67,8 @@ pub struct CommandHandler {
     group: Group,
     dead_letters: DeadLetters,
     executor: Executor<PgEventStore>,
+    parking: Parking,
+    parked_retry: Duration,
     topics: Topics,
     shutdown: CancellationToken,
 }
@@ -85,8 +95,11 @@ impl CommandHandler {
             .join(&config.group_id, &subscribed, config.consumers, &shutdown)
             .await
             .ok_or(StartError::ShutDown)??;
+        let parking = Parking::new(pool.clone());
         let repository = Repository::new(PgEventStore::new(pool), config.snapshot_every);
         Ok(CommandHandler {
+            parking,
+            parked_retry: config.parked_retry,
             group,
             dead_letters: DeadLetters::new(&config.kafka)?,
             executor: Executor::new(repository, config.max_attempts),
@@ -95,10 +108,14 @@ impl CommandHandler {
         })
     }
 
-    /// Handles messages until shutdown, then commits the stored offsets.
+    /// Handles messages, and tries parked ones again, until shutdown; then commits the stored
+    /// offsets.
     pub async fn run_until_stopped(self) {
         tracing::info!("command handler consuming");
-        self.group.consume(&self, &self.shutdown).await;
+        tokio::join!(
+            self.group.consume(&self, &self.shutdown),
+            self.retry_parked(&self.shutdown)
+        );
         tracing::info!("command handler stopped");
     }
 }

@@ -1,15 +1,21 @@
 //! The handler against the real broker and Postgres: its own topics (one partition, so order
 //! is total) and its own database.
 
+use chrono::Utc;
 use financing_command_handler::{CommandHandler, HandlerConfig};
-use financing_domain::{ClientCommand, CommandId, IntegrationEvent, InvoiceId, IssuerId, Money};
+use financing_domain::{
+    Bid, ClientCommand, CommandId, Event, IntegrationEvent, InvestorId, InvoiceEvent, InvoiceId,
+    IssuerEvent, IssuerId, Money,
+};
 use financing_messaging::{
-    CommandMessage, KafkaConfig, Publisher, Record, headers, integration_record,
+    CommandMessage, EventMessage, EventMeta, KafkaConfig, Publisher, Record, headers,
+    integration_record,
 };
 use financing_testkit::{PATIENCE, own_database_url, own_topics, read_to_end, wait_until};
 use rdkafka::Message;
 use rdkafka::message::{Headers, OwnedMessage};
 use sqlx::PgPool;
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -32,6 +38,7 @@ impl Setup {
             max_attempts: 10,
             consumers: 1,
             kafka: kafka.clone(),
+            parked_retry: Duration::from_millis(200),
         };
         Setup {
             publisher: Publisher::new(&kafka).unwrap(),
@@ -142,6 +149,17 @@ async fn a_poison_message_is_dead_lettered_once_with_its_reason_and_the_rest_is_
         header(headers::DLQ_TOPIC).as_deref(),
         Some(topics.commands.as_str())
     );
+    let poison_id: Uuid = header(headers::COMMAND_ID).unwrap().parse().unwrap();
+    let failure: (Option<Uuid>, String) =
+        sqlx::query_as("SELECT aggregate_id, reason FROM failed_commands WHERE command_id = $1")
+            .bind(poison_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        failure.1.starts_with("the payload is not JSON"),
+        "the client is told its command FAILED, and why: {failure:?}"
+    );
 
     // A graceful restart resumes after the committed offsets: the poison is not seen again.
     shutdown.cancel();
@@ -233,5 +251,157 @@ async fn a_registration_the_database_refuses_is_dead_lettered_and_the_next_is_ha
         reason.starts_with("the database refused the data"),
         "{reason}"
     );
+    shutdown.cancel();
+}
+
+/// An event on `financing.events`, as the relayer would publish it.
+fn domain_event(event: Event, aggregate_type: &str, aggregate_id: Uuid, version: u64) -> Record {
+    EventMessage {
+        meta: EventMeta {
+            aggregate_type: aggregate_type.into(),
+            aggregate_id,
+            version,
+            schema_version: 1,
+            event_id: Uuid::new_v4(),
+            command_id: CommandId::new_random(),
+            correlation_id: Uuid::new_v4(),
+            causation_id: Uuid::new_v4(),
+            recorded_at: Utc::now(),
+        },
+        event,
+    }
+    .record()
+}
+
+async fn parked_messages(pool: &PgPool) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT topic, reason FROM parked_messages ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_event_the_saga_cannot_decode_is_parked_not_dropped() {
+    let setup = Setup::new();
+    let topics = setup.config.kafka.topics();
+    let (shutdown, _running) = setup.start().await;
+    let pool = PgPool::connect(&setup.config.database_url).await.unwrap();
+
+    let mut unreadable = domain_event(
+        Event::Issuer(IssuerEvent::IssuerCreated {
+            issuer_id: IssuerId::new_random(),
+            name: "ACME".into(),
+        }),
+        "Issuer",
+        Uuid::new_v4(),
+        1,
+    );
+    unreadable.payload = b"{written by a newer handler".to_vec();
+    setup.publish(&topics.events, unreadable).await;
+
+    let parked = wait_until("the event is parked", || async {
+        let parked = parked_messages(&pool).await;
+        (!parked.is_empty()).then_some(parked)
+    })
+    .await;
+    assert_eq!(parked[0].0, topics.events);
+    assert!(
+        parked[0].1.starts_with("the payload is not JSON"),
+        "{parked:?}"
+    );
+    assert!(
+        setup.dead_letters().await.is_empty(),
+        "nothing owed is dead-lettered"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_reaction_whose_aggregate_cannot_be_read_is_parked_and_goes_through_once_it_can() {
+    let setup = Setup::new();
+    let topics = setup.config.kafka.topics();
+    let (shutdown, _running) = setup.start().await;
+    let pool = PgPool::connect(&setup.config.database_url).await.unwrap();
+
+    // An investor with 10 reserved by a bid.
+    let investor_id = InvestorId::new_random();
+    let registration = IntegrationEvent::InvestorRegistered {
+        id: investor_id,
+        name: "Ada".into(),
+        balance: Money::units(100),
+    };
+    setup
+        .publish(
+            &topics.registering_events,
+            integration_record(&registration),
+        )
+        .await;
+    let bid = CommandMessage {
+        command_id: CommandId::new_random(),
+        correlation_id: Uuid::new_v4(),
+        command: ClientCommand::BidOnInvoice {
+            investor_id,
+            invoice_id: InvoiceId::new_random(),
+            bid: Money::units(10),
+        },
+    };
+    setup.publish(&topics.commands, bid.record()).await;
+    let placed = [
+        "InvestorCreated",
+        "InvestorFundsAdded",
+        "BidOnInvoicePlaced",
+    ];
+    setup
+        .await_events(&pool, investor_id.as_uuid(), &placed)
+        .await;
+
+    // Its stream becomes unreadable, then the invoice is approved: 10 are owed to committed.
+    let damage = |payload: serde_json::Value| {
+        sqlx::query("UPDATE events SET payload = $2 WHERE aggregate_id = $1 AND version = 2")
+            .bind(investor_id.as_uuid())
+            .bind(payload)
+            .execute(&pool)
+    };
+    let original: serde_json::Value =
+        sqlx::query_scalar("SELECT payload FROM events WHERE aggregate_id = $1 AND version = 2")
+            .bind(investor_id.as_uuid())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    damage(serde_json::json!({ "amount": "not money" }))
+        .await
+        .unwrap();
+    let invoice_id = InvoiceId::new_random();
+    let approved = InvoiceEvent::InvoiceApproved {
+        invoice_id,
+        sold_price: Money::units(10),
+        bid: Bid {
+            investor_id,
+            amount: Money::units(10),
+        },
+    };
+    let approved = domain_event(Event::Invoice(approved), "Invoice", invoice_id.as_uuid(), 3);
+    setup.publish(&topics.events, approved).await;
+    let parked = wait_until("the reaction is parked", || async {
+        let parked = parked_messages(&pool).await;
+        (!parked.is_empty()).then_some(parked)
+    })
+    .await;
+    assert!(
+        parked[0].1.contains(&format!("Investor {investor_id} v2")),
+        "{parked:?}"
+    );
+
+    // Repaired, the parked reaction goes through on a later attempt.
+    damage(original).await.unwrap();
+    let committed = [&placed[..], &["InvestorFundsCommitted"]].concat();
+    setup
+        .await_events(&pool, investor_id.as_uuid(), &committed)
+        .await;
+    wait_until("nothing is parked any more", || async {
+        parked_messages(&pool).await.is_empty().then_some(())
+    })
+    .await;
+    assert!(setup.dead_letters().await.is_empty());
     shutdown.cancel();
 }

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::time::Duration;
 
 use financing_command_handler::{CommandHandler, HandlerConfig};
 use financing_domain::{IntegrationEvent, IssuerId};
@@ -78,6 +79,7 @@ async fn a_handler_killed_mid_stream_hands_its_partitions_to_the_survivor() {
         max_attempts: 10,
         consumers: 1,
         kafka: kafka.clone(),
+        parked_retry: Duration::from_secs(30),
     };
     let shutdown = CancellationToken::new();
     let survivor = CommandHandler::build(config.clone(), shutdown.clone())

@@ -6,6 +6,7 @@ use financing_domain::{IntegrationEvent, IssuerId};
 use financing_messaging::{KafkaConfig, Publisher, integration_record};
 use financing_testkit::{Proxy, Services, wait_until};
 use sqlx::PgPool;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -44,6 +45,7 @@ async fn messages_wait_out_a_database_outage_and_none_is_lost_or_doubled() {
         max_attempts: 10,
         consumers: 1,
         kafka: kafka.clone(),
+        parked_retry: Duration::from_secs(30),
     };
     let shutdown = CancellationToken::new();
     let handler = CommandHandler::build(config, shutdown.clone())

@@ -1,16 +1,19 @@
 //! The event store. [`EventStore`] is the port the command handler needs (load a stream,
 //! append with an expected version, record outcomes); [`PgEventStore`] keeps it in Postgres and
 //! [`InMemoryEventStore`] in memory for unit tests. [`Repository`] turns it into typed aggregates
-//! with snapshots, and [`Outbox`] hands the relayer what is still to be published.
+//! with snapshots, [`Outbox`] hands the relayer what is still to be published, and [`Parking`]
+//! keeps the messages whose effect is owed but cannot happen yet.
 
 mod memory;
 mod outbox;
+mod parking;
 mod postgres;
 mod repository;
 mod store;
 
 pub use memory::InMemoryEventStore;
-pub use outbox::{Claim, Outbox, RecordedRejection};
+pub use outbox::{Claim, Outbox, RecordedOutcome};
+pub use parking::{Parked, Parking, Received};
 pub use postgres::{MIGRATOR, PgEventStore};
 pub use repository::{CommandMeta, Loaded, Repository};
 pub use store::{

@@ -25,6 +25,26 @@ impl PgEventStore {
     pub fn new(pool: PgPool) -> PgEventStore {
         PgEventStore { pool }
     }
+
+    /// Records that a client command could not be carried out at all, for the relayer to tell
+    /// the read model. The command is not processed: sent again, it can still apply.
+    pub async fn record_failure(
+        &self,
+        command_id: CommandId,
+        aggregate_id: Option<Uuid>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO failed_commands (command_id, aggregate_id, reason) VALUES ($1, $2, $3) \
+             ON CONFLICT (command_id) DO NOTHING",
+        )
+        .bind(command_id.as_uuid())
+        .bind(aggregate_id)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }
 
 /// The columns [`EventRow`] reads, as a literal so that queries stay static strings.

@@ -10,7 +10,7 @@ use financing_domain::{
 };
 use financing_event_store::{
     Append, CommandMeta, EVENTS_APPENDED_CHANNEL, EventMetadata, EventStore, InMemoryEventStore,
-    NewEvent, Outbox, Outcome, PgEventStore, Repository, StoreError,
+    NewEvent, Outbox, Outcome, Parking, PgEventStore, Received, Repository, StoreError,
 };
 use financing_testkit::wait_until;
 use sqlx::PgPool;
@@ -360,7 +360,11 @@ async fn the_outbox_hands_out_unpublished_events_to_one_relayer_at_a_time(pool: 
     let second = register(&repo, 2).await;
     let outbox = Outbox::new(pool);
 
-    let claim = outbox.claim(3).await.unwrap().expect("the lock is free");
+    let claim = outbox
+        .claim(3, &[])
+        .await
+        .unwrap()
+        .expect("the lock is free");
     let claimed: Vec<(Uuid, u64)> = claim
         .events()
         .iter()
@@ -371,7 +375,7 @@ async fn the_outbox_hands_out_unpublished_events_to_one_relayer_at_a_time(pool: 
         [(first.into(), 1), (first.into(), 2), (second.into(), 1)]
     );
     assert!(
-        outbox.claim(3).await.unwrap().is_none(),
+        outbox.claim(3, &[]).await.unwrap().is_none(),
         "a second relayer must wait"
     );
 
@@ -382,7 +386,7 @@ async fn the_outbox_hands_out_unpublished_events_to_one_relayer_at_a_time(pool: 
     claim.mark_published(&published, &[]).await.unwrap();
 
     let next = outbox
-        .claim(10)
+        .claim(10, &[])
         .await
         .unwrap()
         .expect("the lock was released");
@@ -395,17 +399,17 @@ async fn the_outbox_hands_out_unpublished_events_to_one_relayer_at_a_time(pool: 
     drop(next);
     // Dropping a claim rolls its transaction back in the background, releasing the lock soon.
     let again = wait_until("the dropped claim's lock is released", || async {
-        outbox.claim(10).await.unwrap()
+        outbox.claim(10, &[]).await.unwrap()
     })
     .await;
     assert_eq!(again.events().len(), 2, "a dropped claim marks nothing");
 }
 
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
-async fn the_outbox_hands_out_rejections_until_they_are_marked(pool: PgPool) {
+async fn the_outbox_hands_out_rejections_and_failures_until_they_are_marked(pool: PgPool) {
     let store = PgEventStore::new(pool.clone());
     let investor_id = InvestorId::new_random();
-    let refused = CommandId::new_random();
+    let (refused, failed) = (CommandId::new_random(), CommandId::new_random());
     store
         .record_rejection(
             refused,
@@ -415,32 +419,125 @@ async fn the_outbox_hands_out_rejections_until_they_are_marked(pool: PgPool) {
         )
         .await
         .unwrap();
+    store
+        .record_failure(failed, None, "cannot decode BidOnInvoice")
+        .await
+        .unwrap();
     register(&Repository::new(store, 100), 1).await; // applied commands never wait here
     let outbox = Outbox::new(pool);
 
-    let claim = outbox.claim(10).await.unwrap().unwrap();
-    let rejections: Vec<_> = claim
-        .rejections()
+    let claim = outbox.claim(10, &[]).await.unwrap().unwrap();
+    let outcomes: Vec<_> = claim
+        .outcomes()
         .iter()
         .map(|r| {
             (
                 r.command_id,
-                r.aggregate_type.as_str(),
+                r.failed,
+                r.aggregate_type.as_deref(),
                 r.aggregate_id,
                 r.reason.as_str(),
             )
         })
         .collect();
     assert_eq!(
-        rejections,
-        [(
-            refused,
-            "Investor",
-            investor_id.as_uuid(),
-            "no such investor"
-        )]
+        outcomes,
+        [
+            (
+                refused,
+                false,
+                Some("Investor"),
+                Some(investor_id.as_uuid()),
+                "no such investor"
+            ),
+            (failed, true, None, None, "cannot decode BidOnInvoice"),
+        ]
     );
-    claim.mark_published(&[], &[refused]).await.unwrap();
-    let next = outbox.claim(10).await.unwrap().unwrap();
-    assert!(next.rejections().is_empty());
+    claim.mark_published(&[], &[refused, failed]).await.unwrap();
+    let next = outbox.claim(10, &[]).await.unwrap().unwrap();
+    assert!(next.outcomes().is_empty());
+}
+
+#[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
+async fn the_outbox_leaves_out_the_aggregates_held_back(pool: PgPool) {
+    let repo = Repository::new(PgEventStore::new(pool.clone()), 100);
+    let (held, free) = (register(&repo, 1).await, register(&repo, 2).await);
+    let outbox = Outbox::new(pool);
+
+    let claim = outbox.claim(10, &[held.as_uuid()]).await.unwrap().unwrap();
+    let aggregates: Vec<Uuid> = claim.events().iter().map(|e| e.aggregate_id).collect();
+    assert_eq!(aggregates, [free.as_uuid(), free.as_uuid()]);
+}
+
+#[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
+async fn a_rejection_or_a_failure_wakes_the_relayer_channel(pool: PgPool) {
+    let mut listener = PgListener::connect_with(&pool).await.unwrap();
+    listener.listen(EVENTS_APPENDED_CHANNEL).await.unwrap();
+    let store = PgEventStore::new(pool);
+    let investor_id = InvestorId::new_random();
+    store
+        .record_rejection(
+            CommandId::new_random(),
+            Investor::TYPE,
+            investor_id.into(),
+            "no",
+        )
+        .await
+        .unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+    assert!(matches!(woken, Ok(Ok(_))), "{woken:?}");
+    store
+        .record_failure(CommandId::new_random(), None, "cannot decode")
+        .await
+        .unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+    assert!(matches!(woken, Ok(Ok(_))), "{woken:?}");
+}
+
+#[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
+async fn a_parked_message_is_kept_once_and_handed_out_when_due(pool: PgPool) {
+    let parking = Parking::new(pool);
+    let message = Received {
+        topic: "financing.events".into(),
+        partition: 2,
+        offset: 41,
+        key: Some(b"key".to_vec()),
+        payload: Some(b"{not json".to_vec()),
+        headers: vec![
+            ("type".into(), Some("InvoiceApproved".into())),
+            ("empty".into(), None),
+        ],
+    };
+    parking
+        .park(&message, "cannot decode", Duration::ZERO)
+        .await
+        .unwrap();
+    parking
+        .park(&message, "delivered again", Duration::ZERO)
+        .await
+        .unwrap();
+
+    let due = parking.due(10).await.unwrap();
+    let [parked] = &due[..] else {
+        panic!("parked once: {due:?}");
+    };
+    assert_eq!(parked.message, message);
+    assert_eq!(
+        (parked.reason.as_str(), parked.attempts),
+        ("cannot decode", 0)
+    );
+
+    parking
+        .postpone(parked.id, "still cannot", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(parking.due(10).await.unwrap().is_empty(), "not due yet");
+    let all = parking.all().await.unwrap();
+    assert_eq!(
+        (all[0].reason.as_str(), all[0].attempts),
+        ("still cannot", 1)
+    );
+
+    parking.release(parked.id).await.unwrap();
+    assert!(parking.all().await.unwrap().is_empty());
 }

@@ -155,6 +155,17 @@ pub async fn run(
     if tally.resent_mismatch.load(Ordering::Relaxed) > 0 {
         failures.push("a resent request became another command".to_owned());
     }
+    let failed: u64 = decided
+        .by_kind
+        .iter()
+        .filter(|((_, status), _)| *status == "FAILED")
+        .map(|(_, count)| count)
+        .sum();
+    if failed > 0 {
+        failures.push(format!(
+            "{failed} commands FAILED (see the dead-letter topic)"
+        ));
+    }
     if !decided.pending.is_empty() {
         let some: Vec<String> = decided
             .pending
@@ -584,6 +595,7 @@ async fn settle_outcomes(
             let name = match status {
                 Ok(v1::CommandStatus::Applied) => "applied",
                 Ok(v1::CommandStatus::Rejected) => "rejected",
+                Ok(v1::CommandStatus::Failed) => "FAILED",
                 Ok(v1::CommandStatus::Pending) | Err(_) => {
                     pending.push((id, kind));
                     continue;

@@ -1,11 +1,15 @@
 //! The consumer loop every component shares: one message at a time, retried through outages
 //! (never skipped), its offset stored only once it is handled, and the stored offsets committed
-//! when shutdown stops the loop.
+//! when shutdown stops the loop. A message that makes the handler panic is set aside with the
+//! reason: it cannot stop the consumer, let alone the process.
 
+use std::any::Any;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use financing_runtime::retry::{Chain, outage_backoff};
+use futures::FutureExt;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -19,11 +23,20 @@ pub trait HandleMessage: Sync {
     type Error: std::error::Error + Send;
 
     /// Handles one message. An error means "not now" (a database or broker outage): the
-    /// message is retried with backoff. A message that can never be handled must be sent to
-    /// [`DeadLetters`] and reported handled.
+    /// message is retried with backoff. A message that can never be handled must be set aside
+    /// (see [`HandleMessage::set_aside`]) and reported handled.
     fn handle(
         &self,
         message: &BorrowedMessage<'_>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Sets aside a message that can never be handled, with the reason: on the dead-letter
+    /// topic, with whatever its sender is owed. The loop calls it for a message whose handling
+    /// panicked. An error means "not now", as for `handle`.
+    fn set_aside(
+        &self,
+        message: &BorrowedMessage<'_>,
+        reason: &str,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
@@ -72,16 +85,47 @@ async fn handle_until_done<H: HandleMessage>(
     shutdown: &CancellationToken,
 ) -> bool {
     let mut delays = outage_backoff();
+    // Once handling has panicked, the message is set aside instead.
+    let mut panicked: Option<String> = None;
     loop {
-        let Err(error) = handler.handle(message).await else {
-            return true;
+        let attempt = match &panicked {
+            None => {
+                AssertUnwindSafe(handler.handle(message))
+                    .catch_unwind()
+                    .await
+            }
+            Some(reason) => {
+                AssertUnwindSafe(handler.set_aside(message, reason))
+                    .catch_unwind()
+                    .await
+            }
+        };
+        let error = match attempt {
+            Ok(Ok(())) => return true,
+            Ok(Err(error)) => Chain(&error).to_string(),
+            Err(panic) => {
+                let reason = format!("handling it panicked: {}", panic_message(&*panic));
+                tracing::error!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    reason,
+                    "a message made the handler panic; it is set aside"
+                );
+                if panicked.is_none() {
+                    panicked = Some(reason);
+                    continue;
+                }
+                // Setting it aside panicked too: a bug, tried again, loudly, like an outage.
+                reason
+            }
         };
         let delay = delays.next().unwrap_or(Duration::from_secs(5));
         tracing::warn!(
             topic = message.topic(),
             partition = message.partition(),
             offset = message.offset(),
-            error = %Chain(&error),
+            error,
             retry_in = ?delay,
             "cannot handle the message yet"
         );
@@ -90,6 +134,14 @@ async fn handle_until_done<H: HandleMessage>(
             _ = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
 
 /// Where messages that can never be handled go, with the reason.

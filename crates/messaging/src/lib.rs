@@ -12,8 +12,8 @@ mod wire;
 pub use config::{KafkaConfig, Topics};
 pub use consume::{DeadLetters, HandleMessage};
 pub use group::{Group, GroupConsumer, LagReader, PartitionLag, ProgressWatch, Stall};
-pub use publisher::{PublishError, Publisher};
+pub use publisher::{Publish, PublishError, Publisher};
 pub use wire::{
-    CommandMessage, EventMessage, EventMeta, Record, RejectionMessage, Undecodable, dead_letter,
+    CommandMessage, EventMessage, EventMeta, OutcomeMessage, Record, Undecodable, dead_letter,
     headers, integration_event, integration_record,
 };

@@ -1,5 +1,6 @@
 //! Publishing that answers only once the broker has acknowledged the message.
 
+use std::future::Future;
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
@@ -17,6 +18,37 @@ pub struct Publisher {
 #[derive(Debug, thiserror::Error)]
 #[error("the broker did not acknowledge the message")]
 pub struct PublishError(#[from] pub KafkaError);
+
+/// Where messages are published: the broker ([`Publisher`]), or a stand-in in tests.
+pub trait Publish: Send + Sync {
+    /// Sends `record` to `topic` and waits for the acknowledgement.
+    fn publish(
+        &self,
+        topic: &str,
+        record: &Record,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send;
+}
+
+impl Publish for Publisher {
+    fn publish(
+        &self,
+        topic: &str,
+        record: &Record,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send {
+        Publisher::publish(self, topic, record)
+    }
+}
+
+/// A shared publisher publishes.
+impl<P: Publish> Publish for std::sync::Arc<P> {
+    fn publish(
+        &self,
+        topic: &str,
+        record: &Record,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send {
+        (**self).publish(topic, record)
+    }
+}
 
 impl Publisher {
     pub fn new(config: &KafkaConfig) -> Result<Publisher, KafkaError> {

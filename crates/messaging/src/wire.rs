@@ -234,42 +234,68 @@ impl CommandMessage {
     }
 }
 
-/// A command the domain rejected, as the relayer publishes it on `financing.outcomes`.
+/// A command that produced no event, as the relayer publishes it on `financing.outcomes`: the
+/// domain rejected it, or it failed outright (it could not be decoded, or its aggregate could
+/// not be read).
 #[derive(Debug, Clone, PartialEq)]
-pub struct RejectionMessage {
+pub struct OutcomeMessage {
     pub command_id: CommandId,
-    pub aggregate_type: String,
-    pub aggregate_id: Uuid,
+    pub failed: bool,
+    /// Unknown for a command that could not be decoded.
+    pub aggregate_type: Option<String>,
+    pub aggregate_id: Option<Uuid>,
     pub reason: String,
-    pub rejected_at: DateTime<Utc>,
+    pub decided_at: DateTime<Utc>,
 }
 
-impl RejectionMessage {
-    const TYPE: &str = "CommandRejected";
+impl OutcomeMessage {
+    const REJECTED: &str = "CommandRejected";
+    const FAILED: &str = "CommandFailed";
 
+    /// Keyed by the aggregate, or by the command when the aggregate is unknown.
     pub fn record(&self) -> Record {
         use headers::*;
+        let kind = if self.failed {
+            Self::FAILED
+        } else {
+            Self::REJECTED
+        };
+        let mut headers = vec![
+            (TYPE, kind.to_owned()),
+            (COMMAND_ID, self.command_id.to_string()),
+        ];
+        if let Some(aggregate_type) = &self.aggregate_type {
+            headers.push((AGGREGATE_TYPE, aggregate_type.clone()));
+        }
+        if let Some(aggregate_id) = self.aggregate_id {
+            headers.push((AGGREGATE_ID, aggregate_id.to_string()));
+        }
+        let key = self
+            .aggregate_id
+            .map_or_else(|| self.command_id.to_string(), |id| id.to_string());
         Record::json(
-            self.aggregate_id,
-            &serde_json::json!({ "reason": self.reason, "rejected_at": self.rejected_at }),
-            vec![
-                (TYPE, Self::TYPE.to_owned()),
-                (COMMAND_ID, self.command_id.to_string()),
-                (AGGREGATE_TYPE, self.aggregate_type.clone()),
-                (AGGREGATE_ID, self.aggregate_id.to_string()),
-            ],
+            key,
+            &serde_json::json!({ "reason": self.reason, "decided_at": self.decided_at }),
+            headers,
         )
     }
 
-    pub fn decode(message: &impl Message) -> Result<RejectionMessage, Undecodable> {
+    pub fn decode(message: &impl Message) -> Result<OutcomeMessage, Undecodable> {
         use headers::*;
-        let kind = header(message, TYPE)?;
-        if kind != Self::TYPE {
-            return Err(Undecodable::InvalidHeader {
-                name: TYPE,
-                reason: format!("{kind:?} is not {:?}", Self::TYPE),
-            });
-        }
+        let failed = match header(message, TYPE)? {
+            Self::REJECTED => false,
+            Self::FAILED => true,
+            other => {
+                return Err(Undecodable::InvalidHeader {
+                    name: TYPE,
+                    reason: format!(
+                        "{other:?} is neither {:?} nor {:?}",
+                        Self::REJECTED,
+                        Self::FAILED
+                    ),
+                });
+            }
+        };
         let payload = json_payload(message)?;
         let field = |name: &'static str| {
             payload[name]
@@ -279,14 +305,22 @@ impl RejectionMessage {
                     "the payload has no {name:?} text"
                 )))
         };
-        Ok(RejectionMessage {
+        let optional = |name| match header(message, name) {
+            Err(Undecodable::MissingHeader(_)) => Ok(None),
+            other => other.map(Some),
+        };
+        Ok(OutcomeMessage {
             command_id: parsed(message, COMMAND_ID)?,
-            aggregate_type: header(message, AGGREGATE_TYPE)?.to_owned(),
-            aggregate_id: parsed(message, AGGREGATE_ID)?,
+            failed,
+            aggregate_type: optional(AGGREGATE_TYPE)?.map(str::to_owned),
+            aggregate_id: match optional(AGGREGATE_ID)? {
+                Some(_) => Some(parsed(message, AGGREGATE_ID)?),
+                None => None,
+            },
             reason: field("reason")?,
-            rejected_at: field("rejected_at")?
+            decided_at: field("decided_at")?
                 .parse()
-                .map_err(|e| Undecodable::NotJson(format!("rejected_at: {e}")))?,
+                .map_err(|e| Undecodable::NotJson(format!("decided_at: {e}")))?,
         })
     }
 }
@@ -400,18 +434,28 @@ mod tests {
     }
 
     #[test]
-    fn a_rejection_goes_through_the_wire_and_back() {
-        let rejection = RejectionMessage {
+    fn an_outcome_goes_through_the_wire_and_back() {
+        let rejection = OutcomeMessage {
             command_id: CommandId::new_random(),
-            aggregate_type: "Investor".into(),
-            aggregate_id: Uuid::new_v4(),
+            failed: false,
+            aggregate_type: Some("Investor".into()),
+            aggregate_id: Some(Uuid::new_v4()),
             reason: "insufficient balance: bid 10.00 but balance is 5.00".into(),
-            rejected_at: DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
+            decided_at: DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
         };
-        assert_eq!(
-            RejectionMessage::decode(&received(&rejection.record())).unwrap(),
-            rejection
-        );
+        let failure = OutcomeMessage {
+            failed: true,
+            aggregate_type: None,
+            aggregate_id: None,
+            reason: "the payload is not JSON".into(),
+            ..rejection.clone()
+        };
+        for outcome in [rejection, failure] {
+            assert_eq!(
+                OutcomeMessage::decode(&received(&outcome.record())).unwrap(),
+                outcome
+            );
+        }
     }
 
     #[test]

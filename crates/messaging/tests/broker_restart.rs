@@ -33,6 +33,10 @@ impl HandleMessage for Recorder {
         self.seen.lock().unwrap().insert(payload.into_owned());
         Ok(())
     }
+
+    async fn set_aside(&self, _: &BorrowedMessage<'_>, reason: &str) -> Result<(), Infallible> {
+        panic!("nothing here should be set aside: {reason}")
+    }
 }
 
 fn payloads(prefix: &str) -> Vec<String> {

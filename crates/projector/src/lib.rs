@@ -1,10 +1,10 @@
-//! The projector: consumes `financing.events` (and the rejections on `financing.outcomes`) into
+//! The projector: consumes `financing.events` (and the outcomes on `financing.outcomes`) into
 //! the read models of the `queries` database, created and migrated at start-up. Each event is
 //! applied once per aggregate version in the same transaction as its row; an offset is stored
 //! only after that commit.
 
 use financing_messaging::{
-    DeadLetters, EventMessage, Group, HandleMessage, KafkaConfig, PublishError, RejectionMessage,
+    DeadLetters, EventMessage, Group, HandleMessage, KafkaConfig, OutcomeMessage, PublishError,
     Topics,
 };
 use financing_read_model::{MIGRATOR, Projected, ProjectionError, ReadModel};
@@ -123,15 +123,16 @@ impl Projector {
         Ok(())
     }
 
-    async fn record_rejection(&self, message: &BorrowedMessage<'_>) -> Result<(), Transient> {
-        let rejection = match RejectionMessage::decode(message) {
-            Ok(rejection) => rejection,
+    async fn record_outcome(&self, message: &BorrowedMessage<'_>) -> Result<(), Transient> {
+        let outcome = match OutcomeMessage::decode(message) {
+            Ok(outcome) => outcome,
             Err(error) => return Ok(self.dead_letters.send(message, &error.to_string()).await?),
         };
-        match self.read_model.record_rejection(&rejection).await {
+        match self.read_model.record_outcome(&outcome).await {
             Ok(()) => {
-                let (command_id, reason) = (rejection.command_id, &rejection.reason);
-                tracing::info!(%command_id, %reason, "rejection recorded");
+                let (command_id, reason) = (outcome.command_id, &outcome.reason);
+                let failed = outcome.failed;
+                tracing::info!(%command_id, failed, %reason, "outcome recorded");
             }
             Err(ProjectionError::Contradiction(reason)) => {
                 self.dead_letters.send(message, &reason).await?;
@@ -147,9 +148,17 @@ impl HandleMessage for Projector {
 
     async fn handle(&self, message: &BorrowedMessage<'_>) -> Result<(), Transient> {
         if message.topic() == self.topics.outcomes {
-            self.record_rejection(message).await
+            self.record_outcome(message).await
         } else {
             self.project(message).await
         }
+    }
+
+    async fn set_aside(
+        &self,
+        message: &BorrowedMessage<'_>,
+        reason: &str,
+    ) -> Result<(), Transient> {
+        Ok(self.dead_letters.send(message, reason).await?)
     }
 }

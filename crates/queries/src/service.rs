@@ -135,6 +135,7 @@ impl Queries for QueryService {
             CommandStatus::Pending => (v1::CommandStatus::Pending, String::new()),
             CommandStatus::Applied => (v1::CommandStatus::Applied, String::new()),
             CommandStatus::Rejected { reason } => (v1::CommandStatus::Rejected, reason),
+            CommandStatus::Failed { reason } => (v1::CommandStatus::Failed, reason),
         };
         Ok(Response::new(CommandStatusReply {
             command_id: Some(to_proto_id(id)),

@@ -2,7 +2,7 @@
 //! a duplicate or an old version changes nothing and a row never goes back in time.
 
 use financing_domain::{Event, InvestorEvent, InvoiceEvent, IssuerEvent};
-use financing_messaging::{EventMessage, RejectionMessage};
+use financing_messaging::{EventMessage, OutcomeMessage};
 
 use crate::{ReadModel, cents};
 
@@ -115,7 +115,10 @@ impl ReadModel {
         }
         sqlx::query(
             "INSERT INTO command_outcomes (command_id, status, aggregate_type, aggregate_id) \
-             VALUES ($1, 'APPLIED', $2, $3) ON CONFLICT (command_id) DO NOTHING",
+             VALUES ($1, 'APPLIED', $2, $3) ON CONFLICT (command_id) DO UPDATE \
+             SET status = 'APPLIED', reason = NULL, aggregate_type = EXCLUDED.aggregate_type, \
+                 aggregate_id = EXCLUDED.aggregate_id, recorded_at = now() \
+             WHERE command_outcomes.status = 'FAILED'",
         )
         .bind(meta.command_id.as_uuid())
         .bind(&meta.aggregate_type)
@@ -126,22 +129,29 @@ impl ReadModel {
         Ok(Projected::Applied)
     }
 
-    /// Records a rejected command's outcome; a repeated rejection changes nothing.
-    pub async fn record_rejection(
-        &self,
-        rejection: &RejectionMessage,
-    ) -> Result<(), ProjectionError> {
-        sqlx::query(
+    /// Records the outcome of a command that produced no event. A repeated outcome changes
+    /// nothing; a rejection replaces a failure (the command was sent again and decided), never
+    /// the other way round.
+    pub async fn record_outcome(&self, outcome: &OutcomeMessage) -> Result<(), ProjectionError> {
+        let statement = if outcome.failed {
             "INSERT INTO command_outcomes (command_id, status, reason, aggregate_type, aggregate_id) \
-             VALUES ($1, 'REJECTED', $2, $3, $4) ON CONFLICT (command_id) DO NOTHING",
-        )
-        .bind(rejection.command_id.as_uuid())
-        .bind(&rejection.reason)
-        .bind(&rejection.aggregate_type)
-        .bind(rejection.aggregate_id)
-        .execute(&self.pool)
-        .await
-        .map_err(contradiction)?;
+             VALUES ($1, 'FAILED', $2, $3, $4) ON CONFLICT (command_id) DO NOTHING"
+        } else {
+            "INSERT INTO command_outcomes (command_id, status, reason, aggregate_type, aggregate_id) \
+             VALUES ($1, 'REJECTED', $2, $3, $4) ON CONFLICT (command_id) DO UPDATE \
+             SET status = 'REJECTED', reason = EXCLUDED.reason, \
+                 aggregate_type = EXCLUDED.aggregate_type, aggregate_id = EXCLUDED.aggregate_id, \
+                 recorded_at = now() \
+             WHERE command_outcomes.status = 'FAILED'"
+        };
+        sqlx::query(statement)
+            .bind(outcome.command_id.as_uuid())
+            .bind(&outcome.reason)
+            .bind(&outcome.aggregate_type)
+            .bind(outcome.aggregate_id)
+            .execute(&self.pool)
+            .await
+            .map_err(contradiction)?;
         Ok(())
     }
 

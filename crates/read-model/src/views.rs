@@ -39,6 +39,10 @@ pub enum CommandStatus {
     Rejected {
         reason: String,
     },
+    /// It could not be carried out at all: it could not be read, or its aggregate could not.
+    Failed {
+        reason: String,
+    },
 }
 
 #[derive(FromRow)]
@@ -198,6 +202,9 @@ impl ReadModel {
         Ok(match row {
             None => CommandStatus::Pending,
             Some((status, _)) if status == "APPLIED" => CommandStatus::Applied,
+            Some((status, reason)) if status == "FAILED" => CommandStatus::Failed {
+                reason: reason.unwrap_or_default(),
+            },
             Some((_, reason)) => CommandStatus::Rejected {
                 reason: reason.unwrap_or_default(),
             },

@@ -5,7 +5,7 @@ use financing_domain::{
     Bid, CommandId, Event, InvestorEvent, InvestorId, InvoiceEvent, InvoiceId, InvoiceStatus,
     IssuerEvent, IssuerId, Money,
 };
-use financing_messaging::{EventMessage, EventMeta, RejectionMessage};
+use financing_messaging::{EventMessage, EventMeta, OutcomeMessage};
 use financing_read_model::{
     CommandStatus, InvestorView, InvoiceView, IssuerView, Projected, ProjectionError, ReadModel,
 };
@@ -313,15 +313,16 @@ async fn a_command_is_pending_until_its_event_or_its_rejection_arrives(pool: PgP
     );
 
     project_all(&model, &history[..1]).await;
-    let rejection = RejectionMessage {
+    let rejection = OutcomeMessage {
         command_id: rejected,
-        aggregate_type: "Investor".into(),
-        aggregate_id: id.as_uuid(),
+        failed: false,
+        aggregate_type: Some("Investor".into()),
+        aggregate_id: Some(id.as_uuid()),
         reason: "insufficient balance".into(),
-        rejected_at: Utc::now(),
+        decided_at: Utc::now(),
     };
-    model.record_rejection(&rejection).await.unwrap();
-    model.record_rejection(&rejection).await.unwrap();
+    model.record_outcome(&rejection).await.unwrap();
+    model.record_outcome(&rejection).await.unwrap();
 
     assert_eq!(
         model.command_status(applied).await.unwrap(),
@@ -336,5 +337,58 @@ async fn a_command_is_pending_until_its_event_or_its_rejection_arrives(pool: PgP
     assert_eq!(
         model.command_status(CommandId::new_random()).await.unwrap(),
         CommandStatus::Pending
+    );
+}
+
+#[sqlx::test(migrator = "financing_read_model::MIGRATOR")]
+async fn a_failed_command_shows_failed_until_it_is_sent_again_and_decided(pool: PgPool) {
+    let model = ReadModel::new(pool);
+    let id = InvestorId::new_random();
+    let history = investor_history(id);
+    let failure = |command_id| OutcomeMessage {
+        command_id,
+        failed: true,
+        aggregate_type: None,
+        aggregate_id: None,
+        reason: "cannot decode SellInvoice: missing field".into(),
+        decided_at: Utc::now(),
+    };
+    let applied_later = history[0].meta.command_id;
+    model.record_outcome(&failure(applied_later)).await.unwrap();
+    assert_eq!(
+        model.command_status(applied_later).await.unwrap(),
+        CommandStatus::Failed {
+            reason: "cannot decode SellInvoice: missing field".into()
+        }
+    );
+    project_all(&model, &history[..1]).await;
+    assert_eq!(
+        model.command_status(applied_later).await.unwrap(),
+        CommandStatus::Applied,
+        "applying replaces the failure"
+    );
+    model.record_outcome(&failure(applied_later)).await.unwrap();
+    assert_eq!(
+        model.command_status(applied_later).await.unwrap(),
+        CommandStatus::Applied,
+        "nothing replaces a decision"
+    );
+
+    let rejected_later = CommandId::new_random();
+    model
+        .record_outcome(&failure(rejected_later))
+        .await
+        .unwrap();
+    let rejection = OutcomeMessage {
+        failed: false,
+        reason: "insufficient balance".into(),
+        ..failure(rejected_later)
+    };
+    model.record_outcome(&rejection).await.unwrap();
+    assert_eq!(
+        model.command_status(rejected_later).await.unwrap(),
+        CommandStatus::Rejected {
+            reason: "insufficient balance".into()
+        }
     );
 }

@@ -1,27 +1,34 @@
 //! The relayer: publishes the event store's committed events to `financing.events`, keyed by
-//! aggregate id (and rejected commands to `financing.outcomes`), every `RELAY_INTERVAL_MS` and
-//! as soon as Postgres announces a commit. It works in bounded batches under a lock (two
-//! instances never publish at once), never skips an event (an event is unpublished until
-//! marked, however late its transaction commits), keeps each aggregate's order, and marks as
-//! published only what the broker acknowledged.
+//! aggregate id (and the outcomes of commands that produced no event to `financing.outcomes`),
+//! every `RELAY_INTERVAL_MS` and as soon as Postgres announces a commit. It works in bounded
+//! batches under a lock (two instances never publish at once), never skips an event (an event
+//! is unpublished until marked, however late its transaction commits), keeps each aggregate's
+//! order, and marks as published only what the broker acknowledged. An aggregate whose events
+//! the broker does not take (its partition is failing) is held back with a backoff of its own
+//! while the others keep flowing.
+
+mod held_back;
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use financing_domain::CommandId;
 use financing_event_store::{
-    EVENTS_APPENDED_CHANNEL, MIGRATOR, Outbox, RecordedEvent, RecordedRejection, StoreError,
+    EVENTS_APPENDED_CHANNEL, MIGRATOR, Outbox, RecordedEvent, RecordedOutcome, StoreError,
 };
 use financing_messaging::{
-    EventMeta, KafkaConfig, PublishError, Publisher, Record, RejectionMessage, Topics,
+    EventMeta, KafkaConfig, OutcomeMessage, Publish, PublishError, Publisher, Record, Topics,
 };
 use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::connect_until_ready;
 use financing_runtime::retry::{Chain, outage_backoff, until_ok};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::held_back::HeldBack;
 
 #[derive(Debug, Clone)]
 pub struct RelayerConfig {
@@ -52,21 +59,23 @@ impl RelayerConfig {
 pub enum RelayError {
     #[error("cannot read or mark events")]
     Store(#[from] StoreError),
-    #[error("{failed} of {claimed} events were not acknowledged; they stay unpublished")]
+    #[error(
+        "none of the {claimed} events and outcomes claimed was acknowledged; they stay unpublished"
+    )]
     NotAcknowledged {
-        failed: usize,
         claimed: usize,
         #[source]
         first: PublishError,
     },
 }
 
-pub struct Relayer {
+pub struct Relayer<P = Publisher> {
     pool: PgPool,
     outbox: Outbox,
-    publisher: Publisher,
+    publisher: P,
     topics: Topics,
     config: RelayerConfig,
+    held_back: Mutex<HeldBack>,
     shutdown: CancellationToken,
 }
 
@@ -88,8 +97,24 @@ impl Relayer {
             publisher: Publisher::new(&config.kafka)?,
             topics: config.kafka.topics(),
             config,
+            held_back: Mutex::default(),
             shutdown,
         }))
+    }
+}
+
+impl<P: Publish> Relayer<P> {
+    /// The same relayer, publishing through `publisher` instead.
+    pub fn publishing_through<Q: Publish>(self, publisher: Q) -> Relayer<Q> {
+        Relayer {
+            pool: self.pool,
+            outbox: self.outbox,
+            publisher,
+            topics: self.topics,
+            config: self.config,
+            held_back: self.held_back,
+            shutdown: self.shutdown,
+        }
     }
 
     /// Relays until shutdown. Topics are created in the background: until they exist,
@@ -145,60 +170,99 @@ impl Relayer {
         tracing::info!("relayer stopped");
     }
 
-    /// Publishes what is unpublished now, batch after batch; returns how many events and
-    /// rejections it published. Another relayer holding the lock means there is nothing to do here.
+    /// Publishes what is unpublished now, batch after batch, but for the aggregates held back;
+    /// returns how many events and outcomes it published. Another relayer holding the lock
+    /// means there is nothing to do here. An error if two batches in a row were refused whole:
+    /// then it is the broker that is away, not some partitions.
     pub async fn relay_pending(&self) -> Result<usize, RelayError> {
         let mut published = 0;
+        let mut refused_whole = false;
         loop {
-            let Some(claim) = self.outbox.claim(self.config.batch_size).await? else {
+            let held_back = self.held_back.lock().await.now(Instant::now());
+            let Some(claim) = self
+                .outbox
+                .claim(self.config.batch_size, &held_back)
+                .await?
+            else {
                 return Ok(published);
             };
             let events = claim.events();
-            let records: Vec<Record> = events.iter().map(record).collect();
+            let outcomes = claim.outcomes();
+            let event_records: Vec<Record> = events.iter().map(event_record).collect();
+            let outcome_records: Vec<Record> = outcomes.iter().map(outcome_record).collect();
             // Sent in position order through an idempotent producer: one aggregate's events
             // reach its partition in order.
-            let sends = records
-                .iter()
-                .map(|r| self.publisher.publish(&self.topics.events, r));
-            let results = futures::future::join_all(sends).await;
-            let rejections = claim.rejections();
-            let rejection_records: Vec<Record> = rejections.iter().map(rejection_record).collect();
-            let sends = rejection_records
-                .iter()
-                .map(|r| self.publisher.publish(&self.topics.outcomes, r));
-            let rejection_results = futures::future::join_all(sends).await;
+            let (event_results, outcome_results) = futures::join!(
+                self.publish_all(&self.topics.events, &event_records),
+                self.publish_all(&self.topics.outcomes, &outcome_records),
+            );
 
-            let acknowledged: Vec<bool> = results.iter().map(Result::is_ok).collect();
+            let acknowledged: Vec<bool> = event_results.iter().map(Result::is_ok).collect();
             let marked = publishable(events, &acknowledged);
-            let rejected_commands: Vec<CommandId> = rejections
+            let decided: Vec<CommandId> = outcomes
                 .iter()
-                .zip(&rejection_results)
-                .filter_map(|(rejection, result)| result.is_ok().then_some(rejection.command_id))
+                .zip(&outcome_results)
+                .filter_map(|(outcome, result)| result.is_ok().then_some(outcome.command_id))
                 .collect();
-            let claimed = events.len() + rejections.len();
-            let full = events.len().max(rejections.len()) >= self.config.batch_size as usize;
-            claim.mark_published(&marked, &rejected_commands).await?;
-            published += marked.len() + rejected_commands.len();
-            let mut failures = results
+            let claimed = events.len() + outcomes.len();
+            let full = events.len().max(outcomes.len()) >= self.config.batch_size as usize;
+            let failing = failing_aggregates(events, &acknowledged, outcomes, &outcome_results);
+            self.held_back.lock().await.record(
+                events.iter().map(|e| e.aggregate_id),
+                &failing,
+                Instant::now(),
+            );
+            claim.mark_published(&marked, &decided).await?;
+            published += marked.len() + decided.len();
+
+            let mut failures = event_results
                 .into_iter()
-                .chain(rejection_results)
+                .chain(outcome_results)
                 .filter_map(Result::err);
-            if let Some(first) = failures.next() {
-                return Err(RelayError::NotAcknowledged {
-                    failed: 1 + failures.count(),
+            let Some(first) = failures.next() else {
+                tracing::debug!(published = claimed, "batch relayed");
+                if full {
+                    continue;
+                }
+                return Ok(published);
+            };
+            let failed = 1 + failures.count();
+            if failed == claimed {
+                if refused_whole {
+                    return Err(RelayError::NotAcknowledged { claimed, first });
+                }
+                // Perhaps only these aggregates' partitions: the next claim leaves them out.
+                refused_whole = true;
+                tracing::warn!(
                     claimed,
-                    first,
-                });
+                    aggregates = failing.len(),
+                    error = %Chain(&first),
+                    "the broker took none of a batch; its aggregates are held back"
+                );
+                continue;
             }
-            tracing::debug!(published = claimed, "batch relayed");
+            refused_whole = false;
+            tracing::warn!(
+                failed,
+                claimed,
+                aggregates = failing.len(),
+                error = %Chain(&first),
+                "the broker did not take some events; their aggregates are held back, the rest \
+                 goes on"
+            );
             if !full {
                 return Ok(published);
             }
         }
     }
+
+    async fn publish_all(&self, topic: &str, records: &[Record]) -> Vec<Result<(), PublishError>> {
+        let sends = records.iter().map(|r| self.publisher.publish(topic, r));
+        futures::future::join_all(sends).await
+    }
 }
 
-fn record(event: &RecordedEvent) -> Record {
+fn event_record(event: &RecordedEvent) -> Record {
     let meta = EventMeta {
         aggregate_type: event.aggregate_type.clone(),
         aggregate_id: event.aggregate_id,
@@ -213,13 +277,14 @@ fn record(event: &RecordedEvent) -> Record {
     meta.record(&event.event_type, &event.payload)
 }
 
-fn rejection_record(rejection: &RecordedRejection) -> Record {
-    RejectionMessage {
-        command_id: rejection.command_id,
-        aggregate_type: rejection.aggregate_type.clone(),
-        aggregate_id: rejection.aggregate_id,
-        reason: rejection.reason.clone(),
-        rejected_at: rejection.rejected_at,
+fn outcome_record(outcome: &RecordedOutcome) -> Record {
+    OutcomeMessage {
+        command_id: outcome.command_id,
+        failed: outcome.failed,
+        aggregate_type: outcome.aggregate_type.clone(),
+        aggregate_id: outcome.aggregate_id,
+        reason: outcome.reason.clone(),
+        decided_at: outcome.decided_at,
     }
     .record()
 }
@@ -239,6 +304,29 @@ fn publishable(events: &[RecordedEvent], acknowledged: &[bool]) -> Vec<i64> {
             (*ok && !failed.contains(&event.aggregate_id)).then_some(event.global_position)
         })
         .collect()
+}
+
+/// The aggregates with an event or an outcome the broker did not acknowledge.
+fn failing_aggregates(
+    events: &[RecordedEvent],
+    acknowledged: &[bool],
+    outcomes: &[RecordedOutcome],
+    outcome_results: &[Result<(), PublishError>],
+) -> Vec<Uuid> {
+    let events = events
+        .iter()
+        .zip(acknowledged)
+        .filter(|(_, ok)| !**ok)
+        .map(|(event, _)| event.aggregate_id);
+    let outcomes = outcomes
+        .iter()
+        .zip(outcome_results)
+        .filter(|(_, result)| result.is_err())
+        .filter_map(|(outcome, _)| outcome.aggregate_id);
+    let mut failing: Vec<Uuid> = events.chain(outcomes).collect();
+    failing.sort_unstable();
+    failing.dedup();
+    failing
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
 //! The relayer against real Postgres (a database of its own) and the real broker (topics of its
 //! own). Events are written with plain SQL so that tests control when transactions commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use financing_messaging::{EventMessage, GroupConsumer, KafkaConfig, RejectionMessage};
+use financing_messaging::{
+    EventMessage, GroupConsumer, KafkaConfig, OutcomeMessage, Publish, PublishError, Publisher,
+    Record,
+};
 use financing_relayer::{RelayError, Relayer, RelayerConfig};
 use financing_testkit::{PATIENCE, own_database_url, own_topics, read_to_end, wait_until};
 use rdkafka::consumer::Consumer;
@@ -183,33 +187,47 @@ async fn events_the_broker_did_not_acknowledge_stay_unpublished_until_it_does() 
         .unwrap()
         .unwrap();
     let pool = PgPool::connect(&healthy.database_url).await.unwrap();
-    let aggregate_id = Uuid::new_v4();
-    for version in 1..=2 {
-        insert(&mut pool.acquire().await.unwrap(), aggregate_id, version).await;
+    // A whole batch of one aggregate, then another aggregate's event.
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    for version in 1..=5 {
+        insert(&mut pool.acquire().await.unwrap(), first, version).await;
     }
+    insert(&mut pool.acquire().await.unwrap(), second, 1).await;
 
+    // Refused whole, the first batch could be one failing partition; when the next one, of
+    // other aggregates, is refused whole too, it is the broker that is away.
     let result = failing.relay_pending().await;
     assert!(
-        matches!(
-            result,
-            Err(RelayError::NotAcknowledged {
-                failed: 2,
-                claimed: 2,
-                ..
-            })
-        ),
+        matches!(result, Err(RelayError::NotAcknowledged { claimed: 1, .. })),
         "{result:?}"
     );
-    assert_eq!(unpublished(&pool).await, 2);
+    assert_eq!(unpublished(&pool).await, 6);
 
     healthy.kafka.ensure_topics().await.unwrap();
     let relayer = Relayer::build(healthy, shutdown).await.unwrap().unwrap();
-    assert_eq!(relayer.relay_pending().await.unwrap(), 2);
+    assert_eq!(relayer.relay_pending().await.unwrap(), 6);
     assert_eq!(unpublished(&pool).await, 0);
 }
 
+/// Records a command's outcome with plain SQL: a rejection, or a failure.
+async fn record_outcome(pool: &PgPool, command_id: Uuid, aggregate_id: Uuid, failed: bool) {
+    let statement = if failed {
+        "INSERT INTO failed_commands (command_id, aggregate_id, reason) \
+         VALUES ($1, $2, 'cannot decode SellInvoice')"
+    } else {
+        "INSERT INTO processed_commands (command_id, aggregate_type, aggregate_id, outcome, reason) \
+         VALUES ($1, 'Invoice', $2, 'rejected', 'invoice is AVAILABLE, not FINANCED')"
+    };
+    sqlx::query(statement)
+        .bind(command_id)
+        .bind(aggregate_id)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
-async fn a_rejected_command_is_published_to_the_outcomes_topic() {
+async fn rejected_and_failed_commands_are_published_to_the_outcomes_topic() {
     let config = config();
     config.kafka.ensure_topics().await.unwrap();
     let shutdown = CancellationToken::new();
@@ -218,32 +236,128 @@ async fn a_rejected_command_is_published_to_the_outcomes_topic() {
         .unwrap()
         .unwrap();
     let pool = PgPool::connect(&config.database_url).await.unwrap();
-    let (command_id, aggregate_id) = (Uuid::new_v4(), Uuid::new_v4());
-    sqlx::query(
-        "INSERT INTO processed_commands (command_id, aggregate_type, aggregate_id, outcome, reason) \
-         VALUES ($1, 'Invoice', $2, 'rejected', 'invoice is AVAILABLE, not FINANCED')",
-    )
-    .bind(command_id)
-    .bind(aggregate_id)
-    .execute(&pool)
-    .await
-    .unwrap();
+    let (rejected, failed, aggregate_id) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    record_outcome(&pool, rejected, aggregate_id, false).await;
+    record_outcome(&pool, failed, aggregate_id, true).await;
 
-    assert_eq!(relayer.relay_pending().await.unwrap(), 1);
-    let published = read_to_end(&config.kafka, &config.kafka.topics().outcomes).await;
-    let [message] = &published[..] else {
-        panic!("one rejection expected, got {}", published.len());
-    };
-    let rejection = RejectionMessage::decode(message).unwrap();
-    assert_eq!(rejection.command_id.as_uuid(), command_id);
+    assert_eq!(relayer.relay_pending().await.unwrap(), 2);
+    let published: HashMap<Uuid, OutcomeMessage> =
+        read_to_end(&config.kafka, &config.kafka.topics().outcomes)
+            .await
+            .iter()
+            .map(|message| OutcomeMessage::decode(message).unwrap())
+            .map(|outcome| (outcome.command_id.as_uuid(), outcome))
+            .collect();
+    assert_eq!(published.len(), 2);
+    let rejection = &published[&rejected];
+    assert!(!rejection.failed);
     assert_eq!(
-        (rejection.aggregate_type.as_str(), rejection.aggregate_id),
-        ("Invoice", aggregate_id)
+        (rejection.aggregate_type.as_deref(), rejection.aggregate_id),
+        (Some("Invoice"), Some(aggregate_id))
     );
     assert_eq!(rejection.reason, "invoice is AVAILABLE, not FINANCED");
+    let failure = &published[&failed];
+    assert!(failure.failed);
+    assert_eq!(failure.reason, "cannot decode SellInvoice");
     assert_eq!(
         relayer.relay_pending().await.unwrap(),
         0,
         "marked as published"
     );
+}
+
+#[tokio::test]
+async fn a_rejection_wakes_the_relayer_without_waiting_for_its_next_poll() {
+    let config = RelayerConfig {
+        interval: Duration::from_secs(3600),
+        ..config()
+    };
+    let shutdown = CancellationToken::new();
+    let pool = start(&config, &shutdown).await;
+    // The relayer is idle once the first event is through: only a wake-up makes it look again.
+    let consumer = consumer(&config);
+    let first = Uuid::new_v4();
+    insert(&mut pool.acquire().await.unwrap(), first, 1).await;
+    receive_until(&consumer, &mut HashMap::new(), |r| r.contains_key(&first)).await;
+
+    let (command_id, aggregate_id) = (Uuid::new_v4(), Uuid::new_v4());
+    record_outcome(&pool, command_id, aggregate_id, false).await;
+    wait_until("the rejection is published", || async {
+        let published: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM processed_commands \
+             WHERE command_id = $1 AND published_at IS NOT NULL",
+        )
+        .bind(command_id)
+        .fetch_one(&pool)
+        .await
+        .ok()?;
+        (published == 1).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+}
+
+/// The broker, but for the aggregates whose partition is made to fail.
+struct PartlyFailing {
+    broker: Publisher,
+    failing: Mutex<HashSet<String>>,
+}
+
+impl Publish for PartlyFailing {
+    async fn publish(&self, topic: &str, record: &Record) -> Result<(), PublishError> {
+        if self.failing.lock().unwrap().contains(&record.key) {
+            let refused = rdkafka::types::RDKafkaErrorCode::NotLeaderForPartition;
+            return Err(PublishError(rdkafka::error::KafkaError::MessageProduction(
+                refused,
+            )));
+        }
+        self.broker.publish(topic, record).await
+    }
+}
+
+#[tokio::test]
+async fn events_of_an_aggregate_whose_partition_fails_do_not_hold_back_the_others() {
+    let config = config();
+    config.kafka.ensure_topics().await.unwrap();
+    let shutdown = CancellationToken::new();
+    let (stuck, healthy) = (Uuid::new_v4(), Uuid::new_v4());
+    let publisher = std::sync::Arc::new(PartlyFailing {
+        broker: Publisher::new(&config.kafka).unwrap(),
+        failing: Mutex::new(HashSet::from([stuck.to_string()])),
+    });
+    let relayer = Relayer::build(config.clone(), shutdown.clone())
+        .await
+        .unwrap()
+        .unwrap()
+        .publishing_through(std::sync::Arc::clone(&publisher));
+    let pool = PgPool::connect(&config.database_url).await.unwrap();
+    // More of the stuck aggregate's events than a batch holds, ahead of the healthy one's.
+    for version in 1..=12 {
+        insert(&mut pool.acquire().await.unwrap(), stuck, version).await;
+    }
+    for version in 1..=3 {
+        insert(&mut pool.acquire().await.unwrap(), healthy, version).await;
+    }
+    let consumer = consumer(&config);
+    tokio::spawn(relayer.run_until_stopped());
+
+    let mut received = HashMap::new();
+    receive_until(&consumer, &mut received, |r| {
+        r.get(&healthy).is_some_and(|versions| versions.len() == 3)
+    })
+    .await;
+    assert_eq!(received[&healthy], [1, 2, 3]);
+    assert!(!received.contains_key(&stuck));
+
+    publisher.failing.lock().unwrap().clear();
+    receive_until(&consumer, &mut received, |r| {
+        r.get(&stuck).is_some_and(|versions| versions.len() == 12)
+    })
+    .await;
+    assert_eq!(
+        received[&stuck],
+        (1..=12).collect::<Vec<_>>(),
+        "in order, once"
+    );
+    shutdown.cancel();
 }
