@@ -93,9 +93,10 @@ impl System {
             .expect("a runtime for the components");
         let run = components.handle().clone();
 
+        // The read side alone has no event store: its projector would find nothing there.
+        let event_store = services.own_database_url();
         let mut listener = None;
         if parts == Parts::Everything {
-            let event_store = services.own_database_url();
             let config = ListenerConfig {
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                 kafka: kafka.clone(),
@@ -119,7 +120,7 @@ impl System {
             run.spawn(handler.run_until_stopped());
 
             let relayer = RelayerConfig {
-                database_url: event_store,
+                database_url: event_store.clone(),
                 kafka: kafka.clone(),
                 interval: Duration::from_millis(100),
                 batch_size: 500,
@@ -132,6 +133,7 @@ impl System {
         let read_models = services.own_database_url();
         let projector = ProjectorConfig {
             database_url: read_models.clone(),
+            event_store_url: event_store,
             kafka: kafka.clone(),
             group_id: name("projector"),
             consumers: partitions as usize,

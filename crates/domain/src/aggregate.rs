@@ -102,6 +102,16 @@ pub enum Event {
 }
 
 impl Event {
+    /// The type of the aggregate whose stream it belongs to.
+    pub fn aggregate_type(&self) -> &'static str {
+        use crate::{Investor, Invoice, Issuer};
+        match self {
+            Event::Issuer(_) => Issuer::TYPE,
+            Event::Investor(_) => Investor::TYPE,
+            Event::Invoice(_) => Invoice::TYPE,
+        }
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             Event::Issuer(event) => event.type_name(),

@@ -4,6 +4,7 @@
 
 mod aggregate;
 mod command;
+mod envelope;
 mod ids;
 mod integration;
 mod investor;
@@ -17,6 +18,7 @@ mod testing;
 
 pub use aggregate::{Aggregate, Event, ImpossibleEvent, Rejection};
 pub use command::{ClientCommand, Command};
+pub use envelope::EventMeta;
 pub use ids::{CommandId, InvestorId, InvoiceId, IssuerId};
 pub use integration::IntegrationEvent;
 pub use investor::{Investor, InvestorCommand, InvestorEvent};

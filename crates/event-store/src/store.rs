@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use financing_domain::CommandId;
+use financing_domain::{CommandId, EventMeta};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -37,6 +37,23 @@ pub struct RecordedEvent {
     pub payload: Value,
     pub metadata: EventMetadata,
     pub recorded_at: DateTime<Utc>,
+}
+
+impl RecordedEvent {
+    /// Where the event comes from and where it sits.
+    pub fn meta(&self) -> EventMeta {
+        EventMeta {
+            aggregate_type: self.aggregate_type.clone(),
+            aggregate_id: self.aggregate_id,
+            version: self.version,
+            schema_version: self.schema_version,
+            event_id: self.metadata.event_id,
+            command_id: self.metadata.command_id,
+            correlation_id: self.metadata.correlation_id,
+            causation_id: self.metadata.causation_id,
+            recorded_at: self.recorded_at,
+        }
+    }
 }
 
 /// An aggregate's state as of `version`, serialized.

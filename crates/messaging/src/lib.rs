@@ -11,9 +11,10 @@ mod wire;
 
 pub use config::{KafkaConfig, Topics};
 pub use consume::{DeadLetters, HandleMessage};
+pub use financing_domain::EventMeta;
 pub use group::{Group, GroupConsumer, LagReader, PartitionLag, ProgressWatch, Stall};
 pub use publisher::{Publish, PublishError, Publisher};
 pub use wire::{
-    CommandMessage, EventMessage, EventMeta, OutcomeMessage, Record, Undecodable, dead_letter,
+    CommandMessage, EventMessage, OutcomeMessage, Record, Undecodable, dead_letter, event_record,
     headers, integration_event, integration_record,
 };

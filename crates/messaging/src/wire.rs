@@ -6,8 +6,9 @@ use std::fmt::Display;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use financing_domain::saga::EventPosition;
-use financing_domain::{ClientCommand, CommandId, Event, IntegrationEvent, Message as _};
+use financing_domain::{
+    ClientCommand, CommandId, Event, EventMeta, IntegrationEvent, Message as _,
+};
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use serde_json::Value;
@@ -122,48 +123,26 @@ fn json_payload(message: &impl Message) -> Result<Value, Undecodable> {
     serde_json::from_slice(bytes).map_err(|e| Undecodable::NotJson(e.to_string()))
 }
 
-/// Where an event comes from and where it sits, as carried by its headers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventMeta {
-    pub aggregate_type: String,
-    pub aggregate_id: Uuid,
-    pub version: u64,
-    pub schema_version: i32,
-    pub event_id: Uuid,
-    pub command_id: CommandId,
-    pub correlation_id: Uuid,
-    pub causation_id: Uuid,
-    pub recorded_at: DateTime<Utc>,
-}
-
-impl EventMeta {
-    /// The event's message on `financing.events`, keyed by aggregate id.
-    pub fn record(&self, event_type: &str, payload: &Value) -> Record {
-        use headers::*;
-        Record::json(
-            self.aggregate_id,
-            payload,
-            vec![
-                (TYPE, event_type.to_owned()),
-                (AGGREGATE_TYPE, self.aggregate_type.clone()),
-                (AGGREGATE_ID, self.aggregate_id.to_string()),
-                (VERSION, self.version.to_string()),
-                (SCHEMA_VERSION, self.schema_version.to_string()),
-                (EVENT_ID, self.event_id.to_string()),
-                (COMMAND_ID, self.command_id.to_string()),
-                (CORRELATION_ID, self.correlation_id.to_string()),
-                (CAUSATION_ID, self.causation_id.to_string()),
-                (RECORDED_AT, self.recorded_at.to_rfc3339()),
-            ],
-        )
-    }
-
-    pub fn position(&self) -> EventPosition {
-        EventPosition {
-            aggregate_id: self.aggregate_id,
-            version: self.version,
-        }
-    }
+/// An event's message on `financing.events`, keyed by aggregate id, with its metadata in
+/// headers.
+pub fn event_record(meta: &EventMeta, event_type: &str, payload: &Value) -> Record {
+    use headers::*;
+    Record::json(
+        meta.aggregate_id,
+        payload,
+        vec![
+            (TYPE, event_type.to_owned()),
+            (AGGREGATE_TYPE, meta.aggregate_type.clone()),
+            (AGGREGATE_ID, meta.aggregate_id.to_string()),
+            (VERSION, meta.version.to_string()),
+            (SCHEMA_VERSION, meta.schema_version.to_string()),
+            (EVENT_ID, meta.event_id.to_string()),
+            (COMMAND_ID, meta.command_id.to_string()),
+            (CORRELATION_ID, meta.correlation_id.to_string()),
+            (CAUSATION_ID, meta.causation_id.to_string()),
+            (RECORDED_AT, meta.recorded_at.to_rfc3339()),
+        ],
+    )
 }
 
 /// A domain event as read from `financing.events`.
@@ -196,8 +175,7 @@ impl EventMessage {
     }
 
     pub fn record(&self) -> Record {
-        self.meta
-            .record(self.event.type_name(), &self.event.to_payload())
+        event_record(&self.meta, self.event.type_name(), &self.event.to_payload())
     }
 }
 

@@ -1,8 +1,13 @@
 //! The projector: consumes `financing.events` (and the outcomes on `financing.outcomes`) into
 //! the read models of the `queries` database, created and migrated at start-up. Each event is
 //! applied once per aggregate version in the same transaction as its row; an offset is stored
-//! only after that commit.
+//! only after that commit. An event after a gap fills the gap from the event store first.
 
+mod gaps;
+
+use std::time::Duration;
+
+use financing_event_store::{PgEventStore, StoreError};
 use financing_messaging::{
     DeadLetters, EventMessage, Group, HandleMessage, KafkaConfig, OutcomeMessage, PublishError,
     Topics,
@@ -12,12 +17,15 @@ use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::connect_until_ready;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
+use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
     /// `QUERIES_DATABASE_URL`: the read models (created and migrated at start-up).
     pub database_url: String,
+    /// `DATABASE_URL`: the event store, read to fill gaps in the views.
+    pub event_store_url: String,
     pub kafka: KafkaConfig,
     /// `PROJECTOR_GROUP`: the consumer group all instances share.
     pub group_id: String,
@@ -32,6 +40,10 @@ impl ProjectorConfig {
                 "QUERIES_DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/queries",
             ),
+            event_store_url: text(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/financing",
+            ),
             kafka: KafkaConfig::from_env()?,
             group_id: text("PROJECTOR_GROUP", "financing-projector"),
             consumers: var("PROJECTOR_CONSUMERS", 3)?,
@@ -43,6 +55,8 @@ impl ProjectorConfig {
 pub enum StartError {
     #[error("cannot create a Kafka client")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("invalid DATABASE_URL")]
+    EventStore(#[source] sqlx::Error),
     #[error("shutdown requested during start-up")]
     ShutDown,
 }
@@ -52,6 +66,10 @@ pub enum StartError {
 pub enum Transient {
     #[error("the read model database failed")]
     Database(#[from] sqlx::Error),
+    #[error("the event store failed")]
+    EventStore(#[source] sqlx::Error),
+    #[error("the event store cannot be read")]
+    Unreadable(#[source] StoreError),
     #[error("the dead-letter topic did not take the message")]
     DeadLetter(#[from] PublishError),
 }
@@ -60,6 +78,7 @@ pub struct Projector {
     group: Group,
     dead_letters: DeadLetters,
     read_model: ReadModel,
+    event_store: PgEventStore,
     topics: Topics,
     shutdown: CancellationToken,
 }
@@ -82,10 +101,17 @@ impl Projector {
             .join(&config.group_id, &subscribed, config.consumers, &shutdown)
             .await
             .ok_or(StartError::ShutDown)??;
+        // Read only when a gap needs filling: connections are made then.
+        let event_store = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy(&config.event_store_url)
+            .map_err(StartError::EventStore)?;
         Ok(Projector {
             group,
             dead_letters: DeadLetters::new(&config.kafka)?,
             read_model: ReadModel::new(pool),
+            event_store: PgEventStore::new(event_store),
             topics,
             shutdown,
         })
@@ -111,10 +137,7 @@ impl Projector {
             Ok(Projected::Duplicate) => {
                 tracing::info!(%aggregate_id, version, kind, "already projected, skipped");
             }
-            Ok(Projected::Gap { at }) => tracing::warn!(
-                %aggregate_id, version, kind, at,
-                "an earlier version is missing; skipped until it is published again"
-            ),
+            Ok(Projected::Gap { at }) => self.fill_gap(&event, at).await?,
             Err(ProjectionError::Contradiction(reason)) => {
                 self.dead_letters.send(message, &reason).await?;
             }

@@ -4,12 +4,14 @@
 //! transaction with the command's outcome; the `views` methods answer the query service.
 
 mod projection;
+mod stuck;
 mod views;
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
 pub use projection::{Projected, ProjectionError};
+pub use stuck::StuckView;
 pub use views::{CommandStatus, InvestorView, InvoiceView, IssuerView};
 
 /// The read models' schema, run at start-up by the projector and the query service.

@@ -17,7 +17,7 @@ use financing_event_store::{
     EVENTS_APPENDED_CHANNEL, MIGRATOR, Outbox, RecordedEvent, RecordedOutcome, StoreError,
 };
 use financing_messaging::{
-    EventMeta, KafkaConfig, OutcomeMessage, Publish, PublishError, Publisher, Record, Topics,
+    KafkaConfig, OutcomeMessage, Publish, PublishError, Publisher, Record, Topics,
 };
 use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::connect_until_ready;
@@ -263,18 +263,7 @@ impl<P: Publish> Relayer<P> {
 }
 
 fn event_record(event: &RecordedEvent) -> Record {
-    let meta = EventMeta {
-        aggregate_type: event.aggregate_type.clone(),
-        aggregate_id: event.aggregate_id,
-        version: event.version,
-        schema_version: event.schema_version,
-        event_id: event.metadata.event_id,
-        command_id: event.metadata.command_id,
-        correlation_id: event.metadata.correlation_id,
-        causation_id: event.metadata.causation_id,
-        recorded_at: event.recorded_at,
-    };
-    meta.record(&event.event_type, &event.payload)
+    financing_messaging::event_record(&event.meta(), &event.event_type, &event.payload)
 }
 
 fn outcome_record(outcome: &RecordedOutcome) -> Record {
