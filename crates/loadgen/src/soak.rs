@@ -4,7 +4,7 @@
 //! acknowledged command was decided, a repeated request was the same command, each investor's
 //! money is conserved, and reserved and committed funds match the invoices won.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,6 +82,7 @@ pub async fn run(
     let soak = Arc::new(Soak {
         commands: CommandsClient::new(crate::channel(listener).await?),
         queries: queries.clone(),
+        started: Instant::now(),
         issuers,
         investors: investors.clone(),
         give_up: Duration::from_secs(args.give_up_seconds),
@@ -135,6 +136,7 @@ pub async fn run(
             .expect("samples")
             .summary()
     );
+    tally.print_timeline();
     println!("Outcomes:");
     let mut kinds: Vec<_> = decided.by_kind.iter().collect();
     kinds.sort();
@@ -191,6 +193,8 @@ pub async fn run(
 struct Soak {
     commands: CommandsClient<Channel>,
     queries: QueriesClient<Channel>,
+    /// When the soak began: the timeline counts from it.
+    started: Instant,
     issuers: Vec<IssuerId>,
     investors: Vec<InvestorId>,
     give_up: Duration,
@@ -216,6 +220,57 @@ struct Tally {
     resent_mismatch: AtomicU64,
     acked_latency: Mutex<Samples>,
     visible_latency: Mutex<Samples>,
+    timeline: Mutex<BTreeMap<u64, Window>>,
+}
+
+/// What happened in one stretch of the soak: where a fault shows, and how long until the
+/// system is back.
+#[derive(Debug, Default)]
+struct Window {
+    acked: u64,
+    retried: u64,
+    unavailable: u64,
+    slowest_ack: Duration,
+    slowest_decided: Duration,
+}
+
+/// The length of a timeline window.
+const WINDOW: Duration = Duration::from_secs(10);
+
+impl Tally {
+    /// Updates the window that `at` falls in, counted from `started`.
+    fn at(&self, started: Instant, at: Instant, update: impl FnOnce(&mut Window)) {
+        let window = at.saturating_duration_since(started).as_secs() / WINDOW.as_secs();
+        update(
+            self.timeline
+                .lock()
+                .expect("the timeline")
+                .entry(window)
+                .or_default(),
+        );
+    }
+
+    fn print_timeline(&self) {
+        println!(
+            "Timeline ({} s windows, by when each command was sent):",
+            WINDOW.as_secs()
+        );
+        println!(
+            "  {:>6}  {:>7}  {:>7}  {:>11}  {:>12}  {:>16}",
+            "from s", "acked", "retried", "UNAVAILABLE", "slowest ack", "slowest decided"
+        );
+        for (window, stats) in self.timeline.lock().expect("the timeline").iter() {
+            println!(
+                "  {:>6}  {:>7}  {:>7}  {:>11}  {:>9.0} ms  {:>13.0} ms",
+                window * WINDOW.as_secs(),
+                stats.acked,
+                stats.retried,
+                stats.unavailable,
+                stats.slowest_ack.as_secs_f64() * 1e3,
+                stats.slowest_decided.as_secs_f64() * 1e3,
+            );
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -300,6 +355,10 @@ impl Soak {
             .lock()
             .expect("samples")
             .push(accepted - started);
+        self.tally.at(self.started, started, |window| {
+            window.acked += 1;
+            window.slowest_ack = window.slowest_ack.max(accepted - started);
+        });
         self.record(&planned, &acked);
         if resend {
             self.tally.resent.fetch_add(1, Ordering::Relaxed);
@@ -315,6 +374,9 @@ impl Soak {
                 .lock()
                 .expect("samples")
                 .push(latency);
+            self.tally.at(self.started, started, |window| {
+                window.slowest_decided = window.slowest_decided.max(latency);
+            });
         }
     }
 
@@ -395,6 +457,8 @@ impl Soak {
                 }
                 Ok(Err(status)) if status.code() == Code::Unavailable => {
                     self.tally.unavailable.fetch_add(1, Ordering::Relaxed);
+                    self.tally
+                        .at(self.started, Instant::now(), |w| w.unavailable += 1);
                 }
                 Ok(Err(_)) | Err(_) => {}
             }
@@ -402,6 +466,8 @@ impl Soak {
                 return None;
             }
             self.tally.retries.fetch_add(1, Ordering::Relaxed);
+            self.tally
+                .at(self.started, Instant::now(), |w| w.retried += 1);
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(2));
         }
