@@ -5,7 +5,7 @@
 # that every acknowledged command was decided and every investor's money adds up; this script
 # then checks that every process is alive. Exits non-zero if anything failed.
 #
-# Usage: scripts/soak.sh [--rate N] [--seconds N] [--fault WHAT@SECONDS]...
+# Usage: scripts/soak.sh [--rate N] [--seconds N] [--settle-seconds N] [--fault WHAT@SECONDS]...
 #   --fault broker@20            kill -9 the broker 20 s in, and start it again on its data
 #   --fault command-handler@40   the same for a component (listener, command-handler, relayer,
 #                                projector, queries)
@@ -22,11 +22,12 @@ QUERIES_ADDR="${QUERIES_ADDR:-127.0.0.1:8081}"
 export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:$BROKER_PORT}"
 export LISTENER_URL="http://$LISTENER_ADDR" QUERIES_URL="http://$QUERIES_ADDR"
 
-rate=300 seconds=60 faults=()
+rate=300 seconds=60 settle=180 faults=()
 while (($#)); do
     case "$1" in
         --rate) rate=$2 ;;
         --seconds) seconds=$2 ;;
+        --settle-seconds) settle=$2 ;;
         --fault) faults+=("$2") ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -74,7 +75,7 @@ log "soak: $rate commands/s for $seconds s${faults:+, faults: ${faults[*]}}"
 schedule &
 injector=$!
 status=0
-"$BIN/loadgen" soak --rate "$rate" --seconds "$seconds" || status=$?
+"$BIN/loadgen" soak --rate "$rate" --seconds "$seconds" --settle-seconds "$settle" || status=$?
 wait "$injector"
 
 for pidfile in "$RUN_DIR"/*.pid; do

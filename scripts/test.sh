@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: on a fresh machine it starts PostgreSQL, installs and starts the broker
-# (Nisshi, in memory), then runs the format check, clippy and every test.
+# (Nisshi, in memory), then runs the format check, clippy and every test; last, the short soak:
+# the system started by scripts/up.sh under load while each component, the broker and
+# PostgreSQL are crashed in turn (scripts/soak.sh), which must lose nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -50,3 +52,18 @@ psql "$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'f
 
 log "tests"
 cargo nextest run --workspace --locked
+
+# After the tests, alone: it restarts PostgreSQL. A system of its own (broker on SQLite, ports,
+# databases), in the dev build the tests used.
+log "soak with faults: every component, the broker and PostgreSQL crashed in turn under load"
+soak_env=(RUN_DIR=target/soak PROFILE=dev BROKER_PORT=19192 KAFKA_BROKERS=127.0.0.1:19192
+    LISTENER_ADDR=127.0.0.1:18180 QUERIES_ADDR=127.0.0.1:18181
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/soak_financing
+    QUERIES_DATABASE_URL=postgres://postgres@127.0.0.1:5432/soak_queries)
+for db in soak_financing soak_queries; do dropdb -h 127.0.0.1 -U postgres --if-exists "$db"; done
+rm -rf target/soak
+env "${soak_env[@]}" scripts/up.sh --detach >target/soak-up.log
+trap 'env "${soak_env[@]}" scripts/down.sh >/dev/null 2>&1; [ -n "$broker" ] && kill "$broker" 2>/dev/null || true' EXIT
+env "${soak_env[@]}" scripts/soak.sh --rate 50 --seconds 70 --settle-seconds 120 \
+    --fault listener@5 --fault command-handler@14 --fault relayer@23 --fault projector@32 \
+    --fault queries@41 --fault broker@50 --fault postgres@59

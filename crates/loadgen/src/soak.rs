@@ -543,17 +543,20 @@ impl Soak {
         }
     }
 
-    /// When the command's outcome shows on the query service (polled every 2 ms, for a minute
-    /// at most).
+    /// When the command's outcome shows on the query service, for a minute at most. Polled
+    /// every 2 ms at first, then less and less often (at most every 50 ms): when decisions
+    /// slow down, the watchers must not flood the query service and slow it down in turn.
     async fn await_decided(&self, command_id: CommandId) -> Option<Instant> {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut pause = Duration::from_millis(2);
         while Instant::now() < deadline {
             if let Ok(status) = status_of(&self.queries, command_id).await
                 && status != v1::CommandStatus::Pending
             {
                 return Some(Instant::now());
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(pause).await;
+            pause = pause.mul_f64(1.5).min(Duration::from_millis(50));
         }
         None
     }

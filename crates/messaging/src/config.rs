@@ -7,7 +7,7 @@ use financing_runtime::retry::until_ok;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
@@ -127,6 +127,29 @@ impl KafkaConfig {
             .create_with_context(GroupContext::new(group, member))
     }
 
+    /// The system's topics the broker does not have, asked on a thread of its own (the
+    /// client's calls block).
+    async fn missing_topics(&self) -> Result<Vec<String>, KafkaError> {
+        let (config, timeout) = (self.client_config(), self.delivery_timeout);
+        let names: Vec<String> = self.topics().all().map(str::to_owned).into();
+        let lookup = tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = config.create()?;
+            let mut missing = Vec::new();
+            for name in names {
+                let metadata = client.fetch_metadata(Some(&name), timeout)?;
+                let found = metadata
+                    .topics()
+                    .iter()
+                    .any(|topic| topic.name() == name && topic.error().is_none());
+                if !found {
+                    missing.push(name);
+                }
+            }
+            Ok(missing)
+        });
+        lookup.await.unwrap_or_else(|_| Err(KafkaError::Canceled))
+    }
+
     fn heartbeat_interval(&self) -> Duration {
         (self.session_timeout / 3).min(Duration::from_secs(1))
     }
@@ -160,12 +183,15 @@ impl KafkaConfig {
     /// Creates the system's topics that are missing; existing ones are left as they are.
     pub async fn ensure_topics(&self) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
-        let names = self.topics();
-        let topics: Vec<NewTopic> = names
-            .all()
-            .into_iter()
+        // Only the missing ones are asked for: a broker may log every refusal as an error.
+        let missing = self.missing_topics().await?;
+        let topics: Vec<NewTopic> = missing
+            .iter()
             .map(|name| NewTopic::new(name, self.partitions, TopicReplication::Fixed(1)))
             .collect();
+        if topics.is_empty() {
+            return Ok(());
+        }
         let options =
             AdminOptions::new().request_timeout(Some(Timeout::After(self.delivery_timeout)));
         for result in admin.create_topics(&topics, &options).await? {
