@@ -14,7 +14,8 @@ use financing_domain::{
     Bid, CommandId, Event, InvestorEvent, InvestorId, InvoiceEvent, InvoiceId, IssuerEvent,
     IssuerId, Money,
 };
-use financing_messaging::{EventMessage, EventMeta, OutcomeMessage};
+use financing_messaging::{EventMessage, OutcomeMessage};
+use financing_testkit::as_published;
 use tonic::Code;
 use uuid::Uuid;
 
@@ -36,29 +37,14 @@ impl Scenario {
 
     /// Publishes the aggregate's next event; returns it as published.
     async fn publish(&mut self, event: Event) -> EventMessage {
-        let (aggregate_type, aggregate_id) = match &event {
-            Event::Issuer(IssuerEvent::IssuerCreated { issuer_id, .. }) => {
-                ("Issuer", issuer_id.as_uuid())
-            }
-            Event::Investor(e) => ("Investor", investor_of(e).as_uuid()),
-            Event::Invoice(e) => ("Invoice", invoice_of(e).as_uuid()),
+        let aggregate_id = match &event {
+            Event::Issuer(IssuerEvent::IssuerCreated { issuer_id, .. }) => issuer_id.as_uuid(),
+            Event::Investor(e) => investor_of(e).as_uuid(),
+            Event::Invoice(e) => invoice_of(e).as_uuid(),
         };
         let version = self.versions.entry(aggregate_id).or_default();
         *version += 1;
-        let message = EventMessage {
-            meta: EventMeta {
-                aggregate_type: aggregate_type.into(),
-                aggregate_id,
-                version: *version,
-                schema_version: 1,
-                event_id: Uuid::new_v4(),
-                command_id: CommandId::new_random(),
-                correlation_id: Uuid::new_v4(),
-                causation_id: Uuid::new_v4(),
-                recorded_at: Utc::now(),
-            },
-            event,
-        };
+        let message = as_published(event, aggregate_id, *version);
         self.system.publish_event(&message).await;
         self.published.push(message.clone());
         message

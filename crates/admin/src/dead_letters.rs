@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::DateTime;
 use clap::Subcommand;
-use financing_messaging::{KafkaConfig, Publisher, Record, headers};
+use financing_messaging::{KafkaConfig, Publisher, Record, headers, headers_of};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 #[derive(Subcommand)]
@@ -248,23 +248,12 @@ fn read_all(kafka: &KafkaConfig) -> anyhow::Result<Vec<DeadLetter>> {
         {
             ends.remove(&position.partition);
         }
-        let headers = message
-            .headers()
-            .map(|all| {
-                all.iter()
-                    .map(|h| {
-                        let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
-                        (h.key.to_owned(), value)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
         letters.push(DeadLetter {
             position,
             timestamp: message.timestamp().to_millis(),
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec),
-            headers,
+            headers: headers_of(&message),
         });
     }
     letters.sort_by_key(|letter| (letter.position.partition, letter.position.offset));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use financing_domain::saga::{self, Reaction};
 use financing_event_store::{Parked, Received, StoreError};
 use financing_messaging::{
-    CommandMessage, EventMessage, HandleMessage, PublishError, Undecodable, headers,
+    CommandMessage, EventMessage, HandleMessage, PublishError, Undecodable, headers, headers_of,
     integration_event,
 };
 use financing_runtime::retry::Chain;
@@ -232,24 +232,13 @@ impl CommandHandler {
 }
 
 fn received(message: &impl Message) -> Received {
-    let headers = message
-        .headers()
-        .map(|all| {
-            all.iter()
-                .map(|h| {
-                    let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
-                    (h.key.to_owned(), value)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     Received {
         topic: message.topic().to_owned(),
         partition: message.partition(),
         offset: message.offset(),
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec),
-        headers,
+        headers: headers_of(message),
     }
 }
 

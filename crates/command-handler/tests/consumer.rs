@@ -1,21 +1,22 @@
 //! The handler against the real broker and Postgres: its own topics (one partition, so order
 //! is total) and its own database.
 
-use chrono::Utc;
+mod common;
+
 use financing_command_handler::{CommandHandler, HandlerConfig};
 use financing_domain::{
     Bid, ClientCommand, CommandId, Event, IntegrationEvent, InvestorId, InvoiceEvent, InvoiceId,
     IssuerEvent, IssuerId, Money,
 };
 use financing_messaging::{
-    CommandMessage, EventMessage, EventMeta, KafkaConfig, Publisher, Record, headers,
-    integration_record,
+    CommandMessage, KafkaConfig, Publisher, Record, headers, integration_record,
 };
-use financing_testkit::{PATIENCE, own_database_url, own_topics, read_to_end, wait_until};
+use financing_testkit::{
+    PATIENCE, as_published, own_database_url, own_topics, read_to_end, wait_until,
+};
 use rdkafka::Message;
 use rdkafka::message::{Headers, OwnedMessage};
 use sqlx::PgPool;
-use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -31,15 +32,7 @@ impl Setup {
             partitions: 1,
             ..own_topics()
         };
-        let config = HandlerConfig {
-            database_url: own_database_url(),
-            group_id: format!("{}handler", kafka.topic_prefix),
-            snapshot_every: 50,
-            max_attempts: 10,
-            consumers: 1,
-            kafka: kafka.clone(),
-            parked_retry: Duration::from_millis(200),
-        };
+        let config = common::config(&kafka, own_database_url());
         Setup {
             publisher: Publisher::new(&kafka).unwrap(),
             config,
@@ -254,25 +247,6 @@ async fn a_registration_the_database_refuses_is_dead_lettered_and_the_next_is_ha
     shutdown.cancel();
 }
 
-/// An event on `financing.events`, as the relayer would publish it.
-fn domain_event(event: Event, aggregate_type: &str, aggregate_id: Uuid, version: u64) -> Record {
-    EventMessage {
-        meta: EventMeta {
-            aggregate_type: aggregate_type.into(),
-            aggregate_id,
-            version,
-            schema_version: 1,
-            event_id: Uuid::new_v4(),
-            command_id: CommandId::new_random(),
-            correlation_id: Uuid::new_v4(),
-            causation_id: Uuid::new_v4(),
-            recorded_at: Utc::now(),
-        },
-        event,
-    }
-    .record()
-}
-
 async fn parked_messages(pool: &PgPool) -> Vec<(String, String)> {
     sqlx::query_as("SELECT topic, reason FROM parked_messages ORDER BY id")
         .fetch_all(pool)
@@ -287,15 +261,15 @@ async fn an_event_the_saga_cannot_decode_is_parked_not_dropped() {
     let (shutdown, _running) = setup.start().await;
     let pool = PgPool::connect(&setup.config.database_url).await.unwrap();
 
-    let mut unreadable = domain_event(
+    let mut unreadable = as_published(
         Event::Issuer(IssuerEvent::IssuerCreated {
             issuer_id: IssuerId::new_random(),
             name: "ACME".into(),
         }),
-        "Issuer",
         Uuid::new_v4(),
         1,
-    );
+    )
+    .record();
     unreadable.payload = b"{written by a newer handler".to_vec();
     setup.publish(&topics.events, unreadable).await;
 
@@ -380,7 +354,7 @@ async fn a_reaction_whose_aggregate_cannot_be_read_is_parked_and_goes_through_on
             amount: Money::units(10),
         },
     };
-    let approved = domain_event(Event::Invoice(approved), "Invoice", invoice_id.as_uuid(), 3);
+    let approved = as_published(Event::Invoice(approved), invoice_id.as_uuid(), 3).record();
     setup.publish(&topics.events, approved).await;
     let parked = wait_until("the reaction is parked", || async {
         let parked = parked_messages(&pool).await;

@@ -1,12 +1,13 @@
 //! A handler that dies without a word (kill -9) does not keep its partitions for long: its
 //! group gives them to the handler still alive, which carries on with them.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
 
-use financing_command_handler::{CommandHandler, HandlerConfig};
+use financing_command_handler::CommandHandler;
 use financing_domain::{IntegrationEvent, IssuerId};
 use financing_messaging::{KafkaConfig, integration_record};
 use financing_testkit::{own_database_url, own_topics, wait_until};
@@ -72,15 +73,7 @@ async fn a_handler_killed_mid_stream_hands_its_partitions_to_the_survivor() {
         partitions: PARTITIONS,
         ..own_topics()
     };
-    let config = HandlerConfig {
-        database_url: own_database_url(),
-        group_id: format!("{}handler", kafka.topic_prefix),
-        snapshot_every: 50,
-        max_attempts: 10,
-        consumers: 1,
-        kafka: kafka.clone(),
-        parked_retry: Duration::from_secs(30),
-    };
+    let config = common::config(&kafka, own_database_url());
     let shutdown = CancellationToken::new();
     let survivor = CommandHandler::build(config.clone(), shutdown.clone())
         .await

@@ -1,12 +1,13 @@
 //! A database outage under a running command handler: it retries with backoff, and when the
 //! database is back every message is applied, exactly once.
 
-use financing_command_handler::{CommandHandler, HandlerConfig};
+mod common;
+
+use financing_command_handler::CommandHandler;
 use financing_domain::{IntegrationEvent, IssuerId};
 use financing_messaging::{KafkaConfig, Publisher, integration_record};
 use financing_testkit::{Proxy, Services, wait_until};
 use sqlx::PgPool;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -38,15 +39,7 @@ async fn messages_wait_out_a_database_outage_and_none_is_lost_or_doubled() {
         partitions: 1,
         ..services.own_topics()
     };
-    let config = HandlerConfig {
-        database_url: through_proxy,
-        group_id: format!("{}handler", kafka.topic_prefix),
-        snapshot_every: 50,
-        max_attempts: 10,
-        consumers: 1,
-        kafka: kafka.clone(),
-        parked_retry: Duration::from_secs(30),
-    };
+    let config = common::config(&kafka, through_proxy);
     let shutdown = CancellationToken::new();
     let handler = CommandHandler::build(config, shutdown.clone())
         .await

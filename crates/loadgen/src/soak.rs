@@ -252,7 +252,7 @@ impl Tally {
 
     fn print_timeline(&self) {
         println!(
-            "Timeline ({} s windows, by when each command was sent):",
+            "Timeline ({} s windows; commands by when they were sent, retries by when they happened):",
             WINDOW.as_secs()
         );
         println!(

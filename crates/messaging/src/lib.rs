@@ -16,5 +16,5 @@ pub use group::{Group, GroupConsumer, LagReader, PartitionLag, ProgressWatch, St
 pub use publisher::{Publish, PublishError, Publisher};
 pub use wire::{
     CommandMessage, EventMessage, OutcomeMessage, Record, Undecodable, dead_letter, event_record,
-    headers, integration_event, integration_record,
+    headers, headers_of, integration_event, integration_record,
 };

@@ -319,19 +319,28 @@ pub fn integration_event(message: &impl Message) -> Result<IntegrationEvent, Und
     )?)
 }
 
+/// A message's headers, each value read as UTF-8 (`None` for a null value).
+pub fn headers_of(message: &impl Message) -> Vec<(String, Option<String>)> {
+    let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    message
+        .headers()
+        .map(|all| {
+            all.iter()
+                .map(|h| (h.key.to_owned(), h.value.map(lossy)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The dead letter for a message that cannot be handled: its key, payload and headers as they
 /// were, plus why and where it came from.
 pub fn dead_letter(message: &impl Message, reason: &str) -> Record {
     use headers::*;
     let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    let mut headers: Vec<(String, String)> = message
-        .headers()
-        .map(|all| {
-            all.iter()
-                .map(|h| (h.key.to_owned(), h.value.map(lossy).unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut headers: Vec<(String, String)> = headers_of(message)
+        .into_iter()
+        .map(|(name, value)| (name, value.unwrap_or_default()))
+        .collect();
     headers.extend([
         (DLQ_REASON.to_owned(), reason.to_owned()),
         (DLQ_TOPIC.to_owned(), message.topic().to_owned()),

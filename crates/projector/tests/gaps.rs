@@ -56,6 +56,17 @@ impl Setup {
         }
     }
 
+    /// A new investor with 100 (versions 1 and 2 of its stream).
+    async fn register(&self) -> InvestorId {
+        let id = InvestorId::new_random();
+        let create = InvestorCommand::Create {
+            name: "Ada".into(),
+            funds: Money::units(100),
+        };
+        self.execute(id, create).await;
+        id
+    }
+
     async fn execute(&self, id: InvestorId, command: InvestorCommand) {
         let loaded = self.store.load::<Investor>(id).await.unwrap();
         let events = loaded.state.decide(id, &command).unwrap();
@@ -97,12 +108,7 @@ impl Setup {
 #[tokio::test]
 async fn an_event_after_versions_the_bus_lost_brings_them_from_the_event_store() {
     let setup = Setup::start().await;
-    let id = InvestorId::new_random();
-    let create = InvestorCommand::Create {
-        name: "Ada".into(),
-        funds: Money::units(100),
-    };
-    setup.execute(id, create).await;
+    let id = setup.register().await;
     let bid = InvestorCommand::PlaceBid {
         invoice_id: InvoiceId::new_random(),
         amount: Money::units(20),
@@ -133,12 +139,7 @@ async fn an_event_after_versions_the_bus_lost_brings_them_from_the_event_store()
 #[tokio::test]
 async fn a_gap_the_event_store_cannot_fill_is_recorded_as_stuck() {
     let setup = Setup::start().await;
-    let id = InvestorId::new_random();
-    let create = InvestorCommand::Create {
-        name: "Ada".into(),
-        funds: Money::units(100),
-    };
-    setup.execute(id, create).await;
+    let id = setup.register().await;
     // Version 2 is published, but the event store lost version 1.
     sqlx::query("DELETE FROM events WHERE aggregate_id = $1 AND version = 1")
         .bind(id.as_uuid())

@@ -12,7 +12,9 @@ use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use financing_messaging::{GroupConsumer, KafkaConfig};
+use chrono::Utc;
+use financing_domain::{CommandId, Event};
+use financing_messaging::{EventMessage, EventMeta, GroupConsumer, KafkaConfig};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
@@ -89,6 +91,25 @@ pub fn own_database_url() -> String {
 /// [`Services::own_topics`] on the services of the environment.
 pub fn own_topics() -> KafkaConfig {
     Services::from_env().own_topics()
+}
+
+/// `event` as the relayer would publish it: version `version` of the stream of `aggregate_id`,
+/// with ids of its own.
+pub fn as_published(event: Event, aggregate_id: Uuid, version: u64) -> EventMessage {
+    EventMessage {
+        meta: EventMeta {
+            aggregate_type: event.aggregate_type().into(),
+            aggregate_id,
+            version,
+            schema_version: 1,
+            event_id: Uuid::new_v4(),
+            command_id: CommandId::new_random(),
+            correlation_id: Uuid::new_v4(),
+            causation_id: Uuid::new_v4(),
+            recorded_at: Utc::now(),
+        },
+        event,
+    }
 }
 
 /// Polls `condition` until it returns `Some`, failing the test after [`PATIENCE`].
