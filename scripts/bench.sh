@@ -46,8 +46,9 @@ for setting in "$@"; do
     (
         # shellcheck disable=SC2086 # the setting is a list of assignments
         [ -n "$setting" ] && export $setting
-        scripts/up.sh --detach >"$RUN_DIR/up.out"
+        # Whatever up.sh started is stopped, even if it failed halfway.
         trap 'scripts/down.sh >/dev/null 2>&1' EXIT
+        scripts/up.sh --detach >"$RUN_DIR/up.out"
         sleep 5
         echo "-- idle, over 10 s"
         scripts/usage.sh 10

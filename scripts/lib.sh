@@ -32,8 +32,8 @@ nisshi_bin() {
     command -v nisshi 2>/dev/null || echo "${CARGO_HOME:-$HOME/.cargo}/bin/nisshi"
 }
 
-# Installs Nisshi from crates.io if it is missing: a one-time build of about 20 minutes on two
-# cores. Only the storage engines used here: memory:// (dynostore) and sqlite:// (libsql). One of
+# Installs Nisshi from crates.io if it is missing: a one-time build of about 15 minutes on two
+# cores (measured with the project building alongside, as in test.sh). Only the storage engines used here: memory:// (dynostore) and sqlite:// (libsql). One of
 # its dependencies declares rustc 1.96; it builds and runs on 1.95.
 install_nisshi() {
     if [ -x "$(nisshi_bin)" ]; then return; fi

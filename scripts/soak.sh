@@ -40,35 +40,51 @@ for process in "${COMPONENTS[@]}"; do
     fi
 done
 
-# Kills -9 what the fault names and starts it again, the way up.sh did.
+# Kills -9 what the fault names (waiting until it is gone) and starts it again, the way up.sh
+# did. Fails if the fault cannot be injected.
 inject() { # what
+    local pid
     case "$1" in
         postgres)
             log "fault: restarting PostgreSQL in immediate mode"
             pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main restart -m immediate
+            return
             ;;
-        broker)
-            log "fault: kill -9 the broker, then starting it again"
-            kill -KILL "$(cat "$RUN_DIR/broker.pid")"
-            while port_open "$BROKER_PORT"; do sleep 0.1; done
-            start_broker "${BROKER_STORAGE:-sqlite://nisshi.db}" "$RUN_DIR/logs/broker.log" \
-                "$RUN_DIR" >"$RUN_DIR/broker.pid"
-            ;;
+        broker | listener | command-handler | relayer | projector | queries) ;;
         *)
-            log "fault: kill -9 the $1, then starting it again"
-            kill -KILL "$(cat "$RUN_DIR/$1.pid")"
-            start_component "$1"
+            log "fault: there is no $1 to crash"
+            return 1
             ;;
     esac
+    if [ ! -e "$RUN_DIR/$1.pid" ]; then
+        log "fault: $1 was not started by up.sh in $RUN_DIR (no $1.pid)"
+        return 1
+    fi
+    pid=$(cat "$RUN_DIR/$1.pid")
+    log "fault: kill -9 the $1, then starting it again"
+    kill -KILL "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    if [ "$1" = broker ]; then
+        while port_open "$BROKER_PORT"; do sleep 0.05; done
+        start_broker "${BROKER_STORAGE:-sqlite://nisshi.db}" "$RUN_DIR/logs/broker.log" \
+            "$RUN_DIR" >"$RUN_DIR/broker.pid"
+    else
+        start_component "$1"
+    fi
 }
 
+# Injects each fault at its time; fails if any could not be injected.
 schedule() {
-    local fault what at
+    local fault what at injectors=() failed=0
     for fault in "${faults[@]}"; do
         what=${fault%@*} at=${fault#*@}
         ( sleep "$at" && inject "$what" ) &
+        injectors+=($!)
     done
-    wait
+    for injector in "${injectors[@]}"; do
+        wait "$injector" || failed=1
+    done
+    return "$failed"
 }
 
 log "soak: $rate commands/s for $seconds s${faults:+, faults: ${faults[*]}}"
@@ -76,7 +92,10 @@ schedule &
 injector=$!
 status=0
 "$BIN/loadgen" soak --rate "$rate" --seconds "$seconds" --settle-seconds "$settle" || status=$?
-wait "$injector"
+if ! wait "$injector"; then
+    log "a fault could not be injected"
+    status=1
+fi
 
 for pidfile in "$RUN_DIR"/*.pid; do
     name=$(basename "$pidfile" .pid)

@@ -10,7 +10,7 @@ source scripts/lib.sh
 mkdir -p target
 ensure_postgres
 
-# The broker build (cold: ~20 min) overlaps with the project's own build.
+# The broker build (cold: ~15 min) overlaps with the project's own build.
 installing=""
 if ! port_open "$BROKER_PORT" && [ ! -x "$(nisshi_bin)" ]; then
     install_nisshi >target/nisshi-install.log 2>&1 &
@@ -62,8 +62,8 @@ soak_env=(RUN_DIR=target/soak PROFILE=dev BROKER_PORT=19192 KAFKA_BROKERS=127.0.
     QUERIES_DATABASE_URL=postgres://postgres@127.0.0.1:5432/soak_queries)
 for db in soak_financing soak_queries; do dropdb -h 127.0.0.1 -U postgres --if-exists "$db"; done
 rm -rf target/soak
-env "${soak_env[@]}" scripts/up.sh --detach >target/soak-up.log
 trap 'env "${soak_env[@]}" scripts/down.sh >/dev/null 2>&1; [ -n "$broker" ] && kill "$broker" 2>/dev/null || true' EXIT
+env "${soak_env[@]}" scripts/up.sh --detach >target/soak-up.log
 env "${soak_env[@]}" scripts/soak.sh --rate 50 --seconds 70 --settle-seconds 120 \
     --fault listener@5 --fault command-handler@14 --fault relayer@23 --fault projector@32 \
     --fault queries@41 --fault broker@50 --fault postgres@59

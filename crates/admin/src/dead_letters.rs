@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::DateTime;
 use clap::Subcommand;
-use financing_messaging::{KafkaConfig, Publisher, Record, headers, headers_of};
+use financing_messaging::{KafkaConfig, Publisher, headers, headers_of, kafka_headers};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
 #[derive(Subcommand)]
@@ -24,8 +24,8 @@ pub enum Command {
         /// PARTITION:OFFSET on the dead-letter topic, as `list` shows it.
         position: Position,
     },
-    /// Sends dead letters back to the topic they came from, as they were (without the
-    /// dead-letter headers), for their consumer to handle again. Each message carries the ids
+    /// Sends dead letters back to the topic they came from, as they were (key, payload and
+    /// headers, without the dead-letter headers), for their consumer to handle again. Each message carries the ids
     /// that make handling it twice change nothing.
     Redrive {
         /// PARTITION:OFFSET of each dead letter to send back.
@@ -65,22 +65,21 @@ impl fmt::Display for Position {
 
 struct DeadLetter {
     position: Position,
-    timestamp: Option<i64>,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    headers: Vec<(String, Option<String>)>,
+    /// As the broker keeps it on the dead-letter topic.
+    message: OwnedMessage,
 }
 
 impl DeadLetter {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
+    fn header(&self, name: &str) -> Option<String> {
+        headers_of(&self.message)
+            .into_iter()
             .find(|(key, _)| key == name)
-            .and_then(|(_, value)| value.as_deref())
+            .and_then(|(_, value)| value)
+            .map(|value| lossy(&value))
     }
 
     fn origin(&self) -> String {
-        let part = |name| self.header(name).unwrap_or("?");
+        let part = |name| self.header(name).unwrap_or_else(|| "?".into());
         let (topic, partition, offset) = (
             part(headers::DLQ_TOPIC),
             part(headers::DLQ_PARTITION),
@@ -90,7 +89,9 @@ impl DeadLetter {
     }
 
     fn when(&self) -> String {
-        self.timestamp
+        self.message
+            .timestamp()
+            .to_millis()
             .and_then(DateTime::from_timestamp_millis)
             .map_or_else(
                 || "?".into(),
@@ -98,24 +99,29 @@ impl DeadLetter {
             )
     }
 
-    /// The message as it was before it was set aside.
-    fn original(&self) -> anyhow::Result<(String, Record)> {
+    /// The message as it was before it was set aside: its topic, and its key, payload and
+    /// headers as they were (without the dead-letter headers).
+    fn original(&self) -> anyhow::Result<(String, OwnedMessage)> {
         let topic = self
             .header(headers::DLQ_TOPIC)
             .with_context(|| format!("{} does not say where it came from", self.position))?;
-        let headers = self
-            .headers
-            .iter()
-            .filter(|(key, _)| !key.starts_with("dlq-"))
-            .map(|(key, value)| (key.clone(), value.clone().unwrap_or_default()))
-            .collect();
-        let record = Record {
-            key: String::from_utf8_lossy(self.key.as_deref().unwrap_or_default()).into_owned(),
-            payload: self.payload.clone().unwrap_or_default(),
-            headers,
-        };
-        Ok((topic.to_owned(), record))
+        let headers = headers_of(&self.message);
+        let headers = kafka_headers(headers.iter().filter(|(key, _)| !key.starts_with("dlq-")));
+        let original = OwnedMessage::new(
+            self.message.payload().map(<[u8]>::to_vec),
+            self.message.key().map(<[u8]>::to_vec),
+            topic.clone(),
+            self.message.timestamp(),
+            self.message.partition(),
+            self.message.offset(),
+            Some(headers),
+        );
+        Ok((topic, original))
     }
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 pub async fn run(command: Command, kafka: &KafkaConfig) -> anyhow::Result<()> {
@@ -159,8 +165,10 @@ fn list(letters: &[DeadLetter]) -> anyhow::Result<()> {
             letter.position.to_string(),
             letter.when(),
             letter.origin(),
-            letter.header(headers::TYPE).unwrap_or("?"),
-            letter.header(headers::DLQ_REASON).unwrap_or("?"),
+            letter.header(headers::TYPE).unwrap_or_else(|| "?".into()),
+            letter
+                .header(headers::DLQ_REASON)
+                .unwrap_or_else(|| "?".into()),
         );
     }
     println!("{} dead letters", letters.len());
@@ -171,17 +179,16 @@ fn show(letter: &DeadLetter) -> anyhow::Result<()> {
     println!("position      {}", letter.position);
     println!("set aside at  {}", letter.when());
     println!("from          {}", letter.origin());
-    println!(
-        "reason        {}",
-        letter.header(headers::DLQ_REASON).unwrap_or("?")
-    );
-    let key = letter.key.as_deref().map(String::from_utf8_lossy);
+    let reason = letter.header(headers::DLQ_REASON);
+    println!("reason        {}", reason.as_deref().unwrap_or("?"));
+    let key = letter.message.key().map(lossy);
     println!("key           {}", key.as_deref().unwrap_or("(none)"));
     println!("headers");
-    for (name, value) in &letter.headers {
+    for (name, value) in headers_of(&letter.message) {
+        let value = value.as_deref().map(lossy);
         println!("  {name}: {}", value.as_deref().unwrap_or("(null)"));
     }
-    let payload = letter.payload.as_deref().map(String::from_utf8_lossy);
+    let payload = letter.message.payload().map(lossy);
     println!("payload");
     println!("  {}", payload.as_deref().unwrap_or("(none)"));
     Ok(())
@@ -190,9 +197,9 @@ fn show(letter: &DeadLetter) -> anyhow::Result<()> {
 async fn redrive(kafka: &KafkaConfig, letters: &[&DeadLetter]) -> anyhow::Result<()> {
     let publisher = Publisher::new(kafka).context("cannot create a Kafka producer")?;
     for letter in letters {
-        let (topic, record) = letter.original()?;
+        let (topic, original) = letter.original()?;
         publisher
-            .publish(&topic, &record)
+            .republish(&topic, &original)
             .await
             .with_context(|| format!("cannot send {} back to {topic}", letter.position))?;
         println!("{} sent back to {topic}", letter.position);
@@ -250,10 +257,7 @@ fn read_all(kafka: &KafkaConfig) -> anyhow::Result<Vec<DeadLetter>> {
         }
         letters.push(DeadLetter {
             position,
-            timestamp: message.timestamp().to_millis(),
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec),
-            headers: headers_of(&message),
+            message: message.detach(),
         });
     }
     letters.sort_by_key(|letter| (letter.position.partition, letter.position.offset));

@@ -4,9 +4,10 @@
 use std::process::Command;
 
 use financing_messaging::{DeadLetters, KafkaConfig, Publisher, Record, headers};
-use financing_testkit::{own_topics, read_to_end};
+use financing_testkit::{PATIENCE, own_topics, read_to_end};
 use rdkafka::Message;
-use rdkafka::message::Headers;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use uuid::Uuid;
 
 fn financing(kafka: &KafkaConfig, args: &[&str]) -> String {
@@ -84,6 +85,45 @@ async fn a_dead_letter_is_listed_shown_and_sent_back_to_its_topic() {
         names,
         [headers::TYPE, headers::COMMAND_ID],
         "without dlq-* headers"
+    );
+}
+
+#[tokio::test]
+async fn a_redriven_message_keeps_no_key_and_null_headers_as_they_were() {
+    let kafka = own_topics();
+    kafka.ensure_topics().await.unwrap();
+    let topic = kafka.topics().registering_events;
+    let producer: FutureProducer = kafka.client_config().create().unwrap();
+    let headers = OwnedHeaders::new().insert(Header::<&str> {
+        key: "type",
+        value: None,
+    });
+    let keyless = FutureRecord::<(), _>::to(&topic)
+        .payload("no key, a null type")
+        .headers(headers);
+    producer.send(keyless, PATIENCE).await.unwrap();
+    let received = read_to_end(&kafka, &topic).await;
+    DeadLetters::new(&kafka)
+        .unwrap()
+        .send(&received[0], "missing header \"type\"")
+        .await
+        .unwrap();
+    let listed = financing(&kafka, &["dead-letters", "list"]);
+    let line = listed
+        .lines()
+        .find(|l| l.contains("missing header"))
+        .unwrap();
+    let position = line.split_whitespace().next().unwrap();
+
+    financing(&kafka, &["dead-letters", "redrive", position]);
+    let again = read_to_end(&kafka, &topic).await;
+    let redriven = again.last().unwrap();
+    assert_eq!(redriven.key(), None, "still without a key");
+    let header = redriven.headers().unwrap().iter().next().unwrap();
+    assert_eq!(
+        (header.key, header.value),
+        ("type", None),
+        "a null value stays null"
     );
 }
 

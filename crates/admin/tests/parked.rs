@@ -29,7 +29,7 @@ async fn a_parked_message_is_listed_with_where_it_came_from_and_why() {
         offset: 7,
         key: None,
         payload: None,
-        headers: Vec::new(),
+        headers: vec![("type".into(), Some(b"InvoiceApproved".to_vec()))],
     };
     let reason = "stored data cannot be read: Investor 42 v2: cannot decode";
     Parking::new(pool)

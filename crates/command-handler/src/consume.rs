@@ -3,6 +3,7 @@
 //! or set it aside on the dead-letter topic when it never can, telling the client its command
 //! FAILED.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use financing_domain::saga::{self, Reaction};
@@ -12,6 +13,7 @@ use financing_messaging::{
     integration_event,
 };
 use financing_runtime::retry::Chain;
+use futures::FutureExt;
 use rdkafka::Message;
 use rdkafka::Timestamp;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage};
@@ -51,36 +53,57 @@ impl HandleMessage for CommandHandler {
     async fn handle(&self, message: &BorrowedMessage<'_>) -> Result<(), Transient> {
         match self.act(message).await? {
             Handled::Done => Ok(()),
-            Handled::Park(reason) => {
-                let delay = self.retry_parked_after(0);
-                self.parking
-                    .park(&received(message), &reason, delay)
-                    .await?;
-                tracing::error!(
-                    topic = message.topic(),
-                    partition = message.partition(),
-                    offset = message.offset(),
-                    reason,
-                    retry_in = ?delay,
-                    "a message whose effect is owed cannot be handled now; parked"
-                );
-                Ok(())
-            }
-            Handled::SetAside(reason) => self.set_aside(message, &reason).await,
+            Handled::Park(reason) => self.park(message, &reason).await,
+            Handled::SetAside(reason) => self.dead_letter(message, &reason).await,
         }
     }
 
+    /// A message that made the handler panic: a client command is dead-lettered (and FAILED);
+    /// what the saga or Registering is owed is parked, never dropped.
     async fn set_aside(
         &self,
         message: &BorrowedMessage<'_>,
         reason: &str,
     ) -> Result<(), Transient> {
-        self.dead_letters.send(message, reason).await?;
-        self.record_failure(message, reason).await
+        if message.topic() == self.topics.commands {
+            self.dead_letter(message, reason).await
+        } else {
+            self.park(message, reason).await
+        }
     }
 }
 
 impl CommandHandler {
+    /// Parks a message whose effect is owed, to be tried again. One the event store refuses to
+    /// keep (it cannot take its bytes) is dead-lettered instead.
+    async fn park(&self, message: &impl Message, reason: &str) -> Result<(), Transient> {
+        let delay = self.retry_parked_after(0);
+        match self.parking.park(&received(message), reason, delay).await {
+            Ok(()) => {}
+            Err(StoreError::Refused(refused)) => {
+                let reason = format!("{reason}; and it cannot be parked: {refused}");
+                return self.dead_letter(message, &reason).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        tracing::error!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            reason,
+            retry_in = ?delay,
+            "a message whose effect is owed cannot be handled now; parked"
+        );
+        Ok(())
+    }
+
+    /// Sends a message that can never be handled to the dead-letter topic; a client command's
+    /// outcome is then FAILED.
+    async fn dead_letter(&self, message: &impl Message, reason: &str) -> Result<(), Transient> {
+        self.dead_letters.send(message, reason).await?;
+        self.record_failure(message, reason).await
+    }
+
     /// Decodes the message and does what it asks; an error is an outage.
     async fn act(&self, message: &impl Message) -> Result<Handled, StoreError> {
         let from_the_saga = message.topic() == self.topics.events;
@@ -189,7 +212,10 @@ impl CommandHandler {
     async fn retry(&self, parked: &Parked) -> Result<(), Transient> {
         let message = as_kafka_message(&parked.message);
         let (topic, offset) = (&parked.message.topic, parked.message.offset);
-        let still = match self.act(&message).await {
+        // A message that still makes the handler panic stays parked.
+        let attempt = AssertUnwindSafe(self.act(&message)).catch_unwind().await;
+        let attempt = attempt.unwrap_or_else(|_| Ok(Handled::Park("handling it panicked".into())));
+        let still = match attempt {
             Ok(Handled::Done) => {
                 self.parking.release(parked.id).await?;
                 tracing::info!(
@@ -201,8 +227,7 @@ impl CommandHandler {
                 return Ok(());
             }
             Ok(Handled::SetAside(reason)) => {
-                self.dead_letters.send(&message, &reason).await?;
-                self.record_failure(&message, &reason).await?;
+                self.dead_letter(&message, &reason).await?;
                 self.parking.release(parked.id).await?;
                 return Ok(());
             }

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use financing_domain::CommandId;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::postgres::{EventRow, event_columns};
@@ -27,6 +27,17 @@ pub struct Claim {
     outcomes: Vec<RecordedOutcome>,
 }
 
+/// One thing the broker acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// The event at this global position.
+    Event(i64),
+    /// The rejection of this command.
+    Rejection(CommandId),
+    /// The failure of this command.
+    Failure(CommandId),
+}
+
 /// A command that produced no event: the domain rejected it, or it failed outright.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RecordedOutcome {
@@ -44,6 +55,17 @@ pub struct RecordedOutcome {
 impl Outbox {
     pub fn new(pool: PgPool) -> Outbox {
         Outbox { pool }
+    }
+
+    /// Marks one event, or one outcome, as published, outside any claim (what a probe of a
+    /// failing partition got through).
+    pub async fn mark_one(&self, published: Published) -> Result<(), StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        match published {
+            Published::Event(position) => mark(&mut connection, &[position], &[], &[]).await,
+            Published::Rejection(command) => mark(&mut connection, &[], &[command], &[]).await,
+            Published::Failure(command) => mark(&mut connection, &[], &[], &[command]).await,
+        }
     }
 
     /// The oldest unpublished events and outcomes, at most `limit` of each, events in position
@@ -95,6 +117,42 @@ impl Outbox {
     }
 }
 
+/// Marks what the broker acknowledged as published: events by position, outcomes by command id
+/// in the table each came from (a command can be both failed, then rejected once sent again).
+async fn mark(
+    connection: &mut PgConnection,
+    positions: &[i64],
+    rejected: &[CommandId],
+    failed: &[CommandId],
+) -> Result<(), StoreError> {
+    if !positions.is_empty() {
+        sqlx::query("UPDATE events SET published_at = now() WHERE global_position = ANY($1)")
+            .bind(positions)
+            .execute(&mut *connection)
+            .await?;
+    }
+    let ids = |commands: &[CommandId]| commands.iter().map(CommandId::as_uuid).collect::<Vec<_>>();
+    if !rejected.is_empty() {
+        sqlx::query(
+            "UPDATE processed_commands SET published_at = now() \
+             WHERE command_id = ANY($1) AND outcome = 'rejected' AND published_at IS NULL",
+        )
+        .bind(ids(rejected))
+        .execute(&mut *connection)
+        .await?;
+    }
+    if !failed.is_empty() {
+        sqlx::query(
+            "UPDATE failed_commands SET published_at = now() \
+             WHERE command_id = ANY($1) AND published_at IS NULL",
+        )
+        .bind(ids(failed))
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
 impl Claim {
     pub fn events(&self) -> &[RecordedEvent] {
         &self.events
@@ -104,33 +162,15 @@ impl Claim {
         &self.outcomes
     }
 
-    /// Marks the events at these global positions and the outcomes of these commands as
-    /// published, and releases the lock.
+    /// Marks the events at these global positions, the rejections and the failures of these
+    /// commands as published, and releases the lock.
     pub async fn mark_published(
         mut self,
         positions: &[i64],
-        decided_commands: &[CommandId],
+        rejected: &[CommandId],
+        failed: &[CommandId],
     ) -> Result<(), StoreError> {
-        if !positions.is_empty() {
-            sqlx::query("UPDATE events SET published_at = now() WHERE global_position = ANY($1)")
-                .bind(positions)
-                .execute(&mut *self.tx)
-                .await?;
-        }
-        if !decided_commands.is_empty() {
-            let ids: Vec<Uuid> = decided_commands.iter().map(CommandId::as_uuid).collect();
-            for statement in [
-                "UPDATE processed_commands SET published_at = now() \
-                 WHERE command_id = ANY($1) AND published_at IS NULL",
-                "UPDATE failed_commands SET published_at = now() \
-                 WHERE command_id = ANY($1) AND published_at IS NULL",
-            ] {
-                sqlx::query(statement)
-                    .bind(&ids)
-                    .execute(&mut *self.tx)
-                    .await?;
-            }
-        }
+        mark(&mut self.tx, positions, rejected, failed).await?;
         self.tx.commit().await?;
         Ok(())
     }

@@ -5,11 +5,16 @@
 
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::StoreError;
+
+/// A message header: its name and its value, if it has one.
+pub type Header = (String, Option<Vec<u8>>);
 
 /// A message as it was received from the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +24,7 @@ pub struct Received {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<String>)>,
+    pub headers: Vec<Header>,
 }
 
 /// A parked message.
@@ -50,11 +55,39 @@ struct ParkedRow {
     next_attempt_at: DateTime<Utc>,
 }
 
+/// Headers are kept as `[[name, value], ...]` in base64 (a value may be null): any bytes fit,
+/// where JSON text would refuse a NUL.
+fn encode_headers(headers: &[Header]) -> Value {
+    let pairs = headers.iter().map(|(name, value)| {
+        serde_json::json!([
+            BASE64.encode(name),
+            value.as_ref().map(|v| BASE64.encode(v))
+        ])
+    });
+    Value::Array(pairs.collect())
+}
+
+fn decode_headers(headers: Value) -> Result<Vec<Header>, String> {
+    let pairs: Vec<(String, Option<String>)> =
+        serde_json::from_value(headers).map_err(|e| e.to_string())?;
+    pairs
+        .into_iter()
+        .map(|(name, value)| {
+            let name = BASE64.decode(name).map_err(|e| e.to_string())?;
+            let value = value.map(|v| BASE64.decode(v)).transpose();
+            Ok((
+                String::from_utf8_lossy(&name).into_owned(),
+                value.map_err(|e| e.to_string())?,
+            ))
+        })
+        .collect()
+}
+
 impl TryFrom<ParkedRow> for Parked {
     type Error = StoreError;
 
     fn try_from(row: ParkedRow) -> Result<Parked, StoreError> {
-        let headers = serde_json::from_value(row.headers)
+        let headers = decode_headers(row.headers)
             .map_err(|e| StoreError::Corrupt(format!("parked message {}: {e}", row.id)))?;
         Ok(Parked {
             id: row.id,
@@ -85,6 +118,18 @@ macro_rules! select_parked {
     };
 }
 
+/// The rows that can be read; one that cannot (a damaged row) is reported and left where it is,
+/// so that it never hides the others.
+fn readable(rows: Vec<ParkedRow>) -> Vec<Parked> {
+    rows.into_iter()
+        .filter_map(|row| {
+            Parked::try_from(row)
+                .inspect_err(|error| tracing::error!(%error, "a parked message cannot be read"))
+                .ok()
+        })
+        .collect()
+}
+
 /// The parked messages, in the event store.
 #[derive(Debug, Clone)]
 pub struct Parking {
@@ -105,8 +150,7 @@ impl Parking {
         reason: &str,
         delay: Duration,
     ) -> Result<(), StoreError> {
-        let headers = serde_json::to_value(&message.headers)
-            .map_err(|e| StoreError::Corrupt(format!("headers: {e}")))?;
+        let headers = encode_headers(&message.headers);
         sqlx::query(
             "INSERT INTO parked_messages (topic, kafka_partition, kafka_offset, message_key, \
                  payload, headers, reason, next_attempt_at) \
@@ -134,7 +178,7 @@ impl Parking {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(Parked::try_from).collect()
+        Ok(readable(rows))
     }
 
     /// Every parked message, oldest first.
@@ -142,7 +186,7 @@ impl Parking {
         let rows: Vec<ParkedRow> = sqlx::query_as(select_parked!("ORDER BY id"))
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter().map(Parked::try_from).collect()
+        Ok(readable(rows))
     }
 
     /// The message went through: it is parked no more.

@@ -383,7 +383,7 @@ async fn the_outbox_hands_out_unpublished_events_to_one_relayer_at_a_time(pool: 
         .iter()
         .map(|e| e.global_position)
         .collect();
-    claim.mark_published(&published, &[]).await.unwrap();
+    claim.mark_published(&published, &[], &[]).await.unwrap();
 
     let next = outbox
         .claim(10, &[])
@@ -453,7 +453,10 @@ async fn the_outbox_hands_out_rejections_and_failures_until_they_are_marked(pool
             (failed, true, None, None, "cannot decode BidOnInvoice"),
         ]
     );
-    claim.mark_published(&[], &[refused, failed]).await.unwrap();
+    claim
+        .mark_published(&[], &[refused], &[failed])
+        .await
+        .unwrap();
     let next = outbox.claim(10, &[]).await.unwrap().unwrap();
     assert!(next.outcomes().is_empty());
 }
@@ -504,8 +507,10 @@ async fn a_parked_message_is_kept_once_and_handed_out_when_due(pool: PgPool) {
         key: Some(b"key".to_vec()),
         payload: Some(b"{not json".to_vec()),
         headers: vec![
-            ("type".into(), Some("InvoiceApproved".into())),
+            ("type".into(), Some(b"InvoiceApproved".to_vec())),
             ("empty".into(), None),
+            // JSON text cannot hold a NUL: headers are kept whatever their bytes.
+            ("binary".into(), Some(vec![0, 159, 255])),
         ],
     };
     parking
@@ -540,4 +545,40 @@ async fn a_parked_message_is_kept_once_and_handed_out_when_due(pool: PgPool) {
 
     parking.release(parked.id).await.unwrap();
     assert!(parking.all().await.unwrap().is_empty());
+}
+
+#[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
+async fn marking_a_command_s_failure_leaves_its_later_rejection_to_publish(pool: PgPool) {
+    let store = PgEventStore::new(pool.clone());
+    let command = CommandId::new_random();
+    store
+        .record_failure(command, None, "cannot read the investor")
+        .await
+        .unwrap();
+    // Sent again once the cause was fixed, it was decided: rejected.
+    store
+        .record_rejection(
+            command,
+            Investor::TYPE,
+            Uuid::new_v4(),
+            "insufficient balance",
+        )
+        .await
+        .unwrap();
+    let outbox = Outbox::new(pool);
+    let claim = outbox.claim(10, &[]).await.unwrap().unwrap();
+    assert_eq!(claim.outcomes().len(), 2);
+
+    claim.mark_published(&[], &[], &[command]).await.unwrap();
+    let next = outbox.claim(10, &[]).await.unwrap().unwrap();
+    let left: Vec<(CommandId, bool)> = next
+        .outcomes()
+        .iter()
+        .map(|o| (o.command_id, o.failed))
+        .collect();
+    assert_eq!(
+        left,
+        [(command, false)],
+        "the rejection is still to publish"
+    );
 }

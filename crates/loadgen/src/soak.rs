@@ -718,8 +718,12 @@ async fn check_money(
         .await?
         .into_inner()
         .invoices;
+    let mut violations = Vec::new();
     let cents = |money: Option<v1::Money>| {
-        Money::from_f64(money.map_or(0.0, |m| m.amount)).map_or(u64::MAX, Money::cents)
+        let amount = money.map_or(0.0, |m| m.amount);
+        Money::from_f64(amount)
+            .map(Money::cents)
+            .map_err(|_| format!("{amount}, which is not an amount of money"))
     };
     // Per investor: (reserved, committed) that the invoices won call for.
     let mut expected: HashMap<String, (u64, u64)> = HashMap::new();
@@ -731,7 +735,13 @@ async fn check_money(
         else {
             continue;
         };
-        let asking = cents(invoice.asking_price);
+        let asking = match cents(invoice.asking_price) {
+            Ok(asking) => asking,
+            Err(shown) => {
+                violations.push(format!("an invoice won by {} asks {shown}", winner.value));
+                continue;
+            }
+        };
         let entry = expected.entry(winner.value.clone()).or_default();
         match invoice.status() {
             v1::InvoiceStatus::Financed => entry.0 += asking,
@@ -739,7 +749,6 @@ async fn check_money(
             v1::InvoiceStatus::Available | v1::InvoiceStatus::Reversed => {}
         }
     }
-    let mut violations = Vec::new();
     let (mut reserved_total, mut committed_total) = (0, 0);
     for id in investors {
         let id = id.to_string();
@@ -750,11 +759,17 @@ async fn check_money(
             violations.push(format!("investor {id} is not shown"));
             continue;
         };
-        let (balance, reserved, committed) = (
+        let shown = (
             cents(investor.balance),
             cents(investor.reserved),
             cents(investor.committed),
         );
+        let (Ok(balance), Ok(reserved), Ok(committed)) = shown else {
+            violations.push(format!(
+                "investor {id} shows amounts that are not money: {shown:?}"
+            ));
+            continue;
+        };
         reserved_total += reserved;
         committed_total += committed;
         if balance + reserved + committed != funds.cents() {

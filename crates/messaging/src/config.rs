@@ -1,5 +1,6 @@
 //! Where the broker is, how topics are named and made, and how clients are configured.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use financing_runtime::config::{ConfigError, text, var};
@@ -127,25 +128,29 @@ impl KafkaConfig {
             .create_with_context(GroupContext::new(group, member))
     }
 
-    /// The system's topics the broker does not have, asked on a thread of its own (the
-    /// client's calls block).
-    async fn missing_topics(&self) -> Result<Vec<String>, KafkaError> {
+    /// How many partitions each of these topics has; a topic the broker does not have is
+    /// left out. Asked on a thread of its own (the client's calls block).
+    pub async fn partition_counts(
+        &self,
+        topics: &[&str],
+    ) -> Result<HashMap<String, i32>, KafkaError> {
         let (config, timeout) = (self.client_config(), self.delivery_timeout);
-        let names: Vec<String> = self.topics().all().map(str::to_owned).into();
+        let names: Vec<String> = topics.iter().map(|&name| name.to_owned()).collect();
         let lookup = tokio::task::spawn_blocking(move || {
             let client: BaseConsumer = config.create()?;
-            let mut missing = Vec::new();
+            let mut counts = HashMap::new();
             for name in names {
                 let metadata = client.fetch_metadata(Some(&name), timeout)?;
                 let found = metadata
                     .topics()
                     .iter()
-                    .any(|topic| topic.name() == name && topic.error().is_none());
-                if !found {
-                    missing.push(name);
+                    .find(|topic| topic.name() == name && topic.error().is_none());
+                if let Some(topic) = found {
+                    let count = i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX);
+                    counts.insert(name, count);
                 }
             }
-            Ok(missing)
+            Ok(counts)
         });
         lookup.await.unwrap_or_else(|_| Err(KafkaError::Canceled))
     }
@@ -184,9 +189,12 @@ impl KafkaConfig {
     pub async fn ensure_topics(&self) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
         // Only the missing ones are asked for: a broker may log every refusal as an error.
-        let missing = self.missing_topics().await?;
-        let topics: Vec<NewTopic> = missing
-            .iter()
+        let names = self.topics();
+        let existing = self.partition_counts(&names.all()).await?;
+        let topics: Vec<NewTopic> = names
+            .all()
+            .into_iter()
+            .filter(|name| !existing.contains_key(*name))
             .map(|name| NewTopic::new(name, self.partitions, TopicReplication::Fixed(1)))
             .collect();
         if topics.is_empty() {

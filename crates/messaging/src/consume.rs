@@ -161,7 +161,7 @@ impl DeadLetters {
 
     pub async fn send(&self, message: &impl Message, reason: &str) -> Result<(), PublishError> {
         self.publisher
-            .publish(&self.topic, &dead_letter(message, reason))
+            .republish(&self.topic, &dead_letter(message, reason))
             .await?;
         tracing::warn!(
             topic = message.topic(),

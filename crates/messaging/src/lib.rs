@@ -13,8 +13,8 @@ pub use config::{KafkaConfig, Topics};
 pub use consume::{DeadLetters, HandleMessage};
 pub use financing_domain::EventMeta;
 pub use group::{Group, GroupConsumer, LagReader, PartitionLag, ProgressWatch, Stall};
-pub use publisher::{Publish, PublishError, Publisher};
+pub use publisher::{Publish, PublishError, Publisher, partition_for};
 pub use wire::{
     CommandMessage, EventMessage, OutcomeMessage, Record, Undecodable, dead_letter, event_record,
-    headers, headers_of, integration_event, integration_record,
+    headers, headers_of, integration_event, integration_record, kafka_headers,
 };

@@ -10,7 +10,7 @@ use financing_domain::{
     ClientCommand, CommandId, Event, EventMeta, IntegrationEvent, Message as _,
 };
 use rdkafka::Message;
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -319,39 +319,57 @@ pub fn integration_event(message: &impl Message) -> Result<IntegrationEvent, Und
     )?)
 }
 
-/// A message's headers, each value read as UTF-8 (`None` for a null value).
-pub fn headers_of(message: &impl Message) -> Vec<(String, Option<String>)> {
-    let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+/// A message's headers as they are (`None` for a null value).
+pub fn headers_of(message: &impl Message) -> Vec<(String, Option<Vec<u8>>)> {
     message
         .headers()
         .map(|all| {
             all.iter()
-                .map(|h| (h.key.to_owned(), h.value.map(lossy)))
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
                 .collect()
         })
         .unwrap_or_default()
 }
 
-/// The dead letter for a message that cannot be handled: its key, payload and headers as they
-/// were, plus why and where it came from.
-pub fn dead_letter(message: &impl Message, reason: &str) -> Record {
-    use headers::*;
-    let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    let mut headers: Vec<(String, String)> = headers_of(message)
+/// Headers as the Kafka client takes them, a null value kept null.
+pub fn kafka_headers<'a>(
+    headers: impl IntoIterator<Item = &'a (String, Option<Vec<u8>>)>,
+) -> OwnedHeaders {
+    headers
         .into_iter()
-        .map(|(name, value)| (name, value.unwrap_or_default()))
-        .collect();
-    headers.extend([
-        (DLQ_REASON.to_owned(), reason.to_owned()),
-        (DLQ_TOPIC.to_owned(), message.topic().to_owned()),
-        (DLQ_PARTITION.to_owned(), message.partition().to_string()),
-        (DLQ_OFFSET.to_owned(), message.offset().to_string()),
-    ]);
-    Record {
-        key: message.key().map(lossy).unwrap_or_default(),
-        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-        headers,
-    }
+        .fold(OwnedHeaders::new(), |all, (key, value)| {
+            all.insert(Header {
+                key,
+                value: value.as_deref(),
+            })
+        })
+}
+
+/// The dead letter for a message that cannot be handled: its key, payload and headers byte for
+/// byte as they were (a missing key or a null header stays so), plus why and where it came from.
+pub fn dead_letter(message: &impl Message, reason: &str) -> OwnedMessage {
+    use headers::*;
+    let mut all = headers_of(message);
+    let whence = [
+        (DLQ_REASON, reason.to_owned()),
+        (DLQ_TOPIC, message.topic().to_owned()),
+        (DLQ_PARTITION, message.partition().to_string()),
+        (DLQ_OFFSET, message.offset().to_string()),
+    ];
+    all.extend(
+        whence
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), Some(value.into_bytes()))),
+    );
+    OwnedMessage::new(
+        message.payload().map(<[u8]>::to_vec),
+        message.key().map(<[u8]>::to_vec),
+        message.topic().to_owned(),
+        message.timestamp(),
+        message.partition(),
+        message.offset(),
+        Some(kafka_headers(&all)),
+    )
 }
 
 #[cfg(test)]
@@ -508,15 +526,9 @@ mod tests {
             name: "ACME".into(),
         }));
         let letter = dead_letter(&original, "boom");
-        assert_eq!(letter.payload, original.payload().unwrap());
-        assert_eq!(letter.key.as_bytes(), original.key().unwrap());
-        let header = |name: &str| {
-            letter
-                .headers
-                .iter()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.as_str())
-        };
+        assert_eq!(letter.payload(), original.payload());
+        assert_eq!(letter.key(), original.key());
+        let header = |name| header(&letter, name).ok();
         assert_eq!(header(headers::TYPE), Some("IssuerRegistered"));
         assert_eq!(header(headers::DLQ_REASON), Some("boom"));
         assert_eq!(header(headers::DLQ_TOPIC), Some("topic"));

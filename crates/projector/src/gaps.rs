@@ -8,6 +8,7 @@ use financing_domain::Event;
 use financing_event_store::{EventStore, StoreError};
 use financing_messaging::EventMessage;
 use financing_read_model::{Projected, ProjectionError};
+use uuid::Uuid;
 
 use crate::{Projector, Transient};
 
@@ -73,7 +74,7 @@ impl Projector {
             }
             Err(ProjectionError::Database(error)) => return Err(error.into()),
         }
-        self.read_model.clear_stuck(aggregate_id).await?;
+        self.moving_again(aggregate_id).await?;
         tracing::warn!(
             %aggregate_id,
             from = at + 1,
@@ -97,6 +98,18 @@ impl Projector {
         self.read_model
             .record_stuck(aggregate_type, aggregate_id, at, meta.version, reason)
             .await?;
+        self.stuck.lock().await.insert(aggregate_id);
+        Ok(())
+    }
+
+    /// The aggregate's view applied an event: if it was recorded as stuck, it is no more.
+    pub(crate) async fn moving_again(&self, aggregate_id: Uuid) -> Result<(), Transient> {
+        let mut stuck = self.stuck.lock().await;
+        if stuck.contains(&aggregate_id) {
+            self.read_model.clear_stuck(aggregate_id).await?;
+            stuck.remove(&aggregate_id);
+            tracing::info!(%aggregate_id, "a stuck view moves again");
+        }
         Ok(())
     }
 }

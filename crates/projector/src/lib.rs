@@ -5,6 +5,7 @@
 
 mod gaps;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use financing_event_store::{PgEventStore, StoreError};
@@ -15,10 +16,13 @@ use financing_messaging::{
 use financing_read_model::{MIGRATOR, Projected, ProjectionError, ReadModel};
 use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::connect_until_ready;
+use financing_runtime::retry::until_ok;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use sqlx::postgres::PgPoolOptions;
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
@@ -79,6 +83,8 @@ pub struct Projector {
     dead_letters: DeadLetters,
     read_model: ReadModel,
     event_store: PgEventStore,
+    /// The aggregates whose view is recorded as stuck: cleared as soon as it moves again.
+    stuck: Mutex<HashSet<Uuid>>,
     topics: Topics,
     shutdown: CancellationToken,
 }
@@ -107,11 +113,18 @@ impl Projector {
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy(&config.event_store_url)
             .map_err(StartError::EventStore)?;
+        let read_model = ReadModel::new(pool);
+        let stuck = until_ok("reading the stuck views", &shutdown, || {
+            read_model.stuck_views()
+        })
+        .await
+        .ok_or(StartError::ShutDown)?;
         Ok(Projector {
             group,
             dead_letters: DeadLetters::new(&config.kafka)?,
-            read_model: ReadModel::new(pool),
+            read_model,
             event_store: PgEventStore::new(event_store),
+            stuck: Mutex::new(stuck.iter().map(|view| view.aggregate_id).collect()),
             topics,
             shutdown,
         })
@@ -133,7 +146,10 @@ impl Projector {
         let (aggregate_id, version, kind) =
             (meta.aggregate_id, meta.version, event.event.type_name());
         match self.read_model.project(&event).await {
-            Ok(Projected::Applied) => tracing::info!(%aggregate_id, version, kind, "projected"),
+            Ok(Projected::Applied) => {
+                tracing::info!(%aggregate_id, version, kind, "projected");
+                self.moving_again(aggregate_id).await?;
+            }
             Ok(Projected::Duplicate) => {
                 tracing::info!(%aggregate_id, version, kind, "already projected, skipped");
             }

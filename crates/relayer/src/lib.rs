@@ -9,26 +9,29 @@
 
 mod held_back;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use financing_domain::CommandId;
 use financing_event_store::{
-    EVENTS_APPENDED_CHANNEL, MIGRATOR, Outbox, RecordedEvent, RecordedOutcome, StoreError,
+    EVENTS_APPENDED_CHANNEL, MIGRATOR, Outbox, Published, RecordedEvent, RecordedOutcome,
+    StoreError,
 };
 use financing_messaging::{
-    KafkaConfig, OutcomeMessage, Publish, PublishError, Publisher, Record, Topics,
+    KafkaConfig, OutcomeMessage, Publish, PublishError, Publisher, Record, Topics, partition_for,
 };
 use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::connect_until_ready;
 use financing_runtime::retry::{Chain, outage_backoff, until_ok};
+use rdkafka::error::KafkaError;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::held_back::HeldBack;
+use crate::held_back::{HeldBack, Route};
 
 #[derive(Debug, Clone)]
 pub struct RelayerConfig {
@@ -59,15 +62,20 @@ impl RelayerConfig {
 pub enum RelayError {
     #[error("cannot read or mark events")]
     Store(#[from] StoreError),
-    #[error(
-        "none of the {claimed} events and outcomes claimed was acknowledged; they stay unpublished"
-    )]
-    NotAcknowledged {
-        claimed: usize,
+    #[error("cannot reach the broker")]
+    Broker(#[source] KafkaError),
+    #[error("the broker has no topic {0} yet")]
+    NoTopic(String),
+    #[error("the broker takes nothing: every partition of {topic} refused or did not answer")]
+    BrokerAway {
+        topic: String,
         #[source]
-        first: PublishError,
+        last: Option<PublishError>,
     },
 }
+
+/// How long the partition counts read from the broker are trusted.
+const PARTITIONS_FRESH_FOR: Duration = Duration::from_secs(60);
 
 pub struct Relayer<P = Publisher> {
     pool: PgPool,
@@ -75,7 +83,8 @@ pub struct Relayer<P = Publisher> {
     publisher: P,
     topics: Topics,
     config: RelayerConfig,
-    held_back: Mutex<HeldBack>,
+    held_back: Arc<Mutex<HeldBack>>,
+    partitions: Mutex<Option<(Instant, HashMap<String, i32>)>>,
     shutdown: CancellationToken,
 }
 
@@ -85,7 +94,7 @@ impl Relayer {
     pub async fn build(
         config: RelayerConfig,
         shutdown: CancellationToken,
-    ) -> Result<Option<Relayer>, rdkafka::error::KafkaError> {
+    ) -> Result<Option<Relayer>, KafkaError> {
         let url = &config.database_url;
         let connected = connect_until_ready("the event store", url, &MIGRATOR, 4, &shutdown).await;
         let Some(pool) = connected else {
@@ -97,13 +106,23 @@ impl Relayer {
             publisher: Publisher::new(&config.kafka)?,
             topics: config.kafka.topics(),
             config,
-            held_back: Mutex::default(),
+            held_back: Arc::default(),
+            partitions: Mutex::default(),
             shutdown,
         }))
     }
 }
 
-impl<P: Publish> Relayer<P> {
+/// A message ready to go: where, and what to mark once the broker has it.
+struct Outgoing {
+    topic: String,
+    partition: i32,
+    aggregate: Uuid,
+    record: Record,
+    published: Published,
+}
+
+impl<P: Publish + Clone + 'static> Relayer<P> {
     /// The same relayer, publishing through `publisher` instead.
     pub fn publishing_through<Q: Publish>(self, publisher: Q) -> Relayer<Q> {
         Relayer {
@@ -113,6 +132,7 @@ impl<P: Publish> Relayer<P> {
             topics: self.topics,
             config: self.config,
             held_back: self.held_back,
+            partitions: self.partitions,
             shutdown: self.shutdown,
         }
     }
@@ -170,96 +190,198 @@ impl<P: Publish> Relayer<P> {
         tracing::info!("relayer stopped");
     }
 
-    /// Publishes what is unpublished now, batch after batch, but for the aggregates held back;
-    /// returns how many events and outcomes it published. Another relayer holding the lock
-    /// means there is nothing to do here. An error if two batches in a row were refused whole:
-    /// then it is the broker that is away, not some partitions.
+    /// Publishes what is unpublished now, batch after batch, leaving out what goes to a held
+    /// partition; returns how many events and outcomes it published. Another relayer holding
+    /// the lock means there is nothing to do here. An error when the broker cannot be reached,
+    /// or takes nothing at all.
     pub async fn relay_pending(&self) -> Result<usize, RelayError> {
+        let partitions = self.partition_counts().await?;
+        let count = |topic: &str| {
+            partitions
+                .get(topic)
+                .copied()
+                .ok_or_else(|| RelayError::NoTopic(topic.to_owned()))
+        };
+        let (events_topic, outcomes_topic) = (&self.topics.events, &self.topics.outcomes);
+        let (event_partitions, outcome_partitions) = (count(events_topic)?, count(outcomes_topic)?);
         let mut published = 0;
-        let mut refused_whole = false;
         loop {
-            let held_back = self.held_back.lock().await.now(Instant::now());
-            let Some(claim) = self
-                .outbox
-                .claim(self.config.batch_size, &held_back)
-                .await?
-            else {
+            let left_out = self.held_back.lock().await.left_out(Instant::now());
+            let claim = self.outbox.claim(self.config.batch_size, &left_out).await?;
+            let Some(claim) = claim else {
                 return Ok(published);
             };
-            let events = claim.events();
-            let outcomes = claim.outcomes();
-            let event_records: Vec<Record> = events.iter().map(event_record).collect();
-            let outcome_records: Vec<Record> = outcomes.iter().map(outcome_record).collect();
-            // Sent in position order through an idempotent producer: one aggregate's events
-            // reach its partition in order.
-            let (event_results, outcome_results) = futures::join!(
-                self.publish_all(&self.topics.events, &event_records),
-                self.publish_all(&self.topics.outcomes, &outcome_records),
-            );
-
-            let acknowledged: Vec<bool> = event_results.iter().map(Result::is_ok).collect();
-            let marked = publishable(events, &acknowledged);
-            let decided: Vec<CommandId> = outcomes
-                .iter()
-                .zip(&outcome_results)
-                .filter_map(|(outcome, result)| result.is_ok().then_some(outcome.command_id))
-                .collect();
-            let claimed = events.len() + outcomes.len();
+            let (events, outcomes) = (claim.events(), claim.outcomes());
             let full = events.len().max(outcomes.len()) >= self.config.batch_size as usize;
-            let failing = failing_aggregates(events, &acknowledged, outcomes, &outcome_results);
-            self.held_back.lock().await.record(
-                events.iter().map(|e| e.aggregate_id),
-                &failing,
-                Instant::now(),
-            );
-            claim.mark_published(&marked, &decided).await?;
-            published += marked.len() + decided.len();
-
-            let mut failures = event_results
-                .into_iter()
-                .chain(outcome_results)
-                .filter_map(Result::err);
-            let Some(first) = failures.next() else {
-                tracing::debug!(published = claimed, "batch relayed");
-                if full {
-                    continue;
-                }
-                return Ok(published);
-            };
-            let failed = 1 + failures.count();
-            if failed == claimed {
-                if refused_whole {
-                    return Err(RelayError::NotAcknowledged { claimed, first });
-                }
-                // Perhaps only these aggregates' partitions: the next claim leaves them out.
-                refused_whole = true;
-                tracing::warn!(
-                    claimed,
-                    aggregates = failing.len(),
-                    error = %Chain(&first),
-                    "the broker took none of a batch; its aggregates are held back"
-                );
-                continue;
+            // Sent in position order through an idempotent producer, each aggregate to its own
+            // partition: one aggregate's events reach it in order.
+            let outgoing = events
+                .iter()
+                .map(|event| Outgoing {
+                    topic: events_topic.clone(),
+                    partition: partition_for(event.aggregate_id, event_partitions),
+                    aggregate: event.aggregate_id,
+                    record: event_record(event),
+                    published: Published::Event(event.global_position),
+                })
+                .chain(outcomes.iter().map(|outcome| {
+                    let key = outcome.aggregate_id.unwrap_or(outcome.command_id.as_uuid());
+                    Outgoing {
+                        topic: outcomes_topic.clone(),
+                        partition: partition_for(key, outcome_partitions),
+                        aggregate: key,
+                        record: outcome_record(outcome),
+                        published: if outcome.failed {
+                            Published::Failure(outcome.command_id)
+                        } else {
+                            Published::Rejection(outcome.command_id)
+                        },
+                    }
+                }));
+            let (sends, probes) = self.route(outgoing).await;
+            for probe in probes {
+                self.probe(probe);
             }
-            refused_whole = false;
-            tracing::warn!(
-                failed,
-                claimed,
-                aggregates = failing.len(),
-                error = %Chain(&first),
-                "the broker did not take some events; their aggregates are held back, the rest \
-                 goes on"
-            );
+            let results = futures::future::join_all(sends.iter().map(|out| {
+                let Outgoing {
+                    topic,
+                    partition,
+                    record,
+                    ..
+                } = out;
+                self.publisher.publish_to(topic, Some(*partition), record)
+            }))
+            .await;
+
+            let acknowledged: Vec<Published> = sends
+                .iter()
+                .zip(&results)
+                .filter(|(_, result)| result.is_ok())
+                .map(|(out, _)| out.published)
+                .collect();
+            let acked_positions: HashSet<i64> = acknowledged
+                .iter()
+                .filter_map(|p| match p {
+                    Published::Event(position) => Some(*position),
+                    _ => None,
+                })
+                .collect();
+            let event_acks: Vec<bool> = events
+                .iter()
+                .map(|event| acked_positions.contains(&event.global_position))
+                .collect();
+            let marked = publishable(events, &event_acks);
+            let rejected = commands(&acknowledged, |p| match p {
+                Published::Rejection(command) => Some(command),
+                _ => None,
+            });
+            let failed = commands(&acknowledged, |p| match p {
+                Published::Failure(command) => Some(command),
+                _ => None,
+            });
+            let now = Instant::now();
+            let mut last_refusal = None;
+            {
+                let mut held_back = self.held_back.lock().await;
+                for (out, result) in sends.iter().zip(results) {
+                    if let Err(error) = result {
+                        held_back.refused(&out.topic, out.partition, out.aggregate, now);
+                        last_refusal = Some(error);
+                    }
+                }
+                if last_refusal.is_some() && held_back.all_held(events_topic, event_partitions) {
+                    drop(held_back);
+                    claim.mark_published(&marked, &rejected, &failed).await?;
+                    return Err(RelayError::BrokerAway {
+                        topic: events_topic.clone(),
+                        last: last_refusal,
+                    });
+                }
+            }
+            claim.mark_published(&marked, &rejected, &failed).await?;
+            published += marked.len() + rejected.len() + failed.len();
+            if let Some(error) = &last_refusal {
+                tracing::warn!(
+                    error = %Chain(error),
+                    "the broker refused some messages; their partitions are held back, the \
+                     others go on"
+                );
+            }
             if !full {
                 return Ok(published);
             }
         }
     }
 
-    async fn publish_all(&self, topic: &str, records: &[Record]) -> Vec<Result<(), PublishError>> {
-        let sends = records.iter().map(|r| self.publisher.publish(topic, r));
-        futures::future::join_all(sends).await
+    /// Splits what is ready into what is sent now and the probes of partitions whose wait is
+    /// over; what goes to a held partition stays unpublished.
+    async fn route(
+        &self,
+        outgoing: impl Iterator<Item = Outgoing>,
+    ) -> (Vec<Outgoing>, Vec<Outgoing>) {
+        let mut held_back = self.held_back.lock().await;
+        let now = Instant::now();
+        let (mut sends, mut probes) = (Vec::new(), Vec::new());
+        for out in outgoing {
+            match held_back.route(&out.topic, out.partition, out.aggregate, now) {
+                Route::Send => sends.push(out),
+                Route::Probe => probes.push(out),
+                Route::Skip => {}
+            }
+        }
+        (sends, probes)
     }
+
+    /// Sends one message to a held partition on its own, and frees the partition if the broker
+    /// takes it; nothing waits for the answer.
+    fn probe(&self, out: Outgoing) {
+        let (publisher, outbox) = (self.publisher.clone(), self.outbox.clone());
+        let held_back = Arc::clone(&self.held_back);
+        tokio::spawn(async move {
+            let sent = publisher
+                .publish_to(&out.topic, Some(out.partition), &out.record)
+                .await;
+            let taken = match sent {
+                Ok(()) => outbox.mark_one(out.published).await.is_ok(),
+                Err(_) => false,
+            };
+            let (topic, partition) = (&out.topic, out.partition);
+            tracing::info!(topic, partition, taken, "probed a held partition");
+            held_back
+                .lock()
+                .await
+                .probed(topic, partition, taken, Instant::now());
+        });
+    }
+
+    /// The partitions of the events and outcomes topics, read from the broker at most every
+    /// minute.
+    async fn partition_counts(&self) -> Result<HashMap<String, i32>, RelayError> {
+        let mut known = self.partitions.lock().await;
+        if let Some((read_at, counts)) = known.as_ref()
+            && read_at.elapsed() < PARTITIONS_FRESH_FOR
+        {
+            return Ok(counts.clone());
+        }
+        let topics = [self.topics.events.as_str(), &self.topics.outcomes];
+        let counts = self
+            .config
+            .kafka
+            .partition_counts(&topics)
+            .await
+            .map_err(RelayError::Broker)?;
+        if counts.len() == topics.len() {
+            *known = Some((Instant::now(), counts.clone()));
+        }
+        Ok(counts)
+    }
+}
+
+fn commands(
+    published: &[Published],
+    which: impl Fn(&Published) -> Option<&CommandId>,
+) -> Vec<CommandId> {
+    published.iter().filter_map(|p| which(p).copied()).collect()
 }
 
 fn event_record(event: &RecordedEvent) -> Record {
@@ -293,29 +415,6 @@ fn publishable(events: &[RecordedEvent], acknowledged: &[bool]) -> Vec<i64> {
             (*ok && !failed.contains(&event.aggregate_id)).then_some(event.global_position)
         })
         .collect()
-}
-
-/// The aggregates with an event or an outcome the broker did not acknowledge.
-fn failing_aggregates(
-    events: &[RecordedEvent],
-    acknowledged: &[bool],
-    outcomes: &[RecordedOutcome],
-    outcome_results: &[Result<(), PublishError>],
-) -> Vec<Uuid> {
-    let events = events
-        .iter()
-        .zip(acknowledged)
-        .filter(|(_, ok)| !**ok)
-        .map(|(event, _)| event.aggregate_id);
-    let outcomes = outcomes
-        .iter()
-        .zip(outcome_results)
-        .filter(|(_, result)| result.is_err())
-        .filter_map(|(outcome, _)| outcome.aggregate_id);
-    let mut failing: Vec<Uuid> = events.chain(outcomes).collect();
-    failing.sort_unstable();
-    failing.dedup();
-    failing
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
 //! The relayer against real Postgres (a database of its own) and the real broker (topics of its
 //! own). Events are written with plain SQL so that tests control when transactions commit.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use financing_messaging::{
     EventMessage, GroupConsumer, KafkaConfig, OutcomeMessage, Publish, PublishError, Publisher,
-    Record,
+    Record, partition_for,
 };
 use financing_relayer::{RelayError, Relayer, RelayerConfig};
 use financing_testkit::{PATIENCE, own_database_url, own_topics, read_to_end, wait_until};
@@ -187,20 +187,14 @@ async fn events_the_broker_did_not_acknowledge_stay_unpublished_until_it_does() 
         .unwrap()
         .unwrap();
     let pool = PgPool::connect(&healthy.database_url).await.unwrap();
-    // A whole batch of one aggregate, then another aggregate's event.
     let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
     for version in 1..=5 {
         insert(&mut pool.acquire().await.unwrap(), first, version).await;
     }
     insert(&mut pool.acquire().await.unwrap(), second, 1).await;
 
-    // Refused whole, the first batch could be one failing partition; when the next one, of
-    // other aggregates, is refused whole too, it is the broker that is away.
     let result = failing.relay_pending().await;
-    assert!(
-        matches!(result, Err(RelayError::NotAcknowledged { claimed: 1, .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(RelayError::Broker(_))), "{result:?}");
     assert_eq!(unpublished(&pool).await, 6);
 
     healthy.kafka.ensure_topics().await.unwrap();
@@ -297,33 +291,63 @@ async fn a_rejection_wakes_the_relayer_without_waiting_for_its_next_poll() {
     shutdown.cancel();
 }
 
-/// The broker, but for the aggregates whose partition is made to fail.
+/// The broker, but for one partition of `financing.events`, which refuses everything while
+/// it is made to fail; it counts what each aggregate tried to send there.
 struct PartlyFailing {
     broker: Publisher,
-    failing: Mutex<HashSet<String>>,
+    events_topic: String,
+    failing: Mutex<Option<i32>>,
+    attempts: Mutex<HashMap<String, usize>>,
 }
 
 impl Publish for PartlyFailing {
-    async fn publish(&self, topic: &str, record: &Record) -> Result<(), PublishError> {
-        if self.failing.lock().unwrap().contains(&record.key) {
+    async fn publish_to(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        record: &Record,
+    ) -> Result<(), PublishError> {
+        let failing = *self.failing.lock().unwrap();
+        if topic == self.events_topic && partition.is_some() && partition == failing {
+            *self
+                .attempts
+                .lock()
+                .unwrap()
+                .entry(record.key.clone())
+                .or_default() += 1;
             let refused = rdkafka::types::RDKafkaErrorCode::NotLeaderForPartition;
             return Err(PublishError(rdkafka::error::KafkaError::MessageProduction(
                 refused,
             )));
         }
-        self.broker.publish(topic, record).await
+        self.broker.publish_to(topic, partition, record).await
+    }
+}
+
+/// An aggregate whose messages go to `partition` of a topic of `partitions` (or, with
+/// `other_than`, to any other).
+fn aggregate_on(partition: i32, partitions: i32, other_than: bool) -> Uuid {
+    loop {
+        let id = Uuid::new_v4();
+        if (partition_for(id, partitions) == partition) != other_than {
+            return id;
+        }
     }
 }
 
 #[tokio::test]
-async fn events_of_an_aggregate_whose_partition_fails_do_not_hold_back_the_others() {
+async fn a_partition_that_refuses_messages_holds_back_only_its_aggregates() {
     let config = config();
     config.kafka.ensure_topics().await.unwrap();
+    let partitions = config.kafka.partitions;
     let shutdown = CancellationToken::new();
-    let (stuck, healthy) = (Uuid::new_v4(), Uuid::new_v4());
+    let stuck = Uuid::new_v4();
+    let failing = partition_for(stuck, partitions);
     let publisher = std::sync::Arc::new(PartlyFailing {
         broker: Publisher::new(&config.kafka).unwrap(),
-        failing: Mutex::new(HashSet::from([stuck.to_string()])),
+        events_topic: config.kafka.topics().events,
+        failing: Mutex::new(Some(failing)),
+        attempts: Mutex::default(),
     });
     let relayer = Relayer::build(config.clone(), shutdown.clone())
         .await
@@ -332,6 +356,7 @@ async fn events_of_an_aggregate_whose_partition_fails_do_not_hold_back_the_other
         .publishing_through(std::sync::Arc::clone(&publisher));
     let pool = PgPool::connect(&config.database_url).await.unwrap();
     // More of the stuck aggregate's events than a batch holds, ahead of the healthy one's.
+    let healthy = aggregate_on(failing, partitions, true);
     for version in 1..=12 {
         insert(&mut pool.acquire().await.unwrap(), stuck, version).await;
     }
@@ -347,11 +372,37 @@ async fn events_of_an_aggregate_whose_partition_fails_do_not_hold_back_the_other
     })
     .await;
     assert_eq!(received[&healthy], [1, 2, 3]);
+    // A newcomer on the held partition is not even tried (at most once, as a probe), while
+    // another healthy aggregate goes through.
+    let (newcomer, later) = (
+        aggregate_on(failing, partitions, false),
+        aggregate_on(failing, partitions, true),
+    );
+    for version in 1..=4 {
+        insert(&mut pool.acquire().await.unwrap(), newcomer, version).await;
+        insert(&mut pool.acquire().await.unwrap(), later, version).await;
+    }
+    receive_until(&consumer, &mut received, |r| {
+        r.get(&later).is_some_and(|versions| versions.len() == 4)
+    })
+    .await;
+    let tried = publisher
+        .attempts
+        .lock()
+        .unwrap()
+        .get(&newcomer.to_string())
+        .copied();
+    assert!(
+        tried.unwrap_or(0) <= 1,
+        "the newcomer was tried {tried:?} times"
+    );
     assert!(!received.contains_key(&stuck));
 
-    publisher.failing.lock().unwrap().clear();
+    *publisher.failing.lock().unwrap() = None;
     receive_until(&consumer, &mut received, |r| {
-        r.get(&stuck).is_some_and(|versions| versions.len() == 12)
+        [(stuck, 12), (newcomer, 4)]
+            .iter()
+            .all(|(id, n)| r.get(id).is_some_and(|versions| versions.len() == *n))
     })
     .await;
     assert_eq!(
@@ -359,5 +410,6 @@ async fn events_of_an_aggregate_whose_partition_fails_do_not_hold_back_the_other
         (1..=12).collect::<Vec<_>>(),
         "in order, once"
     );
+    assert_eq!(received[&newcomer], [1, 2, 3, 4], "in order, once");
     shutdown.cancel();
 }

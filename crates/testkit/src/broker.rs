@@ -69,6 +69,14 @@ impl OwnBroker {
             TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
         })
         .await;
+        let exited = self
+            .process
+            .as_mut()
+            .and_then(|p| p.try_wait().ok().flatten());
+        assert!(
+            exited.is_none(),
+            "the broker exited ({exited:?}): another process has port {port}"
+        );
     }
 
     fn url(&self) -> String {
