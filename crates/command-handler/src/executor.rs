@@ -1,9 +1,15 @@
 //! Applying one command to one aggregate: load, decide, append with the expected version,
 //! reloading on a version conflict a bounded number of times. A rejection is recorded as the
 //! command's outcome; a command id seen before changes nothing and reports its first outcome.
+//! Issuers found registered are remembered: issuers are never removed.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
 
 use financing_domain::saga::{Issued, Reaction};
-use financing_domain::{Aggregate, ClientCommand, Command, CommandId, Investor, Invoice, Issuer};
+use financing_domain::{
+    Aggregate, ClientCommand, Command, CommandId, Investor, Invoice, Issuer, IssuerId,
+};
 use financing_event_store::{CommandMeta, EventStore, Outcome, Repository, StoreError};
 use financing_messaging::CommandMessage;
 use uuid::Uuid;
@@ -18,6 +24,7 @@ pub struct Origin {
 pub struct Executor<S> {
     repository: Repository<S>,
     max_attempts: u32,
+    registered_issuers: Mutex<HashSet<IssuerId>>,
 }
 
 impl<S: EventStore> Executor<S> {
@@ -27,6 +34,7 @@ impl<S: EventStore> Executor<S> {
         Executor {
             repository,
             max_attempts: max_attempts.max(1),
+            registered_issuers: Mutex::default(),
         }
     }
 
@@ -36,13 +44,10 @@ impl<S: EventStore> Executor<S> {
     }
 
     /// A client command from `financing.commands`. Selling needs the issuer: it is looked up
-    /// first (issuers are never removed, so the answer cannot go stale).
+    /// first.
     pub async fn client_command(&self, message: CommandMessage) -> Result<Outcome, StoreError> {
         let issuer_registered = match &message.command {
-            ClientCommand::SellInvoice { issuer_id, .. } => {
-                let issuer = self.repository.load::<Issuer>(*issuer_id).await?;
-                issuer.state.is_registered()
-            }
+            ClientCommand::SellInvoice { issuer_id, .. } => self.is_registered(*issuer_id).await?,
             _ => false,
         };
         let issued = Issued {
@@ -54,6 +59,27 @@ impl<S: EventStore> Executor<S> {
             causation_id: message.command_id.as_uuid(),
         };
         self.execute(&issued, origin).await
+    }
+
+    /// Whether the issuer is registered. A yes cannot go stale (issuers are never removed), so
+    /// it is remembered; a no is asked again next time.
+    async fn is_registered(&self, issuer_id: IssuerId) -> Result<bool, StoreError> {
+        if self.registered_issuers().contains(&issuer_id) {
+            return Ok(true);
+        }
+        let issuer = self.repository.load::<Issuer>(issuer_id).await?;
+        let registered = issuer.state.is_registered();
+        if registered {
+            self.registered_issuers().insert(issuer_id);
+        }
+        Ok(registered)
+    }
+
+    fn registered_issuers(&self) -> MutexGuard<'_, HashSet<IssuerId>> {
+        // A set of ids is never left half-changed by a panic.
+        self.registered_issuers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A policy's reaction: its command, and the compensation if the command was rejected

@@ -10,8 +10,7 @@ use financing_domain::{
     InvestorCommand, InvestorEvent, InvestorId, Invoice, InvoiceId, InvoiceStatus, IssuerId, Money,
 };
 use financing_event_store::{
-    Append, EventStore, InMemoryEventStore, Outcome, RecordedEvent, Repository, Snapshot,
-    StoreError,
+    Append, EventStore, InMemoryEventStore, Outcome, RecordedEvent, Repository, StoreError, Stream,
 };
 use financing_messaging::CommandMessage;
 use proptest::prelude::*;
@@ -230,12 +229,8 @@ impl Racing<'_> {
 }
 
 impl EventStore for Racing<'_> {
-    async fn load_snapshot(
-        &self,
-        kind: &'static str,
-        id: Uuid,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.load_snapshot(kind, id).await
+    async fn load_stream(&self, kind: &'static str, id: Uuid) -> Result<Stream, StoreError> {
+        self.inner.load_stream(kind, id).await
     }
 
     async fn load_events(

@@ -18,6 +18,7 @@ pub use postgres::{MIGRATOR, PgEventStore};
 pub use repository::{CommandMeta, Loaded, Repository};
 pub use store::{
     Append, EventMetadata, EventStore, NewEvent, Outcome, RecordedEvent, Snapshot, StoreError,
+    Stream,
 };
 
 /// The Postgres channel notified whenever events are committed.

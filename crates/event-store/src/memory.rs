@@ -7,7 +7,7 @@ use chrono::Utc;
 use financing_domain::CommandId;
 use uuid::Uuid;
 
-use crate::store::{Append, EventStore, Outcome, RecordedEvent, Snapshot, StoreError};
+use crate::store::{Append, EventStore, Outcome, RecordedEvent, Snapshot, StoreError, Stream};
 
 #[derive(Debug, Default)]
 pub struct InMemoryEventStore {
@@ -42,13 +42,21 @@ impl InMemoryEventStore {
 }
 
 impl EventStore for InMemoryEventStore {
-    async fn load_snapshot(
+    async fn load_stream(
         &self,
         aggregate_type: &'static str,
         aggregate_id: Uuid,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        let stream = (aggregate_type, aggregate_id);
-        Ok(self.lock().snapshots.get(&stream).cloned())
+    ) -> Result<Stream, StoreError> {
+        let snapshot = self
+            .lock()
+            .snapshots
+            .get(&(aggregate_type, aggregate_id))
+            .cloned();
+        let after = snapshot.as_ref().map_or(0, |s| s.version);
+        let events = self
+            .load_events(aggregate_type, aggregate_id, after)
+            .await?;
+        Ok(Stream { snapshot, events })
     }
 
     async fn load_events(

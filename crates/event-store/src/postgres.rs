@@ -4,12 +4,12 @@
 use chrono::{DateTime, Utc};
 use financing_domain::CommandId;
 use serde_json::Value;
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use sqlx::{FromRow, PgPool, Row};
 use uuid::Uuid;
 
 use crate::store::{
-    Append, EventMetadata, EventStore, Outcome, RecordedEvent, Snapshot, StoreError,
+    Append, EventMetadata, EventStore, Outcome, RecordedEvent, Snapshot, StoreError, Stream,
 };
 
 /// The event store's schema, as versioned migration files run at start-up.
@@ -103,22 +103,44 @@ fn from_db(version: i64) -> u64 {
 }
 
 impl EventStore for PgEventStore {
-    async fn load_snapshot(
+    /// One round trip: a row per event after the snapshot (the snapshot's columns filled on the
+    /// first only), or a single row of snapshot or nothing.
+    async fn load_stream(
         &self,
         aggregate_type: &'static str,
         aggregate_id: Uuid,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        let row: Option<(i64, Value)> = sqlx::query_as(
-            "SELECT version, state FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
-        )
+    ) -> Result<Stream, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT s.version AS snapshot_version, ",
+            "CASE WHEN e.version IS NULL OR e.version = COALESCE(s.version, 0) + 1 ",
+            "THEN s.state END AS snapshot_state, e.* ",
+            "FROM (SELECT 1) AS one ",
+            "LEFT JOIN snapshots s ON s.aggregate_type = $1 AND s.aggregate_id = $2 ",
+            "LEFT JOIN LATERAL (SELECT ",
+            event_columns!(),
+            " FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ",
+            "AND version > COALESCE(s.version, 0)) e ON true ",
+            "ORDER BY e.version"
+        ))
         .bind(aggregate_type)
         .bind(aggregate_id)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(row.map(|(version, state)| Snapshot {
-            version: from_db(version),
-            state,
-        }))
+        let mut stream = Stream::default();
+        for row in rows {
+            let version: Option<i64> = row.try_get("snapshot_version")?;
+            let state: Option<Value> = row.try_get("snapshot_state")?;
+            if let (Some(version), Some(state)) = (version, state) {
+                stream.snapshot = Some(Snapshot {
+                    version: from_db(version),
+                    state,
+                });
+            }
+            if row.try_get::<Option<i64>, _>("global_position")?.is_some() {
+                stream.events.push(EventRow::from_row(&row)?.into());
+            }
+        }
+        Ok(stream)
     }
 
     async fn load_events(
@@ -141,32 +163,36 @@ impl EventStore for PgEventStore {
         Ok(rows.into_iter().map(RecordedEvent::from).collect())
     }
 
+    /// One statement, so one round trip and atomic on its own: the command id as processed,
+    /// then, only if it was new, the events and the snapshot.
     async fn append(&self, append: Append) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let recorded = sqlx::query(
-            "INSERT INTO processed_commands (command_id, aggregate_type, aggregate_id, outcome) \
-             VALUES ($1, $2, $3, 'applied') ON CONFLICT (command_id) DO NOTHING",
-        )
-        .bind(append.command_id.as_uuid())
-        .bind(append.aggregate_type)
-        .bind(append.aggregate_id)
-        .execute(&mut *tx)
-        .await?;
-        if recorded.rows_affected() == 0 {
-            return Err(StoreError::AlreadyProcessed(append.command_id));
-        }
-
         let events = &append.events;
         let versions: Vec<i64> = (1..=events.len() as u64)
             .map(|n| to_db(append.expected_version + n))
             .collect();
         let column = |f: fn(&crate::NewEvent) -> Uuid| events.iter().map(f).collect::<Vec<_>>();
-        sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, version, event_type, schema_version, \
-                 payload, event_id, command_id, correlation_id, causation_id) \
-             SELECT $1, $2, e.* FROM UNNEST($3::bigint[], $4::text[], $5::int[], $6::jsonb[], \
-                 $7::uuid[], $8::uuid[], $9::uuid[], $10::uuid[]) AS e",
+        let snapshot = append.snapshot.as_ref();
+        let new = sqlx::query_scalar::<_, bool>(
+            "WITH processed AS ( \
+                 INSERT INTO processed_commands (command_id, aggregate_type, aggregate_id, outcome) \
+                 VALUES ($1, $2, $3, 'applied') ON CONFLICT (command_id) DO NOTHING \
+                 RETURNING command_id), \
+             appended AS ( \
+                 INSERT INTO events (aggregate_type, aggregate_id, version, event_type, \
+                     schema_version, payload, event_id, command_id, correlation_id, causation_id) \
+                 SELECT $2, $3, e.* FROM UNNEST($4::bigint[], $5::text[], $6::int[], \
+                     $7::jsonb[], $8::uuid[], $9::uuid[], $10::uuid[], $11::uuid[]) AS e \
+                 WHERE EXISTS (SELECT 1 FROM processed)), \
+             snapshot AS ( \
+                 INSERT INTO snapshots (aggregate_id, aggregate_type, version, state) \
+                 SELECT $3, $2, $12, $13 WHERE $12::bigint IS NOT NULL \
+                     AND EXISTS (SELECT 1 FROM processed) \
+                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
+                 SET version = EXCLUDED.version, state = EXCLUDED.state, taken_at = now() \
+                 WHERE snapshots.version < EXCLUDED.version) \
+             SELECT EXISTS (SELECT 1 FROM processed)",
         )
+        .bind(append.command_id.as_uuid())
         .bind(append.aggregate_type)
         .bind(append.aggregate_id)
         .bind(versions)
@@ -177,32 +203,21 @@ impl EventStore for PgEventStore {
         .bind(column(|e| e.metadata.command_id.as_uuid()))
         .bind(column(|e| e.metadata.correlation_id))
         .bind(column(|e| e.metadata.causation_id))
-        .execute(&mut *tx)
+        .bind(snapshot.map(|s| to_db(s.version)))
+        .bind(snapshot.map(|s| &s.state))
+        .fetch_one(&self.pool)
         .await
         .map_err(|error| match error {
+            // Only the events' (aggregate, version) can clash: the processed id does nothing.
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict {
                 aggregate_id: append.aggregate_id,
                 expected_version: append.expected_version,
             },
             other => StoreError::from(other),
         })?;
-
-        if let Some(snapshot) = &append.snapshot {
-            sqlx::query(
-                "INSERT INTO snapshots (aggregate_id, aggregate_type, version, state) \
-                 VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
-                 SET version = EXCLUDED.version, state = EXCLUDED.state, taken_at = now() \
-                 WHERE snapshots.version < EXCLUDED.version",
-            )
-            .bind(append.aggregate_id)
-            .bind(append.aggregate_type)
-            .bind(to_db(snapshot.version))
-            .bind(&snapshot.state)
-            .execute(&mut *tx)
-            .await?;
+        if !new {
+            return Err(StoreError::AlreadyProcessed(append.command_id));
         }
-        tx.commit().await?;
         Ok(())
     }
 

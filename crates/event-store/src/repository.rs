@@ -47,23 +47,20 @@ impl<S: EventStore> Repository<S> {
 
     pub async fn load<A: Aggregate>(&self, id: A::Id) -> Result<Loaded<A>, StoreError> {
         let aggregate_id: Uuid = id.into();
-        let snapshot = self.store.load_snapshot(A::TYPE, aggregate_id).await?;
-        let (mut state, mut version) = match snapshot {
+        let stream = self.store.load_stream(A::TYPE, aggregate_id).await?;
+        let (mut state, mut version, events) = match stream.snapshot {
             Some(snapshot) => match serde_json::from_value::<A>(snapshot.state) {
-                Ok(state) => (state, snapshot.version),
+                Ok(state) => (state, snapshot.version, stream.events),
                 Err(error) => {
                     // A snapshot of an older shape of the state: the events are the truth.
                     tracing::warn!(%aggregate_id, %error, "ignoring a snapshot that does not decode");
-                    (A::default(), 0)
+                    let all = self.store.load_events(A::TYPE, aggregate_id, 0).await?;
+                    (A::default(), 0, all)
                 }
             },
-            None => (A::default(), 0),
+            None => (A::default(), 0, stream.events),
         };
-        for recorded in self
-            .store
-            .load_events(A::TYPE, aggregate_id, version)
-            .await?
-        {
+        for recorded in events {
             let corrupt = |reason: String| {
                 let error = StoreError::Corrupt(format!(
                     "{} {aggregate_id} v{}: {reason}",

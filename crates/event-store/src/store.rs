@@ -63,6 +63,14 @@ pub struct Snapshot {
     pub state: Value,
 }
 
+/// An aggregate's stream as the executor reads it: the latest snapshot, if any, and the events
+/// after it, in version order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Stream {
+    pub snapshot: Option<Snapshot>,
+    pub events: Vec<RecordedEvent>,
+}
+
 /// One command's effect on one aggregate, written atomically: the events (numbered from
 /// `expected_version + 1`), the command id as processed, and perhaps a new snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,12 +126,12 @@ impl From<sqlx::Error> for StoreError {
 
 /// The event store the command handler writes through.
 pub trait EventStore: Send + Sync {
-    /// The latest snapshot of the aggregate, if any.
-    fn load_snapshot(
+    /// The latest snapshot of the aggregate, if any, and the events after it.
+    fn load_stream(
         &self,
         aggregate_type: &'static str,
         aggregate_id: Uuid,
-    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Stream, StoreError>> + Send;
 
     /// The aggregate's events after `after_version`, in version order.
     fn load_events(
@@ -155,12 +163,12 @@ pub trait EventStore: Send + Sync {
 
 /// A shared store is a store: several users (an executor and a test) can write through one.
 impl<S: EventStore> EventStore for &S {
-    fn load_snapshot(
+    fn load_stream(
         &self,
         aggregate_type: &'static str,
         aggregate_id: Uuid,
-    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
-        (**self).load_snapshot(aggregate_type, aggregate_id)
+    ) -> impl Future<Output = Result<Stream, StoreError>> + Send {
+        (**self).load_stream(aggregate_type, aggregate_id)
     }
 
     fn load_events(

@@ -183,12 +183,14 @@ async fn a_snapshot_plus_the_later_events_equals_a_full_replay<S: EventStore>(st
         execute(&repo, id, bid(units), meta()).await.unwrap();
     }
 
-    let snapshot = repo
+    let stream = repo
         .store()
-        .load_snapshot(Investor::TYPE, id.into())
+        .load_stream(Investor::TYPE, id.into())
         .await
         .unwrap();
-    assert_eq!(snapshot.map(|s| s.version), Some(6));
+    assert_eq!(stream.snapshot.map(|s| s.version), Some(6));
+    let tail: Vec<u64> = stream.events.iter().map(|e| e.version).collect();
+    assert_eq!(tail, [7], "the events after the snapshot");
     let loaded = repo.load::<Investor>(id).await.unwrap();
     let history: Vec<InvestorEvent> = repo
         .store()

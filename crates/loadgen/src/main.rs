@@ -1,6 +1,8 @@
-//! Latency benchmarks against a running system, through its public interfaces only (gRPC and
-//! Kafka). Configure the broker with the same `KAFKA_*` variables as the services.
+//! Benchmarks and the soak against a running system, through its public interfaces only (gRPC
+//! and Kafka; configure the broker with the same `KAFKA_*` variables as the services), and the
+//! command loop in-process on the event store alone (`in-process`).
 
+mod in_process;
 mod soak;
 mod stats;
 
@@ -23,7 +25,7 @@ use tonic::transport::Channel;
 use crate::stats::Samples;
 
 #[derive(Parser)]
-#[command(about = "Measures the Financing system's latencies")]
+#[command(about = "Measures the Financing system: latencies, throughput, a soak")]
 struct Cli {
     /// The listener (gRPC Commands).
     #[arg(
@@ -66,6 +68,9 @@ enum Scenario {
     /// fixed rate for a fixed time, then checks that every acknowledged command was decided
     /// and that every investor's money adds up. Exits non-zero if not.
     Soak(soak::SoakArgs),
+    /// The handler's command loop in-process on the event store (`DATABASE_URL`), no broker:
+    /// `SellInvoice` commands from concurrent tasks for a fixed time.
+    InProcess(in_process::InProcessArgs),
 }
 
 #[tokio::main]
@@ -77,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::BidToReadModel => bid_to_read_model(&cli, &kafka).await,
         Scenario::Throughput { clients } => throughput(&cli, &kafka, clients).await,
         Scenario::Soak(ref args) => soak::run(args, &kafka, &cli.listener, &cli.queries).await,
+        Scenario::InProcess(ref args) => in_process::run(args).await,
     }
 }
 

@@ -74,6 +74,9 @@ pub enum RelayError {
     },
 }
 
+/// How soon the relayer looks again after a pass that published something: events committed
+/// meanwhile may have left their wake-up to the ones it just published.
+const FOLLOW_UP: Duration = Duration::from_millis(5);
 /// How long the partition counts read from the broker are trusted.
 const PARTITIONS_FRESH_FOR: Duration = Duration::from_secs(60);
 
@@ -154,17 +157,27 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
         tracing::info!(interval = ?self.config.interval, "relayer running");
         let mut delays = outage_backoff();
         while !self.shutdown.is_cancelled() {
-            if let Err(error) = self.relay_pending().await {
-                // Commits keep coming during an outage: only the backoff decides the next try.
-                let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                tracing::warn!(error = %Chain(&error), retry_in = ?delay, "cannot relay yet");
-                tokio::select! {
-                    _ = self.shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(delay) => {}
+            let published = match self.relay_pending().await {
+                Ok(published) => published,
+                Err(error) => {
+                    // Commits keep coming during an outage: only the backoff decides the next try.
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(error = %Chain(&error), retry_in = ?delay, "cannot relay yet");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
                 }
-                continue;
-            }
+            };
             delays = outage_backoff();
+            // Appends that commit together wake the relayer once (see the event store's
+            // migration 0005): after a pass that found events, look again soon.
+            let wait = if published > 0 {
+                FOLLOW_UP.min(self.config.interval)
+            } else {
+                self.config.interval
+            };
             let woken = async {
                 match wakeups.as_mut() {
                     Some(listener) => listener.recv().await.map(drop),
@@ -173,7 +186,7 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
             };
             tokio::select! {
                 _ = self.shutdown.cancelled() => {}
-                _ = tokio::time::sleep(self.config.interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 woken = woken => if let Err(error) = woken {
                     // Polling carries on; the listener reconnects on its next use.
                     tracing::warn!(error = %Chain(&error), "commit wake-ups interrupted");

@@ -52,8 +52,11 @@ pub async fn connect_and_migrate(
         }
         tracing::info!("created database");
     }
+    // No ping before each use (a round trip per query): a broken connection fails its query,
+    // which every caller retries as an outage.
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(5))
         .connect(url)
         .await?;

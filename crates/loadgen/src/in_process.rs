@@ -1,0 +1,124 @@
+//! The command loop in-process, without the broker: the handler's executor on the event store
+//! (load, decide, append with the idempotency record), driven by concurrent tasks. It measures
+//! what the event store and the executor cost per command, the ceiling of the whole pipeline.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use financing_command_handler::{Executor, Origin};
+use financing_domain::saga::Issued;
+use financing_domain::{
+    ClientCommand, Command, CommandId, InvoiceId, IssuerCommand, IssuerId, Money,
+};
+use financing_event_store::{MIGRATOR, Outcome, PgEventStore, Repository};
+use financing_messaging::CommandMessage;
+use financing_runtime::postgres::connect_and_migrate;
+use uuid::Uuid;
+
+use crate::stats::Samples;
+
+#[derive(Args)]
+pub struct InProcessArgs {
+    /// The event store to write to: a database of its own, created and migrated if missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/financing_bench"
+    )]
+    database_url: String,
+    /// Concurrent tasks, each sending one command at a time.
+    #[arg(long, default_value_t = 8)]
+    tasks: usize,
+    /// How long to send commands for.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Events between two snapshots, as the handler's `SNAPSHOT_EVERY`.
+    #[arg(long, default_value_t = 50)]
+    snapshot_every: u64,
+}
+
+/// `SellInvoice` commands for one registered issuer, each a new invoice, from `tasks` tasks for
+/// `seconds`: commands applied per second and the latency of each.
+pub async fn run(args: &InProcessArgs) -> anyhow::Result<()> {
+    let connections = u32::try_from(args.tasks).unwrap_or(u32::MAX).max(1);
+    let pool = connect_and_migrate(&args.database_url, &MIGRATOR, connections)
+        .await
+        .with_context(|| format!("cannot use the event store {}", args.database_url))?;
+    let repository = Repository::new(PgEventStore::new(pool), args.snapshot_every);
+    let executor = Arc::new(Executor::new(repository, 10));
+
+    let issuer_id = IssuerId::new_random();
+    let register = Issued {
+        id: CommandId::new_random(),
+        command: Command::Issuer(
+            issuer_id,
+            IssuerCommand::Create {
+                name: "Bench".into(),
+            },
+        ),
+    };
+    let chain = Uuid::new_v4();
+    let origin = Origin {
+        correlation_id: chain,
+        causation_id: chain,
+    };
+    executor.execute(&register, origin).await?;
+
+    let started = Instant::now();
+    let until = started + Duration::from_secs(args.seconds);
+    let applied = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..args.tasks)
+        .map(|_| {
+            let (executor, applied) = (executor.clone(), applied.clone());
+            tokio::spawn(async move { sell_until(&executor, issuer_id, until, &applied).await })
+        })
+        .collect();
+    let mut latencies = Samples::default();
+    for task in tasks {
+        for sample in task.await?? {
+            latencies.push(sample);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let applied = applied.load(Ordering::Relaxed);
+    println!(
+        "in-process executor, {} tasks, {} s: {applied} commands applied, {:.0} commands/s",
+        args.tasks,
+        args.seconds,
+        applied as f64 / elapsed
+    );
+    println!("  per command  {}", latencies.summary());
+    Ok(())
+}
+
+async fn sell_until(
+    executor: &Executor<PgEventStore>,
+    issuer_id: IssuerId,
+    until: Instant,
+    applied: &AtomicUsize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut latencies = Vec::new();
+    while Instant::now() < until {
+        let command_id = CommandId::new_random();
+        let message = CommandMessage {
+            command_id,
+            correlation_id: command_id.as_uuid(),
+            command: ClientCommand::SellInvoice {
+                invoice_id: InvoiceId::for_sale(command_id),
+                issuer_id,
+                asking_price: Money::units(100),
+            },
+        };
+        let sent = Instant::now();
+        let outcome = executor.client_command(message).await?;
+        latencies.push(sent.elapsed());
+        if outcome != Outcome::Applied {
+            bail!("a SellInvoice was not applied: {outcome:?}");
+        }
+        applied.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(latencies)
+}
