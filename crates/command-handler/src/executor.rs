@@ -126,7 +126,7 @@ impl<S: EventStore> Executor<S> {
                 Ok(events) => {
                     let saved = self.repository.save(&loaded, &events, meta).await;
                     saved.map(|()| {
-                        tracing::info!(
+                        tracing::debug!(
                             version = loaded.version + events.len() as u64,
                             events = events.len(),
                             "command applied"
@@ -141,7 +141,7 @@ impl<S: EventStore> Executor<S> {
                         .record_rejection(command_id, A::TYPE, id.into(), &reason)
                         .await;
                     recorded.map(|()| {
-                        tracing::info!(%reason, "command rejected");
+                        tracing::debug!(%reason, "command rejected");
                         Outcome::Rejected { reason }
                     })
                 }

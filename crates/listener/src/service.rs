@@ -48,7 +48,7 @@ impl CommandService {
             )
             .into());
         }
-        tracing::info!(%command_id, kind, aggregate_id = %message.command.aggregate_id(), "command queued");
+        tracing::debug!(%command_id, kind, aggregate_id = %message.command.aggregate_id(), "command queued");
         let mut response = Response::new(reply);
         let id = MetadataValue::try_from(command_id.to_string()).expect("a UUID is ASCII");
         response.metadata_mut().insert(COMMAND_ID, id);

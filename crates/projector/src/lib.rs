@@ -147,11 +147,11 @@ impl Projector {
             (meta.aggregate_id, meta.version, event.event.type_name());
         match self.read_model.project(&event).await {
             Ok(Projected::Applied) => {
-                tracing::info!(%aggregate_id, version, kind, "projected");
+                tracing::debug!(%aggregate_id, version, kind, "projected");
                 self.moving_again(aggregate_id).await?;
             }
             Ok(Projected::Duplicate) => {
-                tracing::info!(%aggregate_id, version, kind, "already projected, skipped");
+                tracing::debug!(%aggregate_id, version, kind, "already projected, skipped");
             }
             Ok(Projected::Gap { at }) => self.fill_gap(&event, at).await?,
             Err(ProjectionError::Contradiction(reason)) => {
@@ -171,7 +171,7 @@ impl Projector {
             Ok(()) => {
                 let (command_id, reason) = (outcome.command_id, &outcome.reason);
                 let failed = outcome.failed;
-                tracing::info!(%command_id, failed, %reason, "outcome recorded");
+                tracing::debug!(%command_id, failed, %reason, "outcome recorded");
             }
             Err(ProjectionError::Contradiction(reason)) => {
                 self.dead_letters.send(message, &reason).await?;
