@@ -12,7 +12,7 @@ mod executor;
 use std::time::Duration;
 
 use financing_event_store::{MIGRATOR, Parking, PgEventStore, Repository};
-use financing_messaging::{DeadLetters, Group, KafkaConfig, Topics};
+use financing_messaging::{DeadLetters, Group, KafkaConfig, Topics, connections_for};
 use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::connect_until_ready;
 use tokio_util::sync::CancellationToken;
@@ -81,7 +81,9 @@ impl CommandHandler {
         shutdown: CancellationToken,
     ) -> Result<CommandHandler, StartError> {
         let url = &config.database_url;
-        let pool = connect_until_ready("the event store", url, &MIGRATOR, 10, &shutdown)
+        // A connection for each message handled at once, and one for the parked retries.
+        let connections = connections_for(config.consumers) + 1;
+        let pool = connect_until_ready("the event store", url, &MIGRATOR, connections, &shutdown)
             .await
             .ok_or(StartError::ShutDown)?;
         let topics = config.kafka.topics();

@@ -1,15 +1,19 @@
-//! The consumer loop every component shares: one message at a time, retried through outages
-//! (never skipped), its offset stored only once it is handled, and the stored offsets committed
-//! when shutdown stops the loop. A message that makes the handler panic is set aside with the
-//! reason: it cannot stop the consumer, let alone the process.
+//! The consumer loop every component shares. It takes the messages the consumer has ready (up
+//! to [`MOST_AT_ONCE`]) and handles those of different keys concurrently, those of one key (one
+//! aggregate) one after the other, in order. Each is retried through outages (never skipped);
+//! offsets are stored only once the messages before them in their partition are handled too,
+//! and the stored offsets are committed when shutdown stops the loop. A message that makes the
+//! handler panic is set aside with the reason: it cannot stop the consumer, let alone the
+//! process.
 
 use std::any::Any;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use financing_runtime::retry::{Chain, outage_backoff};
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -40,8 +44,19 @@ pub trait HandleMessage: Sync {
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
-/// Consumes until shutdown: the message in hand is finished (or, if shutdown comes while it
-/// waits out an outage, left for redelivery) and the stored offsets committed.
+/// The most messages a consumer takes at once.
+const MOST_AT_ONCE: usize = 64;
+/// The most keys whose messages one consumer handles at the same time.
+const KEYS_AT_ONCE: usize = 4;
+
+/// The database connections `consumers` consumers can use at once.
+pub fn connections_for(consumers: usize) -> u32 {
+    u32::try_from(consumers.max(1) * KEYS_AT_ONCE).unwrap_or(u32::MAX)
+}
+
+/// Consumes until shutdown: the messages in hand are finished (or, if shutdown comes while one
+/// waits out an outage, it and the ones after it in its partition are left for redelivery) and
+/// the stored offsets committed.
 pub(crate) async fn consume<H: HandleMessage>(
     consumer: &GroupConsumer,
     handler: &H,
@@ -52,7 +67,7 @@ pub(crate) async fn consume<H: HandleMessage>(
             _ = shutdown.cancelled() => break,
             received = consumer.recv() => received,
         };
-        let message = match received {
+        let first = match received {
             Ok(message) => message,
             Err(error) => {
                 tracing::warn!(error = %Chain(&error), "cannot receive from the broker");
@@ -62,11 +77,28 @@ pub(crate) async fn consume<H: HandleMessage>(
                 }
             }
         };
-        if !handle_until_done(handler, &message, shutdown).await {
-            break;
+        let mut messages = vec![first];
+        while messages.len() < MOST_AT_ONCE {
+            match consumer.recv().now_or_never() {
+                Some(Ok(message)) => messages.push(message),
+                // An error is met again, and reported, by the next wait.
+                Some(Err(_)) | None => break,
+            }
         }
-        if let Err(error) = consumer.store_offset_from_message(&message) {
-            tracing::warn!(error = %Chain(&error), "cannot store the offset; the message may be redelivered");
+        let handled = handle_by_key(handler, &messages, shutdown).await;
+        let mut stopped: HashSet<(&str, i32)> = HashSet::new();
+        for (message, handled) in messages.iter().zip(handled) {
+            let partition = (message.topic(), message.partition());
+            if !handled || stopped.contains(&partition) {
+                stopped.insert(partition);
+                continue;
+            }
+            if let Err(error) = consumer.store_offset_from_message(message) {
+                tracing::warn!(error = %Chain(&error), "cannot store the offset; the message may be redelivered");
+            }
+        }
+        if !stopped.is_empty() {
+            break;
         }
     }
     match consumer.commit_consumer_state(CommitMode::Sync) {
@@ -76,6 +108,37 @@ pub(crate) async fn consume<H: HandleMessage>(
             tracing::warn!(error = %Chain(&error), "cannot commit offsets; messages may be redelivered");
         }
     }
+}
+
+/// Handles `messages`, one key's after the other in order, up to [`KEYS_AT_ONCE`] keys at a
+/// time. Per message: whether it was handled (`false` if shutdown came first).
+async fn handle_by_key<H: HandleMessage>(
+    handler: &H,
+    messages: &[BorrowedMessage<'_>],
+    shutdown: &CancellationToken,
+) -> Vec<bool> {
+    let mut by_key: HashMap<Option<&[u8]>, Vec<usize>> = HashMap::new();
+    for (index, message) in messages.iter().enumerate() {
+        by_key.entry(message.key()).or_default().push(index);
+    }
+    let mut handled = vec![false; messages.len()];
+    let chains = futures::stream::iter(by_key.into_values())
+        .map(|chain| async move {
+            let mut done = Vec::with_capacity(chain.len());
+            for index in chain {
+                if !handle_until_done(handler, &messages[index], shutdown).await {
+                    break;
+                }
+                done.push(index);
+            }
+            done
+        })
+        .buffer_unordered(KEYS_AT_ONCE);
+    let done: Vec<Vec<usize>> = chains.collect().await;
+    for index in done.into_iter().flatten() {
+        handled[index] = true;
+    }
+    handled
 }
 
 /// `false` if shutdown came while waiting out an outage.

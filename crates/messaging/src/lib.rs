@@ -10,7 +10,7 @@ mod publisher;
 mod wire;
 
 pub use config::{KafkaConfig, Topics};
-pub use consume::{DeadLetters, HandleMessage};
+pub use consume::{DeadLetters, HandleMessage, connections_for};
 pub use financing_domain::EventMeta;
 pub use group::{Group, GroupConsumer, LagReader, PartitionLag, ProgressWatch, Stall};
 pub use publisher::{Publish, PublishError, Publisher, partition_for};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use financing_event_store::{PgEventStore, StoreError};
 use financing_messaging::{
     DeadLetters, EventMessage, Group, HandleMessage, KafkaConfig, OutcomeMessage, PublishError,
-    Topics,
+    Topics, connections_for,
 };
 use financing_read_model::{MIGRATOR, Projected, ProjectionError, ReadModel};
 use financing_runtime::config::{ConfigError, text, var};
@@ -97,7 +97,8 @@ impl Projector {
         shutdown: CancellationToken,
     ) -> Result<Projector, StartError> {
         let url = &config.database_url;
-        let pool = connect_until_ready("the read models", url, &MIGRATOR, 4, &shutdown)
+        let connections = connections_for(config.consumers);
+        let pool = connect_until_ready("the read models", url, &MIGRATOR, connections, &shutdown)
             .await
             .ok_or(StartError::ShutDown)?;
         let topics = config.kafka.topics();

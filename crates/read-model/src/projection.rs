@@ -40,15 +40,18 @@ impl ReadModel {
         let step = |sql| sqlx::query(sql).bind(meta.aggregate_id).bind(version);
         let statement = match &message.event {
             Issuer(IssuerEvent::IssuerCreated { name, .. }) => step(
-                "INSERT INTO issuers (id, version, name) VALUES ($1, $2, $3) \
+                "INSERT INTO issuers (id, version, name, created_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (id) DO NOTHING",
             )
-            .bind(name),
+            .bind(name)
+            .bind(meta.recorded_at),
             Investor(InvestorEvent::InvestorCreated { name, .. }) => step(
-                "INSERT INTO investors (id, version, name, balance, reserved, committed) \
-                 VALUES ($1, $2, $3, 0, 0, 0) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO investors (id, version, name, balance, reserved, committed, \
+                     created_at) \
+                 VALUES ($1, $2, $3, 0, 0, 0, $4) ON CONFLICT (id) DO NOTHING",
             )
-            .bind(name),
+            .bind(name)
+            .bind(meta.recorded_at),
             Investor(InvestorEvent::InvestorFundsAdded { amount, .. }) => step(
                 "UPDATE investors SET balance = balance + $3, version = $2 \
                  WHERE id = $1 AND version = $2 - 1",
@@ -74,11 +77,13 @@ impl ReadModel {
                 asking_price,
                 ..
             }) => step(
-                "INSERT INTO invoices (id, version, issuer_id, asking_price, status) \
-                 VALUES ($1, $2, $3, $4, 'AVAILABLE') ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO invoices (id, version, issuer_id, asking_price, status, \
+                     created_at) \
+                 VALUES ($1, $2, $3, $4, 'AVAILABLE', $5) ON CONFLICT (id) DO NOTHING",
             )
             .bind(issuer_id.as_uuid())
-            .bind(cents(*asking_price)?),
+            .bind(cents(*asking_price)?)
+            .bind(meta.recorded_at),
             Invoice(InvoiceEvent::InvoiceFinanced { bid, .. }) => step(
                 "UPDATE invoices SET status = 'FINANCED', winning_investor_id = $3, \
                  winning_bid = $4, version = $2 WHERE id = $1 AND version = $2 - 1",

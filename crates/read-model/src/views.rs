@@ -149,9 +149,10 @@ macro_rules! select_issuers {
 
 impl ReadModel {
     pub async fn investors(&self) -> Result<Vec<InvestorView>, sqlx::Error> {
-        let rows: Vec<InvestorRow> = sqlx::query_as(select_investors!("ORDER BY position"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<InvestorRow> =
+            sqlx::query_as(select_investors!("ORDER BY created_at, position"))
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter().map(InvestorView::try_from).collect()
     }
 
@@ -164,9 +165,10 @@ impl ReadModel {
     }
 
     pub async fn invoices(&self) -> Result<Vec<InvoiceView>, sqlx::Error> {
-        let rows: Vec<InvoiceRow> = sqlx::query_as(select_invoices!("ORDER BY position"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<InvoiceRow> =
+            sqlx::query_as(select_invoices!("ORDER BY created_at, position"))
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter().map(InvoiceView::try_from).collect()
     }
 
@@ -179,7 +181,7 @@ impl ReadModel {
     }
 
     pub async fn issuers(&self) -> Result<Vec<IssuerView>, sqlx::Error> {
-        let rows: Vec<IssuerRow> = sqlx::query_as(select_issuers!("ORDER BY position"))
+        let rows: Vec<IssuerRow> = sqlx::query_as(select_issuers!("ORDER BY created_at, position"))
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(IssuerView::from).collect())
