@@ -26,6 +26,11 @@ if ! command -v docker-compose >/dev/null; then
         { apt-get update -q && apt-get install -y -q docker-compose; } >>target/apt.log 2>&1
 fi
 docker-compose -f docker-compose.yml config -q
+log "the query service links no Kafka client"
+if [ -n "$(cargo tree -p financing-queries -e normal --locked -i rdkafka 2>/dev/null)" ]; then
+    cargo tree -p financing-queries -e normal --locked -i rdkafka
+    exit 1
+fi
 log "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "build"

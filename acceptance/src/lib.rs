@@ -20,7 +20,8 @@ use financing_command_handler::{CommandHandler, HandlerConfig};
 use financing_domain::{CommandId, Event, IntegrationEvent};
 use financing_listener::{Listener, ListenerConfig};
 use financing_messaging::{
-    EventMessage, GroupConsumer, KafkaConfig, OutcomeMessage, Publisher, Record, integration_record,
+    CommandOutcome, EventEnvelope, GroupConsumer, KafkaConfig, Publisher, Record, WireForm,
+    integration_record,
 };
 use financing_projector::{Projector, ProjectorConfig};
 use financing_queries::{QueryServer, QueryServerConfig};
@@ -231,13 +232,13 @@ impl System {
     }
 
     /// Publishes a domain event on `financing.events`, as the relayer would.
-    pub async fn publish_event(&self, event: &EventMessage) {
+    pub async fn publish_event(&self, event: &EventEnvelope) {
         let topic = self.kafka.topics().events;
         self.publish_record(&topic, event.record()).await;
     }
 
     /// Publishes a command's outcome on `financing.outcomes`, as the relayer would.
-    pub async fn publish_outcome(&self, outcome: &OutcomeMessage) {
+    pub async fn publish_outcome(&self, outcome: &CommandOutcome) {
         let topic = self.kafka.topics().outcomes;
         self.publish_record(&topic, outcome.record()).await;
     }
@@ -255,7 +256,11 @@ impl System {
         let all: Vec<Event> = read_to_end(&self.kafka, &self.kafka.topics().events)
             .await
             .iter()
-            .map(|message| EventMessage::decode(message).expect("a domain event").event)
+            .map(|message| {
+                EventEnvelope::decode(message)
+                    .expect("a domain event")
+                    .event
+            })
             .collect();
         assert_eq!(
             all.len(),
@@ -307,13 +312,13 @@ impl EventFeed {
     }
 
     /// The next event on the topic.
-    pub async fn next(&mut self) -> EventMessage {
+    pub async fn next(&mut self) -> EventEnvelope {
         let message = tokio::time::timeout(PATIENCE, self.consumer.recv())
             .await
             .expect("an event is published")
             .expect("the broker delivers it");
         self.read += 1;
-        EventMessage::decode(&message).expect("a domain event")
+        EventEnvelope::decode(&message).expect("a domain event")
     }
 
     /// Asserts that the next events are exactly these, in this order.

@@ -14,7 +14,7 @@ use financing_domain::{
     Bid, CommandId, Event, InvestorEvent, InvestorId, InvoiceEvent, InvoiceId, IssuerEvent,
     IssuerId, Money,
 };
-use financing_messaging::{EventMessage, OutcomeMessage};
+use financing_messaging::{CommandOutcome, EventEnvelope};
 use financing_testkit::as_published;
 use tonic::Code;
 use uuid::Uuid;
@@ -23,7 +23,7 @@ use uuid::Uuid;
 struct Scenario {
     system: System,
     versions: HashMap<Uuid, u64>,
-    published: Vec<EventMessage>,
+    published: Vec<EventEnvelope>,
 }
 
 impl Scenario {
@@ -36,7 +36,7 @@ impl Scenario {
     }
 
     /// Publishes the aggregate's next event; returns it as published.
-    async fn publish(&mut self, event: Event) -> EventMessage {
+    async fn publish(&mut self, event: Event) -> EventEnvelope {
         let aggregate_id = match &event {
             Event::Issuer(IssuerEvent::IssuerCreated { issuer_id, .. }) => issuer_id.as_uuid(),
             Event::Investor(e) => investor_of(e).as_uuid(),
@@ -536,7 +536,7 @@ async fn a_command_is_pending_then_applied_or_rejected_with_its_reason() {
     let rejected = CommandId::new_random();
     scenario
         .system
-        .publish_outcome(&OutcomeMessage {
+        .publish_outcome(&CommandOutcome {
             command_id: rejected,
             failed: false,
             aggregate_type: Some("Investor".into()),

@@ -9,8 +9,8 @@ use std::time::Duration;
 use financing_domain::saga::{self, Reaction};
 use financing_event_store::{Parked, Received, StoreError};
 use financing_messaging::{
-    CommandMessage, EventMessage, HandleMessage, PublishError, Undecodable, headers, headers_of,
-    integration_event,
+    CommandMessage, EventEnvelope, HandleMessage, PublishError, Undecodable, WireForm, headers,
+    headers_of, integration_event,
 };
 use financing_runtime::retry::Chain;
 use futures::FutureExt;
@@ -147,7 +147,7 @@ impl CommandHandler {
             };
             Ok(Work::React(reaction, origin))
         } else {
-            let EventMessage { meta, event } = EventMessage::decode(message)?;
+            let EventEnvelope { meta, event } = EventEnvelope::decode(message)?;
             let origin = Origin {
                 correlation_id: meta.correlation_id,
                 causation_id: meta.event_id,

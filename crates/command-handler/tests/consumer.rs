@@ -9,7 +9,7 @@ use financing_domain::{
     IssuerEvent, IssuerId, Money,
 };
 use financing_messaging::{
-    CommandMessage, KafkaConfig, Publisher, Record, headers, integration_record,
+    CommandMessage, KafkaConfig, Publisher, Record, WireForm, headers, integration_record,
 };
 use financing_testkit::{
     PATIENCE, as_published, own_database_url, own_topics, read_to_end, wait_until,

@@ -1,11 +1,33 @@
-//! Where a stored event comes from and where it sits: what travels with every domain event,
-//! whether it is read from the event store or from the bus.
+//! What travels between the components, whatever carries it (the event store, the bus): a
+//! domain event with where it comes from and where it sits, and the outcome of a command that
+//! produced no event.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::CommandId;
 use crate::saga::EventPosition;
+use crate::{CommandId, Event};
+
+/// A domain event with its metadata, as the relayer publishes it and the saga and the read
+/// models take it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventEnvelope {
+    pub meta: EventMeta,
+    pub event: Event,
+}
+
+/// A command that produced no event: the domain rejected it, or it failed outright (it could not
+/// be decoded, or its aggregate could not be read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandOutcome {
+    pub command_id: CommandId,
+    pub failed: bool,
+    /// Unknown for a command that could not be decoded.
+    pub aggregate_type: Option<String>,
+    pub aggregate_id: Option<Uuid>,
+    pub reason: String,
+    pub decided_at: DateTime<Utc>,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventMeta {

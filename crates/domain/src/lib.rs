@@ -18,7 +18,7 @@ mod testing;
 
 pub use aggregate::{Aggregate, Event, ImpossibleEvent, Rejection};
 pub use command::{ClientCommand, Command};
-pub use envelope::EventMeta;
+pub use envelope::{CommandOutcome, EventEnvelope, EventMeta};
 pub use ids::{CommandId, InvestorId, InvoiceId, IssuerId};
 pub use integration::IntegrationEvent;
 pub use investor::{Investor, InvestorCommand, InvestorEvent};

@@ -21,5 +21,15 @@ pub use store::{
     Stream,
 };
 
+/// The tables whose rows are updated or deleted (publication marks, snapshots, parked messages):
+/// they need vacuuming, which the relayer sees to where the server does not.
+pub const UPDATED_TABLES: &[&str] = &[
+    "events",
+    "processed_commands",
+    "failed_commands",
+    "snapshots",
+    "parked_messages",
+];
+
 /// The Postgres channel notified whenever events are committed.
 pub const EVENTS_APPENDED_CHANNEL: &str = "events_appended";

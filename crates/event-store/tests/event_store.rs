@@ -11,7 +11,9 @@ use financing_domain::{
 use financing_event_store::{
     Append, CommandMeta, EVENTS_APPENDED_CHANNEL, EventMetadata, EventStore, InMemoryEventStore,
     NewEvent, Outbox, Outcome, Parking, PgEventStore, Received, Repository, StoreError,
+    UPDATED_TABLES,
 };
+use financing_runtime::postgres::vacuum_if_autovacuum_off;
 use financing_testkit::wait_until;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -583,4 +585,46 @@ async fn marking_a_command_s_failure_leaves_its_later_rejection_to_publish(pool:
         [(command, false)],
         "the rejection is still to publish"
     );
+}
+
+/// Published events are rewritten (their publication mark): where the server's autovacuum is
+/// off, the upkeep pass vacuums the store's updated tables; with it on, it leaves them to the
+/// server.
+#[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
+async fn the_updated_tables_are_vacuumed_where_the_server_does_not(pool: PgPool) {
+    let repo = Repository::new(PgEventStore::new(pool.clone()), 100);
+    register(&repo, 100).await;
+    let outbox = Outbox::new(pool.clone());
+    let claim = outbox
+        .claim(10, &[])
+        .await
+        .unwrap()
+        .expect("an event to publish");
+    let published: Vec<i64> = claim.events().iter().map(|e| e.global_position).collect();
+    claim.mark_published(&published, &[], &[]).await.unwrap();
+    let autovacuum: String = sqlx::query_scalar("SELECT current_setting('autovacuum')")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    let vacuumed = vacuum_if_autovacuum_off(&pool, UPDATED_TABLES)
+        .await
+        .unwrap();
+
+    assert_eq!(vacuumed, autovacuum == "off");
+    if vacuumed {
+        for table in UPDATED_TABLES {
+            wait_until(&format!("{table} shows a vacuum"), || async {
+                let vacuumed: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+                    "SELECT last_vacuum FROM pg_stat_user_tables WHERE relname = $1",
+                )
+                .bind(table)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                vacuumed.map(drop)
+            })
+            .await;
+        }
+    }
 }

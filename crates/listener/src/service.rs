@@ -6,7 +6,7 @@ use financing_api::v1::{
 };
 use financing_api::{ApiError, required_amount, required_id, to_proto_id};
 use financing_domain::{ClientCommand, CommandId, InvoiceId, Message as _};
-use financing_messaging::{CommandMessage, Publisher};
+use financing_messaging::{CommandMessage, Publisher, WireForm};
 use financing_runtime::retry::Chain;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};

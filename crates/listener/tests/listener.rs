@@ -7,7 +7,7 @@ use financing_api::v1::commands_client::CommandsClient;
 use financing_api::v1::{self, BidOnInvoiceCommand, SellInvoiceCommand};
 use financing_domain::{ClientCommand, CommandId, InvoiceId, IssuerId, Money};
 use financing_listener::{Listener, ListenerConfig};
-use financing_messaging::{CommandMessage, GroupConsumer, KafkaConfig};
+use financing_messaging::{CommandMessage, GroupConsumer, KafkaConfig, WireForm};
 use financing_testkit::{PATIENCE, own_topics, wait_until};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;

@@ -3,6 +3,7 @@
 //! command loop in-process on the event store alone (`in-process`).
 
 mod in_process;
+mod sagas;
 mod soak;
 mod stats;
 
@@ -18,7 +19,7 @@ use financing_api::v1::{
 };
 use financing_api::{to_proto_id, v1};
 use financing_domain::{Event, InvoiceEvent, InvoiceId, IssuerEvent, Money};
-use financing_messaging::{EventMessage, GroupConsumer, KafkaConfig};
+use financing_messaging::{EventEnvelope, GroupConsumer, KafkaConfig, WireForm};
 use rdkafka::consumer::Consumer;
 use tonic::transport::Channel;
 
@@ -68,6 +69,11 @@ enum Scenario {
     /// fixed rate for a fixed time, then checks that every acknowledged command was decided
     /// and that every investor's money adds up. Exits non-zero if not.
     Soak(soak::SoakArgs),
+    /// Bid sagas (bid over the asking price -> funds reserved -> invoice financed -> surplus
+    /// released) started at a fixed rate for a fixed time (open loop), each timed from its
+    /// acknowledgement until all of it shows on the query service; then how long until every
+    /// saga showed.
+    Sagas(sagas::SagaArgs),
     /// The handler's command loop in-process on the event store (`DATABASE_URL`), no broker:
     /// `SellInvoice` commands from concurrent tasks for a fixed time.
     InProcess(in_process::InProcessArgs),
@@ -82,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::BidToReadModel => bid_to_read_model(&cli, &kafka).await,
         Scenario::Throughput { clients } => throughput(&cli, &kafka, clients).await,
         Scenario::Soak(ref args) => soak::run(args, &kafka, &cli.listener, &cli.queries).await,
+        Scenario::Sagas(ref args) => sagas::run(args, &kafka, &cli.listener, &cli.queries).await,
         Scenario::InProcess(ref args) => in_process::run(args).await,
     }
 }
@@ -318,7 +325,7 @@ impl EventReader {
             let Ok(message) = received else {
                 bail!("no matching event within 30 s");
             };
-            if let Ok(decoded) = EventMessage::decode(&message?)
+            if let Ok(decoded) = EventEnvelope::decode(&message?)
                 && wanted(&decoded.event)
             {
                 return Ok(());

@@ -11,10 +11,10 @@ mod wire;
 
 pub use config::{KafkaConfig, Topics};
 pub use consume::{DeadLetters, HandleMessage, connections_for};
-pub use financing_domain::EventMeta;
+pub use financing_domain::{CommandOutcome, EventEnvelope, EventMeta};
 pub use group::{Group, GroupConsumer, LagReader, PartitionLag, ProgressWatch, Stall};
 pub use publisher::{Publish, PublishError, Publisher, partition_for};
 pub use wire::{
-    CommandMessage, EventMessage, OutcomeMessage, Record, Undecodable, dead_letter, event_record,
-    headers, headers_of, integration_event, integration_record, kafka_headers,
+    CommandMessage, Record, Undecodable, WireForm, dead_letter, event_record, headers, headers_of,
+    integration_event, integration_record, kafka_headers,
 };

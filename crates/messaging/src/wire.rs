@@ -5,9 +5,9 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
 use financing_domain::{
-    ClientCommand, CommandId, Event, EventMeta, IntegrationEvent, Message as _,
+    ClientCommand, CommandId, CommandOutcome, Event, EventEnvelope, EventMeta, IntegrationEvent,
+    Message as _,
 };
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
@@ -145,15 +145,20 @@ pub fn event_record(meta: &EventMeta, event_type: &str, payload: &Value) -> Reco
     )
 }
 
-/// A domain event as read from `financing.events`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventMessage {
-    pub meta: EventMeta,
-    pub event: Event,
+/// The types of an outcome on `financing.outcomes`.
+const REJECTED: &str = "CommandRejected";
+const FAILED: &str = "CommandFailed";
+
+/// How a message travels on the bus: read from what a consumer received, written as a record
+/// to publish.
+pub trait WireForm: Sized {
+    fn decode(message: &impl Message) -> Result<Self, Undecodable>;
+    fn record(&self) -> Record;
 }
 
-impl EventMessage {
-    pub fn decode(message: &impl Message) -> Result<EventMessage, Undecodable> {
+/// A domain event on `financing.events`.
+impl WireForm for EventEnvelope {
+    fn decode(message: &impl Message) -> Result<EventEnvelope, Undecodable> {
         use headers::*;
         let meta = EventMeta {
             aggregate_type: header(message, AGGREGATE_TYPE)?.to_owned(),
@@ -171,10 +176,10 @@ impl EventMessage {
             header(message, TYPE)?,
             json_payload(message)?,
         )?;
-        Ok(EventMessage { meta, event })
+        Ok(EventEnvelope { meta, event })
     }
 
-    pub fn record(&self) -> Record {
+    fn record(&self) -> Record {
         event_record(&self.meta, self.event.type_name(), &self.event.to_payload())
     }
 }
@@ -187,9 +192,9 @@ pub struct CommandMessage {
     pub command: ClientCommand,
 }
 
-impl CommandMessage {
-    /// Keyed by the aggregate the command changes, so one aggregate's commands stay in order.
-    pub fn record(&self) -> Record {
+/// Keyed by the aggregate the command changes, so one aggregate's commands stay in order.
+impl WireForm for CommandMessage {
+    fn record(&self) -> Record {
         use headers::*;
         Record::json(
             self.command.aggregate_id(),
@@ -202,7 +207,7 @@ impl CommandMessage {
         )
     }
 
-    pub fn decode(message: &impl Message) -> Result<CommandMessage, Undecodable> {
+    fn decode(message: &impl Message) -> Result<CommandMessage, Undecodable> {
         use headers::*;
         Ok(CommandMessage {
             command_id: parsed(message, COMMAND_ID)?,
@@ -212,32 +217,13 @@ impl CommandMessage {
     }
 }
 
-/// A command that produced no event, as the relayer publishes it on `financing.outcomes`: the
-/// domain rejected it, or it failed outright (it could not be decoded, or its aggregate could
-/// not be read).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutcomeMessage {
-    pub command_id: CommandId,
-    pub failed: bool,
-    /// Unknown for a command that could not be decoded.
-    pub aggregate_type: Option<String>,
-    pub aggregate_id: Option<Uuid>,
-    pub reason: String,
-    pub decided_at: DateTime<Utc>,
-}
-
-impl OutcomeMessage {
-    const REJECTED: &str = "CommandRejected";
-    const FAILED: &str = "CommandFailed";
-
-    /// Keyed by the aggregate, or by the command when the aggregate is unknown.
-    pub fn record(&self) -> Record {
+/// The outcome of a command that produced no event, on `financing.outcomes`: its type says
+/// whether the domain rejected it or it failed; keyed by the aggregate, or by the command when
+/// the aggregate is unknown.
+impl WireForm for CommandOutcome {
+    fn record(&self) -> Record {
         use headers::*;
-        let kind = if self.failed {
-            Self::FAILED
-        } else {
-            Self::REJECTED
-        };
+        let kind = if self.failed { FAILED } else { REJECTED };
         let mut headers = vec![
             (TYPE, kind.to_owned()),
             (COMMAND_ID, self.command_id.to_string()),
@@ -258,19 +244,15 @@ impl OutcomeMessage {
         )
     }
 
-    pub fn decode(message: &impl Message) -> Result<OutcomeMessage, Undecodable> {
+    fn decode(message: &impl Message) -> Result<CommandOutcome, Undecodable> {
         use headers::*;
         let failed = match header(message, TYPE)? {
-            Self::REJECTED => false,
-            Self::FAILED => true,
+            REJECTED => false,
+            FAILED => true,
             other => {
                 return Err(Undecodable::InvalidHeader {
                     name: TYPE,
-                    reason: format!(
-                        "{other:?} is neither {:?} nor {:?}",
-                        Self::REJECTED,
-                        Self::FAILED
-                    ),
+                    reason: format!("{other:?} is neither {:?} nor {:?}", REJECTED, FAILED),
                 });
             }
         };
@@ -287,7 +269,7 @@ impl OutcomeMessage {
             Err(Undecodable::MissingHeader(_)) => Ok(None),
             other => other.map(Some),
         };
-        Ok(OutcomeMessage {
+        Ok(CommandOutcome {
             command_id: parsed(message, COMMAND_ID)?,
             failed,
             aggregate_type: optional(AGGREGATE_TYPE)?.map(str::to_owned),
@@ -374,6 +356,7 @@ pub fn dead_letter(message: &impl Message, reason: &str) -> OwnedMessage {
 
 #[cfg(test)]
 mod tests {
+    use chrono::DateTime;
     use financing_domain::{InvestorEvent, InvestorId, InvoiceId, Money};
     use rdkafka::Timestamp;
     use rdkafka::message::OwnedMessage;
@@ -393,9 +376,9 @@ mod tests {
         )
     }
 
-    fn event_message() -> EventMessage {
+    fn event_message() -> EventEnvelope {
         let investor_id = InvestorId::new_random();
-        EventMessage {
+        EventEnvelope {
             meta: EventMeta {
                 aggregate_type: "Investor".into(),
                 aggregate_id: investor_id.as_uuid(),
@@ -420,7 +403,7 @@ mod tests {
         let message = event_message();
         let record = message.record();
         assert_eq!(record.key, message.meta.aggregate_id.to_string());
-        assert_eq!(EventMessage::decode(&received(&record)).unwrap(), message);
+        assert_eq!(EventEnvelope::decode(&received(&record)).unwrap(), message);
     }
 
     #[test]
@@ -440,7 +423,7 @@ mod tests {
 
     #[test]
     fn an_outcome_goes_through_the_wire_and_back() {
-        let rejection = OutcomeMessage {
+        let rejection = CommandOutcome {
             command_id: CommandId::new_random(),
             failed: false,
             aggregate_type: Some("Investor".into()),
@@ -448,7 +431,7 @@ mod tests {
             reason: "insufficient balance: bid 10.00 but balance is 5.00".into(),
             decided_at: DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
         };
-        let failure = OutcomeMessage {
+        let failure = CommandOutcome {
             failed: true,
             aggregate_type: None,
             aggregate_id: None,
@@ -457,7 +440,7 @@ mod tests {
         };
         for outcome in [rejection, failure] {
             assert_eq!(
-                OutcomeMessage::decode(&received(&outcome.record())).unwrap(),
+                CommandOutcome::decode(&received(&outcome.record())).unwrap(),
                 outcome
             );
         }
@@ -467,7 +450,7 @@ mod tests {
     fn a_message_without_a_needed_header_says_which() {
         let mut record = event_message().record();
         record.headers.retain(|(name, _)| name != headers::VERSION);
-        let error = EventMessage::decode(&received(&record)).unwrap_err();
+        let error = EventEnvelope::decode(&received(&record)).unwrap_err();
         assert_eq!(error.to_string(), r#"missing header "version""#);
     }
 
@@ -480,7 +463,7 @@ mod tests {
                     *value = version.into();
                 }
             }
-            let error = EventMessage::decode(&received(&record)).unwrap_err();
+            let error = EventEnvelope::decode(&received(&record)).unwrap_err();
             assert!(
                 matches!(
                     error,
@@ -515,7 +498,7 @@ mod tests {
     fn a_payload_that_is_not_json_says_so() {
         let mut record = event_message().record();
         record.payload = b"{not json".to_vec();
-        let error = EventMessage::decode(&received(&record)).unwrap_err();
+        let error = EventEnvelope::decode(&received(&record)).unwrap_err();
         assert!(matches!(error, Undecodable::NotJson(_)), "{error}");
     }
 

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use financing_domain::{ClientCommand, CommandId, InvoiceId};
-use financing_messaging::{CommandMessage, KafkaConfig, Publisher};
+use financing_messaging::{CommandMessage, KafkaConfig, Publisher, WireForm};
 use financing_testkit::{PATIENCE, own_topics};
 use rdkafka::consumer::Consumer;
 use uuid::Uuid;

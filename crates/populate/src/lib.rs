@@ -3,7 +3,11 @@
 
 use financing_domain::{IntegrationEvent, InvestorId, IssuerId, Money};
 use financing_messaging::{KafkaConfig, PublishError, Publisher, integration_record};
+use futures::{StreamExt, TryStreamExt};
 use rdkafka::error::KafkaError;
+
+/// Registrations awaiting the broker's acknowledgement at once.
+const IN_FLIGHT: usize = 256;
 
 /// Who was registered, with their names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,9 +38,9 @@ impl Registered {
         }
     }
 
-    /// Publishes every registration, investors with `balance` each; returns once the broker
-    /// has acknowledged them all. Publishing again is safe: the handler applies a registration
-    /// once, however often it is delivered.
+    /// Publishes every registration, investors with `balance` each, many at a time; returns
+    /// once the broker has acknowledged them all. Publishing again is safe: the handler applies
+    /// a registration once, however often it is delivered.
     pub async fn publish(&self, kafka: &KafkaConfig, balance: Money) -> Result<(), PopulateError> {
         let issuer_events =
             self.issuers
@@ -55,11 +59,13 @@ impl Registered {
                 });
         let publisher = Publisher::new(kafka)?;
         let topic = kafka.topics().registering_events;
-        for event in issuer_events.chain(investor_events) {
-            publisher
-                .publish(&topic, &integration_record(&event))
-                .await?;
-        }
+        let publisher = &publisher;
+        let topic = topic.as_str();
+        futures::stream::iter(issuer_events.chain(investor_events))
+            .map(|event| async move { publisher.publish(topic, &integration_record(&event)).await })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<()>()
+            .await?;
         Ok(())
     }
 }

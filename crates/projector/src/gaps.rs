@@ -6,7 +6,7 @@
 
 use financing_domain::Event;
 use financing_event_store::{EventStore, StoreError};
-use financing_messaging::EventMessage;
+use financing_messaging::EventEnvelope;
 use financing_read_model::{Projected, ProjectionError};
 use uuid::Uuid;
 
@@ -14,7 +14,7 @@ use crate::{Projector, Transient};
 
 impl Projector {
     /// Applies the versions after `at` and before `event` from the event store, then `event`.
-    pub(crate) async fn fill_gap(&self, event: &EventMessage, at: u64) -> Result<(), Transient> {
+    pub(crate) async fn fill_gap(&self, event: &EventEnvelope, at: u64) -> Result<(), Transient> {
         let meta = &event.meta;
         let (aggregate_id, version) = (meta.aggregate_id, meta.version);
         let aggregate_type = event.event.aggregate_type();
@@ -49,7 +49,7 @@ impl Projector {
                 recorded.payload.clone(),
             );
             let filler = match decoded {
-                Ok(filler) => EventMessage {
+                Ok(filler) => EventEnvelope {
                     meta: recorded.meta(),
                     event: filler,
                 },
@@ -84,7 +84,7 @@ impl Projector {
         Ok(())
     }
 
-    async fn stuck(&self, event: &EventMessage, at: u64, reason: &str) -> Result<(), Transient> {
+    async fn stuck(&self, event: &EventEnvelope, at: u64, reason: &str) -> Result<(), Transient> {
         let meta = &event.meta;
         tracing::error!(
             aggregate_id = %meta.aggregate_id,

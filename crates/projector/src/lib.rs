@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use financing_event_store::{PgEventStore, StoreError};
 use financing_messaging::{
-    DeadLetters, EventMessage, Group, HandleMessage, KafkaConfig, OutcomeMessage, PublishError,
-    Topics, connections_for,
+    CommandOutcome, DeadLetters, EventEnvelope, Group, HandleMessage, KafkaConfig, PublishError,
+    Topics, WireForm, connections_for,
 };
-use financing_read_model::{MIGRATOR, Projected, ProjectionError, ReadModel};
+use financing_read_model::{MIGRATOR, Projected, ProjectionError, ReadModel, UPDATED_TABLES};
 use financing_runtime::config::{ConfigError, text, var};
-use financing_runtime::postgres::connect_until_ready;
+use financing_runtime::postgres::{VACUUM_EVERY, connect_until_ready, vacuum_while_autovacuum_off};
 use financing_runtime::retry::until_ok;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
@@ -97,7 +97,8 @@ impl Projector {
         shutdown: CancellationToken,
     ) -> Result<Projector, StartError> {
         let url = &config.database_url;
-        let connections = connections_for(config.consumers);
+        // One more for the upkeep (vacuum where the server's autovacuum is off).
+        let connections = connections_for(config.consumers) + 1;
         let pool = connect_until_ready("the read models", url, &MIGRATOR, connections, &shutdown)
             .await
             .ok_or(StartError::ShutDown)?;
@@ -134,12 +135,19 @@ impl Projector {
     /// Projects until shutdown, then commits the stored offsets.
     pub async fn run_until_stopped(self) {
         tracing::info!("projector consuming");
+        let upkeep = tokio::spawn(vacuum_while_autovacuum_off(
+            self.read_model.pool().clone(),
+            UPDATED_TABLES,
+            VACUUM_EVERY,
+            self.shutdown.clone(),
+        ));
         self.group.consume(&self, &self.shutdown).await;
+        upkeep.abort();
         tracing::info!("projector stopped");
     }
 
     async fn project(&self, message: &BorrowedMessage<'_>) -> Result<(), Transient> {
-        let event = match EventMessage::decode(message) {
+        let event = match EventEnvelope::decode(message) {
             Ok(event) => event,
             Err(error) => return Ok(self.dead_letters.send(message, &error.to_string()).await?),
         };
@@ -164,7 +172,7 @@ impl Projector {
     }
 
     async fn record_outcome(&self, message: &BorrowedMessage<'_>) -> Result<(), Transient> {
-        let outcome = match OutcomeMessage::decode(message) {
+        let outcome = match CommandOutcome::decode(message) {
             Ok(outcome) => outcome,
             Err(error) => return Ok(self.dead_letters.send(message, &error.to_string()).await?),
         };

@@ -5,7 +5,7 @@ use financing_domain::{
     Aggregate, CommandId, Event, Investor, InvestorCommand, InvestorId, InvoiceId, Money,
 };
 use financing_event_store::{CommandMeta, EventStore, MIGRATOR, PgEventStore, Repository};
-use financing_messaging::{EventMessage, KafkaConfig, Publisher};
+use financing_messaging::{EventEnvelope, KafkaConfig, Publisher, WireForm};
 use financing_projector::{Projector, ProjectorConfig};
 use financing_read_model::ReadModel;
 use financing_runtime::postgres::connect_and_migrate;
@@ -79,7 +79,7 @@ impl Setup {
     }
 
     /// The stored version `version` of the investor's stream, as the relayer publishes it.
-    async fn stored(&self, id: InvestorId, version: u64) -> EventMessage {
+    async fn stored(&self, id: InvestorId, version: u64) -> EventEnvelope {
         let stored = self
             .store
             .store()
@@ -93,13 +93,13 @@ impl Setup {
             recorded.payload.clone(),
         )
         .unwrap();
-        EventMessage {
+        EventEnvelope {
             meta: recorded.meta(),
             event,
         }
     }
 
-    async fn publish(&self, message: &EventMessage) {
+    async fn publish(&self, message: &EventEnvelope) {
         let topic = self.kafka.topics().events;
         self.publisher
             .publish(&topic, &message.record())

@@ -15,6 +15,10 @@ pub use stuck::StuckView;
 pub use views::{CommandStatus, InvestorView, InvoiceView, IssuerView};
 
 /// The read models' schema, run at start-up by the projector and the query service.
+/// The tables whose rows are updated or deleted (issuers are only inserted): they need
+/// vacuuming, which the projector sees to where the server does not.
+pub const UPDATED_TABLES: &[&str] = &["investors", "invoices", "command_outcomes", "stuck_views"];
+
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, Clone)]
@@ -26,6 +30,11 @@ impl ReadModel {
     /// The read models on a database migrated with [`MIGRATOR`].
     pub fn new(pool: PgPool) -> ReadModel {
         ReadModel { pool }
+    }
+
+    /// The connections to the `queries` database.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 }
 

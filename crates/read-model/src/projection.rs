@@ -1,8 +1,9 @@
 //! Writing events into the read models: each applies only on top of the version before it, so
 //! a duplicate or an old version changes nothing and a row never goes back in time.
 
-use financing_domain::{Event, InvestorEvent, InvoiceEvent, IssuerEvent};
-use financing_messaging::{EventMessage, OutcomeMessage};
+use financing_domain::{
+    CommandOutcome, Event, EventEnvelope, InvestorEvent, InvoiceEvent, IssuerEvent,
+};
 
 use crate::{ReadModel, cents};
 
@@ -30,7 +31,7 @@ pub enum ProjectionError {
 }
 
 impl ReadModel {
-    pub async fn project(&self, message: &EventMessage) -> Result<Projected, ProjectionError> {
+    pub async fn project(&self, message: &EventEnvelope) -> Result<Projected, ProjectionError> {
         use Event::{Investor, Invoice, Issuer};
         let meta = &message.meta;
         let version = i64::try_from(meta.version).map_err(|_| {
@@ -137,7 +138,7 @@ impl ReadModel {
     /// Records the outcome of a command that produced no event. A repeated outcome changes
     /// nothing; a rejection replaces a failure (the command was sent again and decided), never
     /// the other way round.
-    pub async fn record_outcome(&self, outcome: &OutcomeMessage) -> Result<(), ProjectionError> {
+    pub async fn record_outcome(&self, outcome: &CommandOutcome) -> Result<(), ProjectionError> {
         let statement = if outcome.failed {
             "INSERT INTO command_outcomes (command_id, status, reason, aggregate_type, aggregate_id) \
              VALUES ($1, 'FAILED', $2, $3, $4) ON CONFLICT (command_id) DO NOTHING"
@@ -161,7 +162,7 @@ impl ReadModel {
     }
 
     /// The version the event's aggregate has in its view (0: none yet).
-    async fn version_of(&self, message: &EventMessage) -> Result<u64, sqlx::Error> {
+    async fn version_of(&self, message: &EventEnvelope) -> Result<u64, sqlx::Error> {
         let query = match message.event {
             Event::Issuer(_) => "SELECT version FROM issuers WHERE id = $1",
             Event::Investor(_) => "SELECT version FROM investors WHERE id = $1",

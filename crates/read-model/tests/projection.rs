@@ -2,10 +2,9 @@
 
 use chrono::Utc;
 use financing_domain::{
-    Bid, CommandId, Event, InvestorEvent, InvestorId, InvoiceEvent, InvoiceId, InvoiceStatus,
-    IssuerEvent, IssuerId, Money,
+    Bid, CommandId, CommandOutcome, Event, EventEnvelope, EventMeta, InvestorEvent, InvestorId,
+    InvoiceEvent, InvoiceId, InvoiceStatus, IssuerEvent, IssuerId, Money,
 };
-use financing_messaging::{EventMessage, EventMeta, OutcomeMessage};
 use financing_read_model::{
     CommandStatus, InvestorView, InvoiceView, IssuerView, Projected, ProjectionError, ReadModel,
 };
@@ -18,13 +17,13 @@ fn at(
     aggregate_id: impl Into<Uuid>,
     command_id: CommandId,
     event: Event,
-) -> EventMessage {
+) -> EventEnvelope {
     let aggregate_type = match event {
         Event::Issuer(_) => "Issuer",
         Event::Investor(_) => "Investor",
         Event::Invoice(_) => "Invoice",
     };
-    EventMessage {
+    EventEnvelope {
         meta: EventMeta {
             aggregate_type: aggregate_type.into(),
             aggregate_id: aggregate_id.into(),
@@ -41,7 +40,7 @@ fn at(
 }
 
 /// An investor's stream: created, then 50 added, a bid of 20 placed, 5 released.
-fn investor_history(id: InvestorId) -> Vec<EventMessage> {
+fn investor_history(id: InvestorId) -> Vec<EventEnvelope> {
     let c = CommandId::new_random;
     let invoice_id = InvoiceId::new_random();
     vec![
@@ -95,7 +94,7 @@ fn account(id: InvestorId, balance: u64, reserved: u64, committed: u64) -> Inves
     }
 }
 
-async fn project_all(model: &ReadModel, messages: &[EventMessage]) {
+async fn project_all(model: &ReadModel, messages: &[EventEnvelope]) {
     for message in messages {
         assert_eq!(
             model.project(message).await.unwrap(),
@@ -313,7 +312,7 @@ async fn a_command_is_pending_until_its_event_or_its_rejection_arrives(pool: PgP
     );
 
     project_all(&model, &history[..1]).await;
-    let rejection = OutcomeMessage {
+    let rejection = CommandOutcome {
         command_id: rejected,
         failed: false,
         aggregate_type: Some("Investor".into()),
@@ -345,7 +344,7 @@ async fn a_failed_command_shows_failed_until_it_is_sent_again_and_decided(pool: 
     let model = ReadModel::new(pool);
     let id = InvestorId::new_random();
     let history = investor_history(id);
-    let failure = |command_id| OutcomeMessage {
+    let failure = |command_id| CommandOutcome {
         command_id,
         failed: true,
         aggregate_type: None,
@@ -379,7 +378,7 @@ async fn a_failed_command_shows_failed_until_it_is_sent_again_and_decided(pool: 
         .record_outcome(&failure(rejected_later))
         .await
         .unwrap();
-    let rejection = OutcomeMessage {
+    let rejection = CommandOutcome {
         failed: false,
         reason: "insufficient balance".into(),
         ..failure(rejected_later)

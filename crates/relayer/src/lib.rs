@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 use financing_domain::CommandId;
 use financing_event_store::{
     EVENTS_APPENDED_CHANNEL, MIGRATOR, Outbox, Published, RecordedEvent, RecordedOutcome,
-    StoreError,
+    StoreError, UPDATED_TABLES,
 };
 use financing_messaging::{
-    KafkaConfig, OutcomeMessage, Publish, PublishError, Publisher, Record, Topics, partition_for,
+    CommandOutcome, KafkaConfig, Publish, PublishError, Publisher, Record, Topics, WireForm,
+    partition_for,
 };
 use financing_runtime::config::{ConfigError, text, var};
-use financing_runtime::postgres::connect_until_ready;
+use financing_runtime::postgres::{VACUUM_EVERY, connect_until_ready, vacuum_while_autovacuum_off};
 use financing_runtime::retry::{Chain, outage_backoff, until_ok};
 use rdkafka::error::KafkaError;
 use sqlx::PgPool;
@@ -148,6 +149,12 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
         let topics = tokio::spawn(async move {
             until_ok("creating topics", &shutdown, || kafka.ensure_topics()).await;
         });
+        let upkeep = tokio::spawn(vacuum_while_autovacuum_off(
+            self.pool.clone(),
+            UPDATED_TABLES,
+            VACUUM_EVERY,
+            self.shutdown.clone(),
+        ));
         let mut wakeups = until_ok("listening for commits", &self.shutdown, || async {
             let mut listener = PgListener::connect_with(&self.pool).await?;
             listener.listen(EVENTS_APPENDED_CHANNEL).await?;
@@ -200,6 +207,7 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
             }
         }
         topics.abort();
+        upkeep.abort();
         tracing::info!("relayer stopped");
     }
 
@@ -402,7 +410,7 @@ fn event_record(event: &RecordedEvent) -> Record {
 }
 
 fn outcome_record(outcome: &RecordedOutcome) -> Record {
-    OutcomeMessage {
+    CommandOutcome {
         command_id: outcome.command_id,
         failed: outcome.failed,
         aggregate_type: outcome.aggregate_type.clone(),

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use financing_messaging::{
-    EventMessage, GroupConsumer, KafkaConfig, OutcomeMessage, Publish, PublishError, Publisher,
-    Record, partition_for,
+    CommandOutcome, EventEnvelope, GroupConsumer, KafkaConfig, Publish, PublishError, Publisher,
+    Record, WireForm, partition_for,
 };
 use financing_relayer::{RelayError, Relayer, RelayerConfig};
 use financing_testkit::{PATIENCE, own_database_url, own_topics, read_to_end, wait_until};
@@ -83,7 +83,7 @@ async fn receive_until(
             .await
             .expect("the relayer keeps publishing")
             .unwrap();
-        let event = EventMessage::decode(&message).unwrap();
+        let event = EventEnvelope::decode(&message).unwrap();
         received
             .entry(event.meta.aggregate_id)
             .or_default()
@@ -154,7 +154,7 @@ async fn concurrent_appenders_committing_out_of_order_lose_nothing_and_keep_each
     .await;
     let mut received: HashMap<Uuid, Vec<u64>> = HashMap::new();
     for message in read_to_end(&config.kafka, &config.kafka.topics().events).await {
-        let meta = EventMessage::decode(&message).unwrap().meta;
+        let meta = EventEnvelope::decode(&message).unwrap().meta;
         received
             .entry(meta.aggregate_id)
             .or_default()
@@ -235,11 +235,11 @@ async fn rejected_and_failed_commands_are_published_to_the_outcomes_topic() {
     record_outcome(&pool, failed, aggregate_id, true).await;
 
     assert_eq!(relayer.relay_pending().await.unwrap(), 2);
-    let published: HashMap<Uuid, OutcomeMessage> =
+    let published: HashMap<Uuid, CommandOutcome> =
         read_to_end(&config.kafka, &config.kafka.topics().outcomes)
             .await
             .iter()
-            .map(|message| OutcomeMessage::decode(message).unwrap())
+            .map(|message| CommandOutcome::decode(message).unwrap())
             .map(|outcome| (outcome.command_id.as_uuid(), outcome))
             .collect();
     assert_eq!(published.len(), 2);

@@ -1,4 +1,5 @@
-//! Postgres start-up: the database is created if missing, then migrated.
+//! Postgres start-up (the database is created if missing, then migrated) and upkeep (tables
+//! vacuumed where the server's autovacuum is off).
 
 use std::time::Duration;
 
@@ -62,4 +63,59 @@ pub async fn connect_and_migrate(
         .await?;
     migrator.run(&pool).await?;
     Ok(pool)
+}
+
+/// How often [`vacuum_while_autovacuum_off`] looks.
+pub const VACUUM_EVERY: Duration = Duration::from_secs(30);
+
+/// Vacuums and analyzes `tables` every `every` until shutdown, as long as the server's
+/// autovacuum is off (some installations turn it off). The system rewrites a row per event
+/// (publication marks, read models): left unvacuumed, their dead versions slow every later
+/// statement down. With autovacuum on, this only looks.
+pub async fn vacuum_while_autovacuum_off(
+    pool: PgPool,
+    tables: &[&str],
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut announced = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match vacuum_if_autovacuum_off(&pool, tables).await {
+            Ok(true) if !announced => {
+                announced = true;
+                tracing::warn!(
+                    ?tables,
+                    ?every,
+                    "the server's autovacuum is off: vacuuming these tables here"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, ?tables, "cannot vacuum"),
+        }
+    }
+}
+
+/// One pass of [`vacuum_while_autovacuum_off`]: whether it vacuumed.
+pub async fn vacuum_if_autovacuum_off(pool: &PgPool, tables: &[&str]) -> Result<bool, sqlx::Error> {
+    let autovacuum: String = sqlx::query_scalar("SELECT current_setting('autovacuum')")
+        .fetch_one(pool)
+        .await?;
+    if autovacuum == "on" {
+        return Ok(false);
+    }
+    // Table names as quoted identifiers; VACUUM runs outside a transaction: the simple
+    // protocol, not a prepared statement.
+    let quoted: Vec<String> = tables
+        .iter()
+        .map(|table| format!("\"{}\"", table.replace('"', "\"\"")))
+        .collect();
+    let vacuum = format!("VACUUM (ANALYZE) {}", quoted.join(", "));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(vacuum))
+        .execute(pool)
+        .await?;
+    Ok(true)
 }

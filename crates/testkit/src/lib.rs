@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use financing_domain::{CommandId, Event};
-use financing_messaging::{EventMessage, EventMeta, GroupConsumer, KafkaConfig};
+use financing_messaging::{EventEnvelope, EventMeta, GroupConsumer, KafkaConfig};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
@@ -95,8 +95,8 @@ pub fn own_topics() -> KafkaConfig {
 
 /// `event` as the relayer would publish it: version `version` of the stream of `aggregate_id`,
 /// with ids of its own.
-pub fn as_published(event: Event, aggregate_id: Uuid, version: u64) -> EventMessage {
-    EventMessage {
+pub fn as_published(event: Event, aggregate_id: Uuid, version: u64) -> EventEnvelope {
+    EventEnvelope {
         meta: EventMeta {
             aggregate_type: event.aggregate_type().into(),
             aggregate_id,
