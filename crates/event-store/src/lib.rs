@@ -12,7 +12,7 @@ mod repository;
 mod store;
 
 pub use memory::InMemoryEventStore;
-pub use outbox::{Claim, Outbox, Published, RecordedOutcome};
+pub use outbox::{Claim, Outbox, Published};
 pub use parking::{Parked, Parking, Received};
 pub use postgres::{MIGRATOR, PgEventStore};
 pub use repository::{CommandMeta, Loaded, Repository};

@@ -3,7 +3,7 @@
 //! at once, and marked published once acknowledged.
 
 use chrono::{DateTime, Utc};
-use financing_domain::CommandId;
+use financing_domain::{CommandId, CommandOutcome};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -24,7 +24,7 @@ pub struct Outbox {
 pub struct Claim {
     tx: Transaction<'static, Postgres>,
     events: Vec<RecordedEvent>,
-    outcomes: Vec<RecordedOutcome>,
+    outcomes: Vec<CommandOutcome>,
 }
 
 /// One thing the broker acknowledged.
@@ -38,19 +38,15 @@ pub enum Published {
     Failure(CommandId),
 }
 
-/// A command that produced no event: the domain rejected it, or it failed outright.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct RecordedOutcome {
-    #[sqlx(try_from = "Uuid")]
-    pub command_id: CommandId,
-    /// `true` for a failure, `false` for a rejection.
-    pub failed: bool,
-    /// Unknown for a command that could not be decoded.
-    pub aggregate_type: Option<String>,
-    pub aggregate_id: Option<Uuid>,
-    pub reason: String,
-    pub decided_at: DateTime<Utc>,
-}
+/// An outcome as stored: command id, failed, aggregate type and id, reason, when decided.
+type OutcomeRow = (
+    Uuid,
+    bool,
+    Option<String>,
+    Option<Uuid>,
+    String,
+    DateTime<Utc>,
+);
 
 impl Outbox {
     pub fn new(pool: PgPool) -> Outbox {
@@ -94,7 +90,7 @@ impl Outbox {
         .bind(held_back)
         .fetch_all(&mut *tx)
         .await?;
-        let outcomes = sqlx::query_as(
+        let outcomes: Vec<OutcomeRow> = sqlx::query_as(
             "(SELECT command_id, false AS failed, aggregate_type, aggregate_id, reason, \
                  processed_at AS decided_at \
              FROM processed_commands \
@@ -109,6 +105,21 @@ impl Outbox {
         .fetch_all(&mut *tx)
         .await?;
         let events = rows.into_iter().map(RecordedEvent::from).collect();
+        let outcomes = outcomes
+            .into_iter()
+            .map(
+                |(command_id, failed, aggregate_type, aggregate_id, reason, decided_at)| {
+                    CommandOutcome {
+                        command_id: CommandId::from(command_id),
+                        failed,
+                        aggregate_type,
+                        aggregate_id,
+                        reason,
+                        decided_at,
+                    }
+                },
+            )
+            .collect();
         Ok(Some(Claim {
             tx,
             events,
@@ -158,7 +169,7 @@ impl Claim {
         &self.events
     }
 
-    pub fn outcomes(&self) -> &[RecordedOutcome] {
+    pub fn outcomes(&self) -> &[CommandOutcome] {
         &self.outcomes
     }
 

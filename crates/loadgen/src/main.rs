@@ -3,6 +3,7 @@
 //! command loop in-process on the event store alone (`in-process`).
 
 mod in_process;
+mod open_loop;
 mod sagas;
 mod soak;
 mod stats;

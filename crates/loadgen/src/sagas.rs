@@ -20,7 +20,8 @@ use financing_messaging::KafkaConfig;
 use futures::{StreamExt, TryStreamExt};
 use tonic::transport::Channel;
 
-use crate::stats::Samples;
+use crate::open_loop;
+use crate::stats::{Samples, next_look};
 
 #[derive(clap::Args)]
 pub struct SagaArgs {
@@ -45,9 +46,8 @@ const ASKING: u64 = 10;
 const BID: u64 = 15;
 /// Each investor's funds, in whole units.
 const FUNDS: u64 = 100;
-/// Commands in flight at once while setting up, and bids at most in flight during the load.
+/// Commands in flight at once while setting up.
 const SETUP_CLIENTS: usize = 64;
-const MAX_IN_FLIGHT: usize = 4096;
 /// The length of a timeline window.
 const WINDOW: Duration = Duration::from_secs(5);
 
@@ -85,7 +85,15 @@ pub async fn run(
         args.rate, args.seconds
     );
     let started = Instant::now();
-    let offered = offer(&run, &sagas, args).await?;
+    // One saga every 1/rate seconds, whatever happened to the earlier ones.
+    let interval = open_loop::interval(args.rate);
+    let offered = open_loop::offer(args.rate, count as u64, |n| {
+        let (run, saga) = (Arc::clone(&run), sagas[n as usize]);
+        let watch = n.is_multiple_of(args.watch_every.max(1));
+        let window = (n as f64 * interval.as_secs_f64()) as u64 / WINDOW.as_secs();
+        async move { run.one_saga(saga, watch, window).await }
+    })
+    .await?;
     let all_visible = settle(
         &queries,
         &sagas,
@@ -214,46 +222,6 @@ struct Run {
     timeline: Mutex<BTreeMap<u64, Samples>>,
 }
 
-struct Offered {
-    elapsed: Duration,
-    max_lag: Duration,
-}
-
-/// Starts one saga every 1/rate seconds, whatever happened to the earlier ones, and waits until
-/// every bid is acknowledged and every watched saga seen.
-async fn offer(run: &Arc<Run>, sagas: &[Saga], args: &SagaArgs) -> anyhow::Result<Offered> {
-    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
-    let started = tokio::time::Instant::now();
-    let mut max_lag = Duration::ZERO;
-    let mut bids = tokio::task::JoinSet::new();
-    for (n, saga) in sagas.iter().copied().enumerate() {
-        let due = started + interval.mul_f64(n as f64);
-        tokio::time::sleep_until(due).await;
-        let permit = Arc::clone(&in_flight)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        max_lag = max_lag.max(due.elapsed());
-        let run = Arc::clone(run);
-        let watch = (n as u64).is_multiple_of(args.watch_every.max(1));
-        let window = (n as f64 * interval.as_secs_f64()) as u64 / WINDOW.as_secs();
-        bids.spawn(async move {
-            let result = run.one_saga(saga, watch, window).await;
-            drop(permit);
-            result
-        });
-        while let Some(done) = bids.try_join_next() {
-            done??;
-        }
-    }
-    let elapsed = started.elapsed();
-    while let Some(done) = bids.join_next().await {
-        done??;
-    }
-    Ok(Offered { elapsed, max_lag })
-}
-
 impl Run {
     async fn one_saga(&self, saga: Saga, watch: bool, window: u64) -> anyhow::Result<()> {
         let bid = BidOnInvoiceCommand {
@@ -286,13 +254,11 @@ impl Run {
         Ok(())
     }
 
-    /// Polls the saga's investor, then its invoice, until both show its end: every 2 ms for
-    /// the first 100 ms, then less and less often (at most every 50 ms), so that slow sagas do
-    /// not flood the query service.
+    /// Polls the saga's investor, then its invoice, until both show its end (looked at ever
+    /// less often: [`next_look`]).
     async fn await_visible(&self, saga: Saga) -> anyhow::Result<()> {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(120);
-        let mut pause = Duration::from_millis(2);
         let mut investor_done = false;
         loop {
             let mut queries = self.queries.clone();
@@ -320,10 +286,7 @@ impl Run {
             if Instant::now() > deadline {
                 bail!("a watched saga did not show whole within 120 s");
             }
-            tokio::time::sleep(pause).await;
-            if started.elapsed() > Duration::from_millis(100) {
-                pause = pause.mul_f64(1.5).min(Duration::from_millis(50));
-            }
+            tokio::time::sleep(next_look(started.elapsed())).await;
         }
     }
 }

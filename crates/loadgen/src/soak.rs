@@ -25,7 +25,8 @@ use rand::seq::IndexedRandom;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
-use crate::stats::Samples;
+use crate::open_loop;
+use crate::stats::{Samples, next_look};
 
 #[derive(clap::Args)]
 pub struct SoakArgs {
@@ -53,8 +54,6 @@ pub struct SoakArgs {
     settle_seconds: u64,
 }
 
-/// Commands at most in flight at once: past it the soak cannot hold its rate, and says so.
-const MAX_IN_FLIGHT: usize = 4096;
 /// How long one request may take before the client retries it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// One acknowledged command in this many is sent again under its key, as a client that never
@@ -93,7 +92,18 @@ pub async fn run(
         "Soak: {} commands/s for {} s, {} investors with {balance} each",
         args.rate, args.seconds, args.investors
     );
-    let offered = offer(&soak, args).await;
+    let sent = u64::from(args.rate) * args.seconds;
+    // One command every 1/rate seconds, whatever happened to the earlier ones.
+    let offered = open_loop::offer(args.rate, sent, |n| {
+        let soak = Arc::clone(&soak);
+        let watch = n.is_multiple_of(args.watch_every.max(1));
+        let resend = n % RESEND_EVERY == RESEND_EVERY / 2;
+        async move {
+            soak.one_command(watch, resend).await;
+            Ok(())
+        }
+    })
+    .await?;
     let tally = &soak.tally;
     let acked = std::mem::take(&mut soak.book.lock().expect("the book").acked);
     let mut failures = Vec::new();
@@ -105,9 +115,9 @@ pub async fn run(
     println!("Offered:");
     println!(
         "  {} commands in {:.1} s: {:.1} commands/s (target {}), sender at most {:.0} ms late",
-        offered.sent,
+        sent,
         offered.elapsed.as_secs_f64(),
-        offered.sent as f64 / offered.elapsed.as_secs_f64(),
+        sent as f64 / offered.elapsed.as_secs_f64(),
         args.rate,
         offered.max_lag.as_secs_f64() * 1e3
     );
@@ -296,47 +306,6 @@ impl Planned {
             Planned::Approve(_) => "ApproveFinancing",
             Planned::Reverse(_) => "ReverseFinancing",
         }
-    }
-}
-
-struct Offered {
-    sent: u64,
-    elapsed: Duration,
-    max_lag: Duration,
-}
-
-/// Starts one command every 1/rate seconds, whatever happened to the earlier ones, until the
-/// time is up; then waits for every client to finish.
-async fn offer(soak: &Arc<Soak>, args: &SoakArgs) -> Offered {
-    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
-    let total = u64::from(args.rate) * args.seconds;
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
-    let started = tokio::time::Instant::now();
-    let mut max_lag = Duration::ZERO;
-    let mut clients = tokio::task::JoinSet::new();
-    for n in 0..total {
-        let due = started + interval.mul_f64(n as f64);
-        tokio::time::sleep_until(due).await;
-        let permit = Arc::clone(&in_flight)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        max_lag = max_lag.max(due.elapsed());
-        let soak = Arc::clone(soak);
-        let watch = n % args.watch_every.max(1) == 0;
-        let resend = n % RESEND_EVERY == RESEND_EVERY / 2;
-        clients.spawn(async move {
-            soak.one_command(watch, resend).await;
-            drop(permit);
-        });
-        while clients.try_join_next().is_some() {}
-    }
-    let elapsed = started.elapsed();
-    while clients.join_next().await.is_some() {}
-    Offered {
-        sent: total,
-        elapsed,
-        max_lag,
     }
 }
 
@@ -543,20 +512,18 @@ impl Soak {
         }
     }
 
-    /// When the command's outcome shows on the query service, for a minute at most. Polled
-    /// every 2 ms at first, then less and less often (at most every 50 ms): when decisions
-    /// slow down, the watchers must not flood the query service and slow it down in turn.
+    /// When the command's outcome shows on the query service, for a minute at most (looked
+    /// at ever less often: [`next_look`]).
     async fn await_decided(&self, command_id: CommandId) -> Option<Instant> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut pause = Duration::from_millis(2);
+        let started = Instant::now();
         while Instant::now() < deadline {
             if let Ok(status) = status_of(&self.queries, command_id).await
                 && status != v1::CommandStatus::Pending
             {
                 return Some(Instant::now());
             }
-            tokio::time::sleep(pause).await;
-            pause = pause.mul_f64(1.5).min(Duration::from_millis(50));
+            tokio::time::sleep(next_look(started.elapsed())).await;
         }
         None
     }

@@ -34,9 +34,27 @@ impl Samples {
     }
 }
 
+/// How long a watcher waits before it looks again, `watched` after it began: a tenth of that,
+/// between 2 ms and 1 s. Each latency is then measured to within a tenth, and a watcher looks
+/// less and less often as the system slows, so that thousands of them cannot flood the query
+/// service (and slow it down further).
+pub fn next_look(watched: Duration) -> Duration {
+    (watched / 10).clamp(Duration::from_millis(2), Duration::from_secs(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watchers_look_a_tenth_of_the_time_watched_later() {
+        assert_eq!(next_look(Duration::ZERO), Duration::from_millis(2));
+        assert_eq!(
+            next_look(Duration::from_millis(50)),
+            Duration::from_millis(5)
+        );
+        assert_eq!(next_look(Duration::from_secs(60)), Duration::from_secs(1));
+    }
 
     #[test]
     fn percentiles_use_the_nearest_rank() {

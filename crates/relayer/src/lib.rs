@@ -15,12 +15,10 @@ use std::time::{Duration, Instant};
 
 use financing_domain::CommandId;
 use financing_event_store::{
-    EVENTS_APPENDED_CHANNEL, MIGRATOR, Outbox, Published, RecordedEvent, RecordedOutcome,
-    StoreError, UPDATED_TABLES,
+    EVENTS_APPENDED_CHANNEL, MIGRATOR, Outbox, Published, RecordedEvent, StoreError, UPDATED_TABLES,
 };
 use financing_messaging::{
-    CommandOutcome, KafkaConfig, Publish, PublishError, Publisher, Record, Topics, WireForm,
-    partition_for,
+    KafkaConfig, Publish, PublishError, Publisher, Record, Topics, WireForm, partition_for,
 };
 use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::{VACUUM_EVERY, connect_until_ready, vacuum_while_autovacuum_off};
@@ -251,7 +249,7 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
                         topic: outcomes_topic.clone(),
                         partition: partition_for(key, outcome_partitions),
                         aggregate: key,
-                        record: outcome_record(outcome),
+                        record: outcome.record(),
                         published: if outcome.failed {
                             Published::Failure(outcome.command_id)
                         } else {
@@ -407,18 +405,6 @@ fn commands(
 
 fn event_record(event: &RecordedEvent) -> Record {
     financing_messaging::event_record(&event.meta(), &event.event_type, &event.payload)
-}
-
-fn outcome_record(outcome: &RecordedOutcome) -> Record {
-    CommandOutcome {
-        command_id: outcome.command_id,
-        failed: outcome.failed,
-        aggregate_type: outcome.aggregate_type.clone(),
-        aggregate_id: outcome.aggregate_id,
-        reason: outcome.reason.clone(),
-        decided_at: outcome.decided_at,
-    }
-    .record()
 }
 
 /// The positions that may be marked published: each aggregate's acknowledged events up to its
