@@ -55,6 +55,6 @@ where
 }
 
 /// The time between two starts at `rate` a second.
-pub fn interval(rate: u32) -> Duration {
+fn interval(rate: u32) -> Duration {
     Duration::from_secs_f64(1.0 / f64::from(rate.max(1)))
 }

@@ -86,11 +86,11 @@ pub async fn run(
     );
     let started = Instant::now();
     // One saga every 1/rate seconds, whatever happened to the earlier ones.
-    let interval = open_loop::interval(args.rate);
+    let per_window = u64::from(args.rate.max(1)) * WINDOW.as_secs();
     let offered = open_loop::offer(args.rate, count as u64, |n| {
         let (run, saga) = (Arc::clone(&run), sagas[n as usize]);
         let watch = n.is_multiple_of(args.watch_every.max(1));
-        let window = (n as f64 * interval.as_secs_f64()) as u64 / WINDOW.as_secs();
+        let window = n / per_window;
         async move { run.one_saga(saga, watch, window).await }
     })
     .await?;

@@ -515,9 +515,8 @@ impl Soak {
     /// When the command's outcome shows on the query service, for a minute at most (looked
     /// at ever less often: [`next_look`]).
     async fn await_decided(&self, command_id: CommandId) -> Option<Instant> {
-        let deadline = Instant::now() + Duration::from_secs(60);
         let started = Instant::now();
-        while Instant::now() < deadline {
+        while started.elapsed() < Duration::from_secs(60) {
             if let Ok(status) = status_of(&self.queries, command_id).await
                 && status != v1::CommandStatus::Pending
             {

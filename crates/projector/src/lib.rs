@@ -15,7 +15,7 @@ use financing_messaging::{
 };
 use financing_read_model::{MIGRATOR, Projected, ProjectionError, ReadModel, UPDATED_TABLES};
 use financing_runtime::config::{ConfigError, text, var};
-use financing_runtime::postgres::{VACUUM_EVERY, connect_until_ready, vacuum_while_autovacuum_off};
+use financing_runtime::postgres::{connect_until_ready, vacuum_while_autovacuum_off};
 use financing_runtime::retry::until_ok;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
@@ -97,8 +97,7 @@ impl Projector {
         shutdown: CancellationToken,
     ) -> Result<Projector, StartError> {
         let url = &config.database_url;
-        // One more for the upkeep (vacuum where the server's autovacuum is off).
-        let connections = connections_for(config.consumers) + 1;
+        let connections = connections_for(config.consumers);
         let pool = connect_until_ready("the read models", url, &MIGRATOR, connections, &shutdown)
             .await
             .ok_or(StartError::ShutDown)?;
@@ -138,7 +137,6 @@ impl Projector {
         let upkeep = tokio::spawn(vacuum_while_autovacuum_off(
             self.read_model.pool().clone(),
             UPDATED_TABLES,
-            VACUUM_EVERY,
             self.shutdown.clone(),
         ));
         self.group.consume(&self, &self.shutdown).await;

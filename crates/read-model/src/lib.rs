@@ -14,11 +14,11 @@ pub use projection::{Projected, ProjectionError};
 pub use stuck::StuckView;
 pub use views::{CommandStatus, InvestorView, InvoiceView, IssuerView};
 
-/// The read models' schema, run at start-up by the projector and the query service.
 /// The tables whose rows are updated or deleted (issuers are only inserted): they need
 /// vacuuming, which the projector sees to where the server does not.
 pub const UPDATED_TABLES: &[&str] = &["investors", "invoices", "command_outcomes", "stuck_views"];
 
+/// The read models' schema, run at start-up by the projector and the query service.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ use financing_messaging::{
     KafkaConfig, Publish, PublishError, Publisher, Record, Topics, WireForm, partition_for,
 };
 use financing_runtime::config::{ConfigError, text, var};
-use financing_runtime::postgres::{VACUUM_EVERY, connect_until_ready, vacuum_while_autovacuum_off};
+use financing_runtime::postgres::{connect_until_ready, vacuum_while_autovacuum_off};
 use financing_runtime::retry::{Chain, outage_backoff, until_ok};
 use rdkafka::error::KafkaError;
 use sqlx::PgPool;
@@ -150,7 +150,6 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
         let upkeep = tokio::spawn(vacuum_while_autovacuum_off(
             self.pool.clone(),
             UPDATED_TABLES,
-            VACUUM_EVERY,
             self.shutdown.clone(),
         ));
         let mut wakeups = until_ok("listening for commits", &self.shutdown, || async {

@@ -66,30 +66,29 @@ pub async fn connect_and_migrate(
 }
 
 /// How often [`vacuum_while_autovacuum_off`] looks.
-pub const VACUUM_EVERY: Duration = Duration::from_secs(30);
+const VACUUM_EVERY: Duration = Duration::from_secs(30);
 
-/// Vacuums and analyzes `tables` every `every` until shutdown, as long as the server's
+/// Vacuums and analyzes `tables` every 30 s until shutdown, as long as the server's
 /// autovacuum is off (some installations turn it off). The system rewrites a row per event
 /// (publication marks, read models): left unvacuumed, their dead versions slow every later
 /// statement down. With autovacuum on, this only looks.
 pub async fn vacuum_while_autovacuum_off(
     pool: PgPool,
     tables: &[&str],
-    every: Duration,
     shutdown: CancellationToken,
 ) {
     let mut announced = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(VACUUM_EVERY) => {}
         }
         match vacuum_if_autovacuum_off(&pool, tables).await {
             Ok(true) if !announced => {
                 announced = true;
                 tracing::warn!(
                     ?tables,
-                    ?every,
+                    every = ?VACUUM_EVERY,
                     "the server's autovacuum is off: vacuuming these tables here"
                 );
             }
