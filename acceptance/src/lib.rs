@@ -51,6 +51,8 @@ pub struct System {
     publisher: Publisher,
     /// What the test has read from `financing.events` so far.
     pub events: EventFeed,
+    /// The event store's and the read models' databases.
+    databases: (String, String),
     shutdown: CancellationToken,
     components: Option<Runtime>,
     /// Dropped after the components are told to stop.
@@ -132,6 +134,7 @@ impl System {
         }
 
         let read_models = services.own_database_url();
+        let databases = (event_store.clone(), read_models.clone());
         let projector = ProjectorConfig {
             database_url: read_models.clone(),
             event_store_url: event_store,
@@ -157,6 +160,7 @@ impl System {
             listener,
             queries,
             kafka,
+            databases,
             shutdown,
             components: Some(components),
             _containers: containers,
@@ -173,6 +177,11 @@ impl System {
     /// The broker and topics this system uses.
     pub fn kafka(&self) -> &KafkaConfig {
         &self.kafka
+    }
+
+    /// The URLs of the event store's and the read models' databases, for an operator's tools.
+    pub fn databases(&self) -> (&str, &str) {
+        (&self.databases.0, &self.databases.1)
     }
 
     pub async fn commands(&self) -> CommandsClient<Channel> {

@@ -66,7 +66,12 @@ impl Scenario {
         let expected = &expected;
         self.system
             .await_query(&what, |mut queries| async move {
-                let invoices = queries.all_invoices(()).await.ok()?.into_inner().invoices;
+                let invoices = queries
+                    .all_invoices(v1::Page::default())
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .invoices;
                 (invoices == *expected).then_some(())
             })
             .await;
@@ -233,7 +238,7 @@ async fn with_no_invoice_sold_all_invoices_is_empty() {
     let mut queries = scenario.system.queries().await;
     assert!(
         queries
-            .all_invoices(())
+            .all_invoices(v1::Page::default())
             .await
             .unwrap()
             .into_inner()
@@ -242,7 +247,7 @@ async fn with_no_invoice_sold_all_invoices_is_empty() {
     );
     assert!(
         queries
-            .all_investors(())
+            .all_investors(v1::Page::default())
             .await
             .unwrap()
             .into_inner()
@@ -251,7 +256,7 @@ async fn with_no_invoice_sold_all_invoices_is_empty() {
     );
     assert!(
         queries
-            .all_issuers(())
+            .all_issuers(v1::Page::default())
             .await
             .unwrap()
             .into_inner()
@@ -355,7 +360,12 @@ async fn registered_investors_are_listed_with_an_empty_balance() {
     scenario
         .system
         .await_query("both investors are listed", |mut queries| async move {
-            let investors = queries.all_investors(()).await.ok()?.into_inner().investors;
+            let investors = queries
+                .all_investors(v1::Page::default())
+                .await
+                .ok()?
+                .into_inner()
+                .investors;
             (investors == *expected).then_some(())
         })
         .await;
@@ -460,7 +470,12 @@ async fn lookups_by_id_find_what_exists_and_say_not_found_otherwise() {
             Some(bid(investor_id, 20))
         )
     );
-    let issuers = queries.all_issuers(()).await.unwrap().into_inner().issuers;
+    let issuers = queries
+        .all_issuers(v1::Page::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .issuers;
     assert_eq!(issuers, [issuer]);
 
     let unknown = Some(to_proto_id(Uuid::new_v4()));
@@ -570,4 +585,79 @@ async fn a_command_is_pending_then_applied_or_rejected_with_its_reason() {
         "insufficient balance: bid 10.00 but balance is 5.00"
     );
     assert_eq!(reply.command_id, Some(to_proto_id(rejected)));
+}
+
+#[tokio::test]
+async fn the_lists_come_whole_to_old_clients_and_a_page_at_a_time_to_those_that_ask() {
+    let mut scenario = Scenario::start().await;
+    let issuers: Vec<IssuerId> = (0..5).map(|_| IssuerId::new_random()).collect();
+    for issuer_id in &issuers {
+        scenario.publish(event::issuer_created(*issuer_id)).await;
+    }
+    let listed = |reply: v1::AllIssuersReply| -> Vec<IssuerId> {
+        reply
+            .issuers
+            .iter()
+            .map(|issuer| issuer.id.as_ref().unwrap().value.parse().unwrap())
+            .collect()
+    };
+    let whole = scenario
+        .system
+        .await_query("every issuer is listed", |mut queries| async move {
+            let reply = queries.all_issuers(v1::Page::default()).await.ok()?;
+            let reply = reply.into_inner();
+            (reply.issuers.len() == 5).then_some(reply)
+        })
+        .await;
+    assert_eq!(whole.next_page_token, "");
+    let whole = listed(whole);
+    let mut sorted = whole.clone();
+    sorted.sort();
+    let mut published = issuers.clone();
+    published.sort();
+    assert_eq!(sorted, published);
+
+    let mut queries = scenario.system.queries().await;
+    let mut paged = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = v1::Page {
+            page_size: 2,
+            page_token,
+        };
+        let reply = queries.all_issuers(request).await.unwrap().into_inner();
+        assert!(reply.issuers.len() <= 2);
+        page_token = reply.next_page_token.clone();
+        paged.extend(listed(reply));
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        paged, whole,
+        "the pages hold every issuer once, in the list's order"
+    );
+
+    for (request, message) in [
+        (
+            v1::Page {
+                page_size: 10_001,
+                page_token: String::new(),
+            },
+            "page_size: must be at most 10000",
+        ),
+        (
+            v1::Page {
+                page_size: 2,
+                page_token: "x".into(),
+            },
+            "page_token: is not a next_page_token this service gave",
+        ),
+    ] {
+        let status = queries.all_investors(request).await.unwrap_err();
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::InvalidArgument, message)
+        );
+    }
 }

@@ -1,11 +1,14 @@
 //! `scripts/up.sh` itself: it brings the system up with demo data, the real grpcurl binary gets
-//! an answer from the listener and from the query service, and `scripts/down.sh` stops it all.
+//! an answer from the listener and from the query service, every service serves its Prometheus
+//! metrics, and `scripts/down.sh` stops it all.
 //! It runs on ports, databases and topics of its own (and the dev build), so it never meets
 //! another test or a demo that is running.
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use financing_testkit::{own_database_url, own_topics};
 
@@ -51,9 +54,31 @@ fn grpcurl(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// What `GET /metrics` answers at `addr` (empty if nothing answers yet).
+fn scrape(addr: SocketAddr) -> String {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap_or_default();
+    answer
+}
+
 #[test]
 fn up_serves_commands_and_queries_with_demo_data_until_down_stops_it() {
     let (listener, queries) = (free_port(), free_port());
+    let metrics: Vec<(&str, SocketAddr)> = [
+        "LISTENER_METRICS_ADDR",
+        "COMMAND_HANDLER_METRICS_ADDR",
+        "RELAYER_METRICS_ADDR",
+        "PROJECTOR_METRICS_ADDR",
+        "QUERIES_METRICS_ADDR",
+    ]
+    .into_iter()
+    .map(|variable| (variable, free_port()))
+    .collect();
     let prefix = own_topics().topic_prefix;
     let run_dir =
         std::env::temp_dir().join(format!("financing-up-{}", prefix.trim_end_matches('.')));
@@ -68,7 +93,14 @@ fn up_serves_commands_and_queries_with_demo_data_until_down_stops_it() {
             ("KAFKA_TOPIC_PREFIX", prefix.clone()),
             ("COMMAND_HANDLER_GROUP", format!("{prefix}command-handler")),
             ("PROJECTOR_GROUP", format!("{prefix}projector")),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            metrics
+                .iter()
+                .map(|(variable, addr)| (*variable, addr.to_string())),
+        )
+        .collect(),
     };
 
     let up = running.script("up.sh", &["--detach"]);
@@ -88,6 +120,62 @@ fn up_serves_commands_and_queries_with_demo_data_until_down_stops_it() {
     ]);
     for n in 1..=5 {
         assert!(issuers.contains(&format!("ISSUER_{n}")), "{issuers}");
+    }
+    let issuer = issuers
+        .split('"')
+        .skip_while(|part| *part != "value")
+        .nth(2)
+        .expect("an issuer id");
+    let sale =
+        format!(r#"{{"issuer_id": {{"value": "{issuer}"}}, "asking_price": {{"amount": 10}}}}"#);
+    grpcurl(&[
+        "-plaintext",
+        "-d",
+        &sale,
+        &listener.to_string(),
+        "financing.v1.Commands/SellInvoice",
+    ]);
+
+    // Each service serves its own metrics; the consumer lag is read every few seconds.
+    let expected = [
+        (
+            "LISTENER_METRICS_ADDR",
+            "financing_commands_accepted_total{command=\"SellInvoice\"} 1",
+        ),
+        (
+            "COMMAND_HANDLER_METRICS_ADDR",
+            "financing_decide_seconds_bucket",
+        ),
+        (
+            "COMMAND_HANDLER_METRICS_ADDR",
+            "financing_consumer_lag{group=",
+        ),
+        ("RELAYER_METRICS_ADDR", "financing_events_published_total"),
+        ("RELAYER_METRICS_ADDR", "financing_outbox_lag_seconds"),
+        (
+            "PROJECTOR_METRICS_ADDR",
+            "financing_events_projected_total{result=\"applied\"}",
+        ),
+        ("PROJECTOR_METRICS_ADDR", "financing_consumer_lag{group="),
+        (
+            "QUERIES_METRICS_ADDR",
+            "financing_queries_total{query=\"AllIssuers\"} 1",
+        ),
+    ];
+    for (variable, line) in expected {
+        let addr = metrics.iter().find(|(v, _)| *v == variable).unwrap().1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let scraped = scrape(addr);
+            if scraped.contains(line) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{line} on {variable}={addr}:\n{scraped}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     let down = running.script("down.sh", &[]);

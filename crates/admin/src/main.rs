@@ -1,17 +1,24 @@
-//! `financing`: the operator's command line. It talks to the same event store and broker as the
-//! services (`DATABASE_URL`, `KAFKA_*`), to see and repair what they set aside: the dead letters
-//! on `financing.dlq` (listed, shown, sent back to their topic once their cause is fixed) and
-//! the messages the command handler parked.
+//! `financing`: the operator's command line. It talks to the same databases and broker as the
+//! services (`DATABASE_URL`, `QUERIES_DATABASE_URL`, `KAFKA_*`), to see inside the system and
+//! repair it without SQL: one aggregate side by side in the event store and the read models,
+//! what is pending anywhere, a rebuild of the read models while the system runs, the dead
+//! letters on `financing.dlq` (listed, shown, sent back to their topic once their cause is
+//! fixed) and the messages the command handler parked.
 
 mod dead_letters;
+mod inspect;
 mod parked;
+mod rebuild;
+mod status;
+mod stores;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use financing_messaging::KafkaConfig;
+use uuid::Uuid;
 
 #[derive(Parser)]
-#[command(about = "Operate Financing: dead letters and parked messages")]
+#[command(about = "Operate Financing: inspect, status, rebuild, dead letters, parked messages")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,6 +26,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// An aggregate's events (published or not), its latest snapshot and its read-model row,
+    /// and whether they agree.
+    Inspect {
+        /// The id of an issuer, investor or invoice.
+        id: Uuid,
+    },
+    /// What is pending: unpublished events and their age, consumer lag per group, commands
+    /// pending, dead letters, parked messages, views stuck at a gap.
+    Status,
+    /// Rebuilds the read models from the event store while the system runs, then hands over to
+    /// the live projector.
+    Rebuild,
     /// The messages no consumer could handle, on the dead-letter topic.
     #[command(subcommand)]
     DeadLetters(dead_letters::Command),
@@ -33,6 +52,18 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let kafka = KafkaConfig::from_env().context("invalid configuration")?;
     match cli.command {
+        Command::Inspect { id } => {
+            let (store, read_model) = (stores::event_store().await?, stores::read_models().await?);
+            inspect::run(id, store, &read_model).await
+        }
+        Command::Status => {
+            let (store, read_model) = (stores::event_store().await?, stores::read_models().await?);
+            status::run(&store, &read_model, &kafka).await
+        }
+        Command::Rebuild => {
+            let (store, live) = (stores::event_store().await?, stores::read_models().await?);
+            rebuild::run(&store, &live, &stores::read_models_url()).await
+        }
         Command::DeadLetters(command) => dead_letters::run(command, &kafka).await,
         Command::Parked(command) => parked::run(command).await,
     }

@@ -3,8 +3,6 @@
 use anyhow::Context;
 use clap::Subcommand;
 use financing_event_store::Parking;
-use financing_runtime::config::text;
-use sqlx::PgPool;
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -13,13 +11,7 @@ pub enum Command {
 }
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    let url = text(
-        "DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/financing",
-    );
-    let pool = PgPool::connect(&url)
-        .await
-        .with_context(|| format!("cannot reach the event store at {url}"))?;
+    let pool = crate::stores::event_store_pool().await?;
     match command {
         Command::List => list(&Parking::new(pool)).await,
     }

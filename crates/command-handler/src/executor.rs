@@ -119,6 +119,28 @@ impl<S: EventStore> Executor<S> {
             correlation_id: origin.correlation_id,
             causation_id: origin.causation_id,
         };
+        let started = std::time::Instant::now();
+        let outcome = self.decide::<A>(id, command, command_id, meta).await;
+        let result = match &outcome {
+            Ok(Outcome::Applied) => "applied",
+            Ok(Outcome::Rejected { .. }) => "rejected",
+            Err(_) => "error",
+        };
+        metrics::counter!("financing_commands_decided_total", "aggregate" => A::TYPE, "outcome" => result)
+            .increment(1);
+        metrics::histogram!("financing_decide_seconds", "aggregate" => A::TYPE)
+            .record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// Load, decide, write; again on a version clash, a bounded number of times.
+    async fn decide<A: Aggregate>(
+        &self,
+        id: A::Id,
+        command: &A::Command,
+        command_id: CommandId,
+        meta: CommandMeta,
+    ) -> Result<Outcome, StoreError> {
         let mut attempt = 1;
         loop {
             let loaded = self.repository.load::<A>(id).await?;

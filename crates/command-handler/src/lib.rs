@@ -12,7 +12,9 @@ mod executor;
 use std::time::Duration;
 
 use financing_event_store::{MIGRATOR, Parking, PgEventStore, Repository};
-use financing_messaging::{DeadLetters, Group, KafkaConfig, Topics, connections_for};
+use financing_messaging::{
+    COMMAND_HANDLER_GROUP, DeadLetters, Group, KafkaConfig, Topics, connections_for,
+};
 use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::connect_until_ready;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +48,7 @@ impl HandlerConfig {
                 "postgres://postgres@127.0.0.1:5432/financing",
             ),
             kafka: KafkaConfig::from_env()?,
-            group_id: text("COMMAND_HANDLER_GROUP", "financing-command-handler"),
+            group_id: text("COMMAND_HANDLER_GROUP", COMMAND_HANDLER_GROUP),
             snapshot_every: var("SNAPSHOT_EVERY", 50)?,
             max_attempts: var("MAX_CONFLICT_ATTEMPTS", 10)?,
             consumers: var("COMMAND_HANDLER_CONSUMERS", 3)?,

@@ -2,8 +2,10 @@
 //! append with an expected version, record outcomes); [`PgEventStore`] keeps it in Postgres and
 //! [`InMemoryEventStore`] in memory for unit tests. [`Repository`] turns it into typed aggregates
 //! with snapshots, [`Outbox`] hands the relayer what is still to be published, and [`Parking`]
-//! keeps the messages whose effect is owed but cannot happen yet.
+//! keeps the messages whose effect is owed but cannot happen yet. The inspection methods answer
+//! the operator's command line.
 
+mod inspection;
 mod memory;
 mod outbox;
 mod parking;
@@ -11,6 +13,7 @@ mod postgres;
 mod repository;
 mod store;
 
+pub use inspection::{Backlog, StoredEvent, StoredSnapshot};
 pub use memory::InMemoryEventStore;
 pub use outbox::{Claim, Outbox, Published};
 pub use parking::{Parked, Parking, Received};

@@ -39,7 +39,7 @@ pub enum Published {
 }
 
 /// An outcome as stored: command id, failed, aggregate type and id, reason, when decided.
-type OutcomeRow = (
+pub(crate) type OutcomeRow = (
     Uuid,
     bool,
     Option<String>,
@@ -47,6 +47,19 @@ type OutcomeRow = (
     String,
     DateTime<Utc>,
 );
+
+pub(crate) fn outcome_from_row(
+    (command_id, failed, aggregate_type, aggregate_id, reason, decided_at): OutcomeRow,
+) -> CommandOutcome {
+    CommandOutcome {
+        command_id: CommandId::from(command_id),
+        failed,
+        aggregate_type,
+        aggregate_id,
+        reason,
+        decided_at,
+    }
+}
 
 impl Outbox {
     pub fn new(pool: PgPool) -> Outbox {
@@ -105,21 +118,7 @@ impl Outbox {
         .fetch_all(&mut *tx)
         .await?;
         let events = rows.into_iter().map(RecordedEvent::from).collect();
-        let outcomes = outcomes
-            .into_iter()
-            .map(
-                |(command_id, failed, aggregate_type, aggregate_id, reason, decided_at)| {
-                    CommandOutcome {
-                        command_id: CommandId::from(command_id),
-                        failed,
-                        aggregate_type,
-                        aggregate_id,
-                        reason,
-                        decided_at,
-                    }
-                },
-            )
-            .collect();
+        let outcomes = outcomes.into_iter().map(outcome_from_row).collect();
         Ok(Some(Claim {
             tx,
             events,

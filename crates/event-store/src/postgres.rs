@@ -26,6 +26,10 @@ impl PgEventStore {
         PgEventStore { pool }
     }
 
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Records that a client command could not be carried out at all, for the relayer to tell
     /// the read model. The command is not processed: sent again, it can still apply.
     pub async fn record_failure(

@@ -42,6 +42,8 @@ impl CommandService {
         let kind = message.command.type_name();
         if let Err(error) = self.publisher.publish(&self.topic, &message.record()).await {
             tracing::warn!(%command_id, kind, error = %Chain(&error), "command not queued");
+            metrics::counter!("financing_commands_unavailable_total", "command" => kind)
+                .increment(1);
             return Err(ApiError::Unavailable(
                 "the command could not be queued: the message broker is unavailable, retry later"
                     .into(),
@@ -49,6 +51,7 @@ impl CommandService {
             .into());
         }
         tracing::debug!(%command_id, kind, aggregate_id = %message.command.aggregate_id(), "command queued");
+        metrics::counter!("financing_commands_accepted_total", "command" => kind).increment(1);
         let mut response = Response::new(reply);
         let id = MetadataValue::try_from(command_id.to_string()).expect("a UUID is ASCII");
         response.metadata_mut().insert(COMMAND_ID, id);

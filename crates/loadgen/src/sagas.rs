@@ -321,8 +321,16 @@ async fn shown(
     queries: &QueriesClient<Channel>,
 ) -> anyhow::Result<(HashMap<String, State>, HashMap<String, v1::InvoiceStatus>)> {
     let id = |id: Option<v1::Uuid>| id.map(|id| id.value).unwrap_or_default();
-    let investors = queries.clone().all_investors(()).await?.into_inner();
-    let invoices = queries.clone().all_invoices(()).await?.into_inner();
+    let investors = queries
+        .clone()
+        .all_investors(v1::Page::default())
+        .await?
+        .into_inner();
+    let invoices = queries
+        .clone()
+        .all_invoices(v1::Page::default())
+        .await?
+        .into_inner();
     Ok((
         investors
             .investors

@@ -579,7 +579,7 @@ async fn wait_for_registrations(
         let shown = all_investors(queries).await.unwrap_or_default();
         let issuers_shown = queries
             .clone()
-            .all_issuers(())
+            .all_issuers(v1::Page::default())
             .await
             .map(|reply| reply.into_inner().issuers)
             .unwrap_or_default();
@@ -680,7 +680,7 @@ async fn check_money(
     let shown = all_investors(queries).await?;
     let invoices = queries
         .clone()
-        .all_invoices(())
+        .all_invoices(v1::Page::default())
         .await?
         .into_inner()
         .invoices;
@@ -772,7 +772,7 @@ async fn check_money(
 async fn all_investors(queries: &QueriesClient<Channel>) -> Result<Vec<v1::Investor>, Status> {
     Ok(queries
         .clone()
-        .all_investors(())
+        .all_investors(v1::Page::default())
         .await?
         .into_inner()
         .investors)

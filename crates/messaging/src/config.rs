@@ -44,6 +44,12 @@ fn millis(duration: Duration) -> String {
     duration.as_millis().to_string()
 }
 
+/// The consumer group the command handlers join unless `COMMAND_HANDLER_GROUP` says otherwise.
+pub const COMMAND_HANDLER_GROUP: &str = "financing-command-handler";
+
+/// The consumer group the projectors join unless `PROJECTOR_GROUP` says otherwise.
+pub const PROJECTOR_GROUP: &str = "financing-projector";
+
 /// The topics of the system.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {

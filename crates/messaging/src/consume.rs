@@ -226,6 +226,8 @@ impl DeadLetters {
         self.publisher
             .republish(&self.topic, &dead_letter(message, reason))
             .await?;
+        metrics::counter!("financing_dead_letters_total", "from" => message.topic().to_owned())
+            .increment(1);
         tracing::warn!(
             topic = message.topic(),
             partition = message.partition(),

@@ -228,7 +228,8 @@ fn patience(kafka: &KafkaConfig) -> Duration {
     (kafka.session_timeout * 3).max(Duration::from_secs(30))
 }
 
-/// Every few seconds until shutdown, reads `group`'s lag and logs an error for each partition
+/// Every few seconds until shutdown, reads `group`'s lag (the `financing_consumer_lag` gauge,
+/// messages waiting per topic) and logs an error for each partition
 /// that has had messages waiting without progress for longer than a crash and a rebalance take,
 /// and again at most every half minute while it lasts; and says when it moves again.
 async fn watch_progress(
@@ -261,6 +262,14 @@ async fn watch_progress(
             }
             Err(_) => return,
         };
+        let mut waiting: HashMap<&str, i64> = HashMap::new();
+        for lag in &reading {
+            *waiting.entry(&lag.topic).or_default() += lag.waiting();
+        }
+        for (topic, waiting) in waiting {
+            metrics::gauge!("financing_consumer_lag", "group" => group.clone(), "topic" => topic.to_owned())
+                .set(waiting as f64);
+        }
         let now = Instant::now();
         let stalls = watch.stalled(&reading, now, patience);
         reported.retain(|(topic, partition), _| {

@@ -9,7 +9,7 @@ mod group;
 mod publisher;
 mod wire;
 
-pub use config::{KafkaConfig, Topics};
+pub use config::{COMMAND_HANDLER_GROUP, KafkaConfig, PROJECTOR_GROUP, Topics};
 pub use consume::{DeadLetters, HandleMessage, connections_for};
 pub use financing_domain::{CommandOutcome, EventEnvelope, EventMeta};
 pub use group::{Group, GroupConsumer, LagReader, PartitionLag, ProgressWatch, Stall};

@@ -75,6 +75,7 @@ impl Projector {
             Err(ProjectionError::Database(error)) => return Err(error.into()),
         }
         self.moving_again(aggregate_id).await?;
+        metrics::counter!("financing_view_gaps_filled_total").increment(1);
         tracing::warn!(
             %aggregate_id,
             from = at + 1,
@@ -94,6 +95,7 @@ impl Projector {
             "a view is stuck at a gap the event store cannot fill; rebuilding the read models \
              repairs it once the cause is fixed"
         );
+        metrics::counter!("financing_views_stuck_total").increment(1);
         let (aggregate_type, aggregate_id) = (&meta.aggregate_type, meta.aggregate_id);
         self.read_model
             .record_stuck(aggregate_type, aggregate_id, at, meta.version, reason)

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use financing_event_store::{PgEventStore, StoreError};
 use financing_messaging::{
-    CommandOutcome, DeadLetters, EventEnvelope, Group, HandleMessage, KafkaConfig, PublishError,
-    Topics, WireForm, connections_for,
+    CommandOutcome, DeadLetters, EventEnvelope, Group, HandleMessage, KafkaConfig, PROJECTOR_GROUP,
+    PublishError, Topics, WireForm, connections_for,
 };
 use financing_read_model::{MIGRATOR, Projected, ProjectionError, ReadModel, UPDATED_TABLES};
 use financing_runtime::config::{ConfigError, text, var};
@@ -49,7 +49,7 @@ impl ProjectorConfig {
                 "postgres://postgres@127.0.0.1:5432/financing",
             ),
             kafka: KafkaConfig::from_env()?,
-            group_id: text("PROJECTOR_GROUP", "financing-projector"),
+            group_id: text("PROJECTOR_GROUP", PROJECTOR_GROUP),
             consumers: var("PROJECTOR_CONSUMERS", 3)?,
         })
     }
@@ -152,7 +152,16 @@ impl Projector {
         let meta = &event.meta;
         let (aggregate_id, version, kind) =
             (meta.aggregate_id, meta.version, event.event.type_name());
-        match self.read_model.project(&event).await {
+        let projected = self.read_model.project(&event).await;
+        let result = match &projected {
+            Ok(Projected::Applied) => "applied",
+            Ok(Projected::Duplicate) => "duplicate",
+            Ok(Projected::Gap { .. }) => "gap",
+            Err(ProjectionError::Contradiction(_)) => "contradiction",
+            Err(ProjectionError::Database(_)) => "error",
+        };
+        metrics::counter!("financing_events_projected_total", "result" => result).increment(1);
+        match projected {
             Ok(Projected::Applied) => {
                 tracing::debug!(%aggregate_id, version, kind, "projected");
                 self.moving_again(aggregate_id).await?;

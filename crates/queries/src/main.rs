@@ -4,6 +4,7 @@ use financing_queries::{QueryServer, QueryServerConfig};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     financing_runtime::telemetry::init();
+    financing_runtime::metrics::serve("QUERIES_METRICS_ADDR", "127.0.0.1:9184");
     let config = QueryServerConfig::from_env().context("invalid configuration")?;
     let shutdown = financing_runtime::shutdown::on_signal();
     let server = QueryServer::build(config, shutdown)

@@ -1,4 +1,5 @@
-//! The `Queries` service: read models in, the original API's messages out.
+//! The `Queries` service: read models in, the original API's messages out (the lists a page at
+//! a time when a client asks).
 
 use financing_api::v1::queries_server::Queries;
 use financing_api::v1::{
@@ -7,7 +8,9 @@ use financing_api::v1::{
 };
 use financing_api::{ApiError, required_id, to_proto_id};
 use financing_domain::{CommandId, InvoiceStatus};
-use financing_read_model::{CommandStatus, InvestorView, InvoiceView, IssuerView, ReadModel};
+use financing_read_model::{
+    CommandStatus, Cursor, InvestorView, InvoiceView, IssuerView, Listed, Page, ReadModel,
+};
 use financing_runtime::retry::Chain;
 use tonic::{Request, Response, Status};
 
@@ -30,6 +33,37 @@ fn unavailable(error: sqlx::Error) -> Status {
 fn found<T>(view: Option<T>, what: impl FnOnce() -> String) -> Result<Response<T>, Status> {
     view.map(Response::new)
         .ok_or_else(|| ApiError::NotFound(what()).into())
+}
+
+/// Counts a query answered (or refused), for the `financing_queries_total` metric.
+fn served(query: &'static str) {
+    metrics::counter!("financing_queries_total", "query" => query).increment(1);
+}
+
+/// The most rows one page may ask for.
+const MAX_PAGE_SIZE: u32 = 10_000;
+
+/// The rows a list request asks for: all of them unless it gives a page size.
+fn page(request: &v1::Page) -> Result<Page, Status> {
+    if request.page_size > MAX_PAGE_SIZE {
+        return Err(
+            ApiError::invalid("page_size", format!("must be at most {MAX_PAGE_SIZE}")).into(),
+        );
+    }
+    let after = match request.page_token.as_str() {
+        "" => None,
+        token => Some(Cursor::from_token(token).ok_or_else(|| {
+            ApiError::invalid("page_token", "is not a next_page_token this service gave")
+        })?),
+    };
+    Ok(Page {
+        size: (request.page_size > 0).then_some(request.page_size),
+        after,
+    })
+}
+
+fn next_token<T>(listed: &Listed<T>) -> String {
+    listed.next.as_ref().map(Cursor::token).unwrap_or_default()
 }
 
 fn investor(view: InvestorView) -> v1::Investor {
@@ -76,28 +110,50 @@ fn money(amount: financing_domain::Money) -> v1::Money {
 
 #[tonic::async_trait]
 impl Queries for QueryService {
-    async fn all_investors(&self, _: Request<()>) -> Result<Response<AllInvestorsReply>, Status> {
-        let views = self.read_model.investors().await.map_err(unavailable)?;
-        let investors = views.into_iter().map(investor).collect();
-        Ok(Response::new(AllInvestorsReply { investors }))
+    async fn all_investors(
+        &self,
+        request: Request<v1::Page>,
+    ) -> Result<Response<AllInvestorsReply>, Status> {
+        served("AllInvestors");
+        let page = page(request.get_ref())?;
+        let listed = self.read_model.investors(page).await.map_err(unavailable)?;
+        Ok(Response::new(AllInvestorsReply {
+            next_page_token: next_token(&listed),
+            investors: listed.rows.into_iter().map(investor).collect(),
+        }))
     }
 
-    async fn all_invoices(&self, _: Request<()>) -> Result<Response<AllInvoicesReply>, Status> {
-        let views = self.read_model.invoices().await.map_err(unavailable)?;
-        let invoices = views.into_iter().map(invoice).collect();
-        Ok(Response::new(AllInvoicesReply { invoices }))
+    async fn all_invoices(
+        &self,
+        request: Request<v1::Page>,
+    ) -> Result<Response<AllInvoicesReply>, Status> {
+        served("AllInvoices");
+        let page = page(request.get_ref())?;
+        let listed = self.read_model.invoices(page).await.map_err(unavailable)?;
+        Ok(Response::new(AllInvoicesReply {
+            next_page_token: next_token(&listed),
+            invoices: listed.rows.into_iter().map(invoice).collect(),
+        }))
     }
 
-    async fn all_issuers(&self, _: Request<()>) -> Result<Response<AllIssuersReply>, Status> {
-        let views = self.read_model.issuers().await.map_err(unavailable)?;
-        let issuers = views.into_iter().map(issuer).collect();
-        Ok(Response::new(AllIssuersReply { issuers }))
+    async fn all_issuers(
+        &self,
+        request: Request<v1::Page>,
+    ) -> Result<Response<AllIssuersReply>, Status> {
+        served("AllIssuers");
+        let page = page(request.get_ref())?;
+        let listed = self.read_model.issuers(page).await.map_err(unavailable)?;
+        Ok(Response::new(AllIssuersReply {
+            next_page_token: next_token(&listed),
+            issuers: listed.rows.into_iter().map(issuer).collect(),
+        }))
     }
 
     async fn get_investor(
         &self,
         request: Request<GetInvestorRequest>,
     ) -> Result<Response<v1::Investor>, Status> {
+        served("GetInvestor");
         let id = required_id("id", request.get_ref().id.as_ref())?;
         let view = self.read_model.investor(id).await.map_err(unavailable)?;
         found(view.map(investor), || format!("investor {id}"))
@@ -107,6 +163,7 @@ impl Queries for QueryService {
         &self,
         request: Request<GetInvoiceRequest>,
     ) -> Result<Response<v1::Invoice>, Status> {
+        served("GetInvoice");
         let id = required_id("id", request.get_ref().id.as_ref())?;
         let view = self.read_model.invoice(id).await.map_err(unavailable)?;
         found(view.map(invoice), || format!("invoice {id}"))
@@ -116,6 +173,7 @@ impl Queries for QueryService {
         &self,
         request: Request<GetIssuerRequest>,
     ) -> Result<Response<v1::Issuer>, Status> {
+        served("GetIssuer");
         let id = required_id("id", request.get_ref().id.as_ref())?;
         let view = self.read_model.issuer(id).await.map_err(unavailable)?;
         found(view.map(issuer), || format!("issuer {id}"))
@@ -125,6 +183,7 @@ impl Queries for QueryService {
         &self,
         request: Request<GetCommandStatusRequest>,
     ) -> Result<Response<CommandStatusReply>, Status> {
+        served("GetCommandStatus");
         let id: CommandId = required_id("command_id", request.get_ref().command_id.as_ref())?;
         let status = self
             .read_model

@@ -1,9 +1,11 @@
 //! The read models, in their own database (`queries`): one table per view (investors, invoices,
 //! issuers, command outcomes), each row with the version of its aggregate it reflects.
 //! [`ReadModel::project`] applies an event exactly once per aggregate version, in one
-//! transaction with the command's outcome; the `views` methods answer the query service.
+//! transaction with the command's outcome; the `views` methods answer the query service, and a
+//! rebuild fills fresh read models beside the live ones and hands over to them.
 
 mod projection;
+mod rebuild;
 mod stuck;
 mod views;
 
@@ -11,8 +13,9 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
 pub use projection::{Projected, ProjectionError};
+pub use rebuild::{Behind, Handover, REBUILD_SCHEMA};
 pub use stuck::StuckView;
-pub use views::{CommandStatus, InvestorView, InvoiceView, IssuerView};
+pub use views::{CommandStatus, Cursor, InvestorView, InvoiceView, IssuerView, Listed, Page};
 
 /// The tables whose rows are updated or deleted (issuers are only inserted): they need
 /// vacuuming, which the projector sees to where the server does not.

@@ -1,5 +1,7 @@
-//! Reading the read models, for the query service.
+//! Reading the read models, for the query service: lookups by id, and the lists in the order
+//! the aggregates were created, whole or a page at a time.
 
+use chrono::{DateTime, Utc};
 use financing_domain::{Bid, CommandId, InvestorId, InvoiceId, InvoiceStatus, IssuerId, Money};
 use sqlx::FromRow;
 use uuid::Uuid;
@@ -45,6 +47,63 @@ pub enum CommandStatus {
     },
 }
 
+/// Where a page of an All* list goes on from: the creation time and arrival position of the
+/// previous page's last row (the lists' order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    created_at: DateTime<Utc>,
+    position: i64,
+}
+
+impl Cursor {
+    /// As text for a client to send back; opaque to it.
+    pub fn token(&self) -> String {
+        format!("{}.{}", self.created_at.timestamp_micros(), self.position)
+    }
+
+    /// The cursor a [`Cursor::token`] stands for; `None` for any other text.
+    pub fn from_token(token: &str) -> Option<Cursor> {
+        let (micros, position) = token.split_once('.')?;
+        Some(Cursor {
+            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            position: position.parse().ok()?,
+        })
+    }
+}
+
+/// Which rows of a list: at most `size` (`None`: every one) after `after` (`None`: from the
+/// first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Page {
+    pub size: Option<u32>,
+    pub after: Option<Cursor>,
+}
+
+/// A page of a list, and where the next one starts (`None`: this is the last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed<T> {
+    pub rows: Vec<T>,
+    pub next: Option<Cursor>,
+}
+
+/// A row with its place in the lists' order.
+trait Placed {
+    fn cursor(&self) -> Cursor;
+}
+
+macro_rules! placed {
+    ($($row:ty),*) => {$(
+        impl Placed for $row {
+            fn cursor(&self) -> Cursor {
+                Cursor {
+                    created_at: self.created_at,
+                    position: self.position,
+                }
+            }
+        }
+    )*};
+}
+
 #[derive(FromRow)]
 struct InvestorRow {
     id: Uuid,
@@ -52,6 +111,8 @@ struct InvestorRow {
     balance: i64,
     reserved: i64,
     committed: i64,
+    created_at: DateTime<Utc>,
+    position: i64,
 }
 
 #[derive(FromRow)]
@@ -62,13 +123,19 @@ struct InvoiceRow {
     status: String,
     winning_investor_id: Option<Uuid>,
     winning_bid: Option<i64>,
+    created_at: DateTime<Utc>,
+    position: i64,
 }
 
 #[derive(FromRow)]
 struct IssuerRow {
     id: Uuid,
     name: String,
+    created_at: DateTime<Utc>,
+    position: i64,
 }
+
+placed!(InvestorRow, InvoiceRow, IssuerRow);
 
 fn money(cents: i64) -> Result<Money, sqlx::Error> {
     u64::try_from(cents)
@@ -114,46 +181,53 @@ impl TryFrom<InvoiceRow> for InvoiceView {
     }
 }
 
-impl From<IssuerRow> for IssuerView {
-    fn from(row: IssuerRow) -> IssuerView {
-        IssuerView {
+impl TryFrom<IssuerRow> for IssuerView {
+    type Error = sqlx::Error;
+
+    fn try_from(row: IssuerRow) -> Result<IssuerView, sqlx::Error> {
+        Ok(IssuerView {
             id: row.id.into(),
             name: row.name,
-        }
+        })
     }
+}
+
+/// The page of a list query: rows after the cursor ($1, $2), at most $3 (NULL: all).
+macro_rules! page {
+    () => {
+        "WHERE $1::timestamptz IS NULL OR (created_at, position) > ($1, $2) \
+         ORDER BY created_at, position LIMIT $3"
+    };
 }
 
 /// Queries stay static strings: the column lists are literals.
 macro_rules! select_investors {
-    ($rest:literal) => {
+    ($($rest:tt)*) => {
         concat!(
-            "SELECT id, name, balance, reserved, committed FROM investors ",
-            $rest
+            "SELECT id, name, balance, reserved, committed, created_at, position FROM investors ",
+            $($rest)*
         )
     };
 }
 macro_rules! select_invoices {
-    ($rest:literal) => {
+    ($($rest:tt)*) => {
         concat!(
-            "SELECT id, issuer_id, asking_price, status, winning_investor_id, winning_bid ",
-            "FROM invoices ",
-            $rest
+            "SELECT id, issuer_id, asking_price, status, winning_investor_id, winning_bid, ",
+            "created_at, position FROM invoices ",
+            $($rest)*
         )
     };
 }
 macro_rules! select_issuers {
-    ($rest:literal) => {
-        concat!("SELECT id, name FROM issuers ", $rest)
+    ($($rest:tt)*) => {
+        concat!("SELECT id, name, created_at, position FROM issuers ", $($rest)*)
     };
 }
 
 impl ReadModel {
-    pub async fn investors(&self) -> Result<Vec<InvestorView>, sqlx::Error> {
-        let rows: Vec<InvestorRow> =
-            sqlx::query_as(select_investors!("ORDER BY created_at, position"))
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter().map(InvestorView::try_from).collect()
+    pub async fn investors(&self, page: Page) -> Result<Listed<InvestorView>, sqlx::Error> {
+        self.list::<InvestorRow, _>(select_investors!(page!()), page)
+            .await
     }
 
     pub async fn investor(&self, id: InvestorId) -> Result<Option<InvestorView>, sqlx::Error> {
@@ -164,12 +238,9 @@ impl ReadModel {
         row.map(InvestorView::try_from).transpose()
     }
 
-    pub async fn invoices(&self) -> Result<Vec<InvoiceView>, sqlx::Error> {
-        let rows: Vec<InvoiceRow> =
-            sqlx::query_as(select_invoices!("ORDER BY created_at, position"))
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter().map(InvoiceView::try_from).collect()
+    pub async fn invoices(&self, page: Page) -> Result<Listed<InvoiceView>, sqlx::Error> {
+        self.list::<InvoiceRow, _>(select_invoices!(page!()), page)
+            .await
     }
 
     pub async fn invoice(&self, id: InvoiceId) -> Result<Option<InvoiceView>, sqlx::Error> {
@@ -180,11 +251,36 @@ impl ReadModel {
         row.map(InvoiceView::try_from).transpose()
     }
 
-    pub async fn issuers(&self) -> Result<Vec<IssuerView>, sqlx::Error> {
-        let rows: Vec<IssuerRow> = sqlx::query_as(select_issuers!("ORDER BY created_at, position"))
+    pub async fn issuers(&self, page: Page) -> Result<Listed<IssuerView>, sqlx::Error> {
+        self.list::<IssuerRow, _>(select_issuers!(page!()), page)
+            .await
+    }
+
+    /// One page of a list query (see `page!`): a row more than asked for says whether there
+    /// is a next page.
+    async fn list<R, V>(&self, query: &'static str, page: Page) -> Result<Listed<V>, sqlx::Error>
+    where
+        R: for<'r> FromRow<'r, sqlx::postgres::PgRow> + Placed + Send + Unpin,
+        V: TryFrom<R, Error = sqlx::Error>,
+    {
+        let mut rows: Vec<R> = sqlx::query_as(query)
+            .bind(page.after.map(|cursor| cursor.created_at))
+            .bind(page.after.map_or(0, |cursor| cursor.position))
+            .bind(page.size.map(|size| i64::from(size) + 1))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.into_iter().map(IssuerView::from).collect())
+        let mut next = None;
+        if let Some(size) = page.size
+            && rows.len() > size as usize
+        {
+            rows.truncate(size as usize);
+            next = rows.last().map(Placed::cursor);
+        }
+        let rows = rows
+            .into_iter()
+            .map(V::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok(Listed { rows, next })
     }
 
     pub async fn issuer(&self, id: IssuerId) -> Result<Option<IssuerView>, sqlx::Error> {
@@ -192,7 +288,7 @@ impl ReadModel {
             .bind(id.as_uuid())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(IssuerView::from))
+        row.map(IssuerView::try_from).transpose()
     }
 
     pub async fn command_status(&self, id: CommandId) -> Result<CommandStatus, sqlx::Error> {
@@ -211,5 +307,25 @@ impl ReadModel {
                 reason: reason.unwrap_or_default(),
             },
         })
+    }
+
+    /// The version of the aggregate the view of type `aggregate_type` reflects (`None`: no row,
+    /// or a type without a view).
+    pub async fn view_version(
+        &self,
+        aggregate_type: &str,
+        id: Uuid,
+    ) -> Result<Option<u64>, sqlx::Error> {
+        let query = match aggregate_type {
+            "Issuer" => "SELECT version FROM issuers WHERE id = $1",
+            "Investor" => "SELECT version FROM investors WHERE id = $1",
+            "Invoice" => "SELECT version FROM invoices WHERE id = $1",
+            _ => return Ok(None),
+        };
+        let version: Option<i64> = sqlx::query_scalar(query)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(version.and_then(|v| u64::try_from(v).ok()))
     }
 }

@@ -6,7 +6,8 @@ use financing_domain::{
     InvoiceEvent, InvoiceId, InvoiceStatus, IssuerEvent, IssuerId, Money,
 };
 use financing_read_model::{
-    CommandStatus, InvestorView, InvoiceView, IssuerView, Projected, ProjectionError, ReadModel,
+    CommandStatus, Cursor, InvestorView, InvoiceView, IssuerView, Page, Projected, ProjectionError,
+    ReadModel,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -113,7 +114,10 @@ async fn an_investor_s_events_move_the_money_between_its_columns(pool: PgPool) {
         model.investor(id).await.unwrap(),
         Some(account(id, 35, 15, 0))
     );
-    assert_eq!(model.investors().await.unwrap(), [account(id, 35, 15, 0)]);
+    assert_eq!(
+        model.investors(Page::default()).await.unwrap().rows,
+        [account(id, 35, 15, 0)]
+    );
 }
 
 #[sqlx::test(migrator = "financing_read_model::MIGRATOR")]
@@ -286,11 +290,11 @@ async fn an_invoice_shows_its_status_and_winning_bid(pool: PgPool) {
     )
     .await;
     assert_eq!(
-        model.invoices().await.unwrap(),
+        model.invoices(Page::default()).await.unwrap().rows,
         [view(InvoiceStatus::Approved, Some(winning))]
     );
     assert_eq!(
-        model.issuers().await.unwrap(),
+        model.issuers(Page::default()).await.unwrap().rows,
         [IssuerView {
             id: issuer_id,
             name: "ACME".into()
@@ -390,4 +394,50 @@ async fn a_failed_command_shows_failed_until_it_is_sent_again_and_decided(pool: 
             reason: "insufficient balance".into()
         }
     );
+}
+
+#[sqlx::test(migrator = "financing_read_model::MIGRATOR")]
+async fn the_lists_go_page_by_page_in_creation_order_to_the_last_row(pool: PgPool) {
+    let model = ReadModel::new(pool);
+    let mut created = Vec::new();
+    for n in 0..7 {
+        let id = IssuerId::new_random();
+        let mut event = at(
+            1,
+            id,
+            CommandId::new_random(),
+            Event::Issuer(IssuerEvent::IssuerCreated {
+                issuer_id: id,
+                name: format!("issuer {n}"),
+            }),
+        );
+        // Two share a creation time: the order of arrival breaks the tie.
+        event.meta.recorded_at =
+            chrono::DateTime::from_timestamp(1_700_000_000 + n / 2, 0).unwrap();
+        project_all(&model, &[event]).await;
+        created.push(id);
+    }
+    let all = model.issuers(Page::default()).await.unwrap();
+    assert_eq!(all.next, None, "a list asked whole has no next page");
+    let ids = |rows: &[IssuerView]| rows.iter().map(|view| view.id).collect::<Vec<_>>();
+    assert_eq!(ids(&all.rows), created);
+
+    let mut paged = Vec::new();
+    let mut page = Page {
+        size: Some(3),
+        after: None,
+    };
+    let mut pages = 0;
+    loop {
+        let listed = model.issuers(page).await.unwrap();
+        assert!(listed.rows.len() <= 3);
+        paged.extend(ids(&listed.rows));
+        pages += 1;
+        let Some(next) = listed.next else { break };
+        let token = next.token();
+        page.after = Some(Cursor::from_token(&token).expect("a token reads back"));
+    }
+    assert_eq!(paged, created);
+    assert_eq!(pages, 3, "7 rows are 3 pages of 3");
+    assert_eq!(Cursor::from_token("not a token"), None);
 }

@@ -230,6 +230,14 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
                 return Ok(published);
             };
             let (events, outcomes) = (claim.events(), claim.outcomes());
+            // How long the oldest event still to publish has waited: the outbox's lag.
+            let waited = events.first().map_or(0.0, |oldest| {
+                (chrono::Utc::now() - oldest.recorded_at)
+                    .num_milliseconds()
+                    .max(0) as f64
+                    / 1e3
+            });
+            metrics::gauge!("financing_outbox_lag_seconds").set(waited);
             let full = events.len().max(outcomes.len()) >= self.config.batch_size as usize;
             // Sent in position order through an idempotent producer, each aggregate to its own
             // partition: one aggregate's events reach it in order.
@@ -318,6 +326,9 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
             }
             claim.mark_published(&marked, &rejected, &failed).await?;
             published += marked.len() + rejected.len() + failed.len();
+            metrics::counter!("financing_events_published_total").increment(marked.len() as u64);
+            metrics::counter!("financing_outcomes_published_total")
+                .increment((rejected.len() + failed.len()) as u64);
             if let Some(error) = &last_refusal {
                 tracing::warn!(
                     error = %Chain(error),
