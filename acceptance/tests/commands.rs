@@ -414,3 +414,40 @@ async fn a_sale_retried_with_its_idempotency_key_creates_one_invoice() {
     sell_invoice(&mut system, Money::units(1)).await;
     system.assert_nothing_else_published().await;
 }
+
+#[tokio::test]
+async fn a_client_s_trace_id_is_the_correlation_of_every_event_of_its_saga() {
+    let mut system = System::start().await;
+    let asking_price = Money::units(10);
+    let (_, invoice_id) = sell_invoice(&mut system, asking_price).await;
+    let investor_id = register_investor(&mut system, Money::units(100)).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut request = Request::new(BidOnInvoiceCommand {
+        investor_id: uuid(investor_id),
+        invoice_id: uuid(invoice_id),
+        bid: money(Money::units(20)),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap(),
+    );
+    system
+        .commands()
+        .await
+        .bid_on_invoice(request)
+        .await
+        .expect("the command is queued");
+
+    // The bid, the invoice's answer and the surplus released: one chain, on two aggregates.
+    for _ in 0..3 {
+        let event = system.events.next().await;
+        assert_eq!(
+            event.meta.correlation_id.simple().to_string(),
+            trace_id,
+            "{event:?}"
+        );
+    }
+    system.assert_nothing_else_published().await;
+}

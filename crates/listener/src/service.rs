@@ -1,4 +1,5 @@
-//! The `Commands` service: form checks, then the command on the bus.
+//! The `Commands` service: form checks, then the command on the bus, in the chain of work
+//! (correlation) the client's `traceparent` names, or a new one.
 
 use financing_api::v1::{
     self, ApproveFinancingCommand, BidOnInvoiceCommand, ReverseFinancingCommand,
@@ -6,10 +7,14 @@ use financing_api::v1::{
 };
 use financing_api::{ApiError, required_amount, required_id, to_proto_id};
 use financing_domain::{ClientCommand, CommandId, InvoiceId, Message as _};
-use financing_messaging::{CommandMessage, Publisher, WireForm};
+use financing_messaging::{
+    CommandMessage, Publisher, TRACEPARENT, WireForm, correlation_of_traceparent,
+};
 use financing_runtime::retry::Chain;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
+use uuid::Uuid;
 
 /// The request header a client may set so that a retried request is the same command.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -28,15 +33,30 @@ impl CommandService {
     }
 
     /// Queues the command and waits for the broker's acknowledgement.
-    async fn enqueue<T>(
+    async fn enqueue<T, R>(
+        &self,
+        request: &Request<R>,
+        command_id: CommandId,
+        command: ClientCommand,
+        reply: T,
+    ) -> Result<Response<T>, Status> {
+        let correlation_id = correlation_id(request, command_id);
+        let span = tracing::info_span!("command", %command_id, %correlation_id);
+        self.publish(command_id, correlation_id, command, reply)
+            .instrument(span)
+            .await
+    }
+
+    async fn publish<T>(
         &self,
         command_id: CommandId,
+        correlation_id: Uuid,
         command: ClientCommand,
         reply: T,
     ) -> Result<Response<T>, Status> {
         let message = CommandMessage {
             command_id,
-            correlation_id: command_id.as_uuid(),
+            correlation_id,
             command,
         };
         let kind = message.command.type_name();
@@ -57,6 +77,18 @@ impl CommandService {
         response.metadata_mut().insert(COMMAND_ID, id);
         Ok(response)
     }
+}
+
+/// The chain of work the command starts or continues: the trace id of the client's W3C
+/// `traceparent`, when it sends a valid one (an invalid one is ignored, as the standard says),
+/// else the command's own id.
+fn correlation_id<T>(request: &Request<T>, command_id: CommandId) -> Uuid {
+    request
+        .metadata()
+        .get(TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .and_then(correlation_of_traceparent)
+        .unwrap_or(command_id.as_uuid())
 }
 
 /// The command's id: derived from the client's idempotency key and the request's content when
@@ -95,7 +127,7 @@ impl Commands for CommandService {
             issuer_id,
             asking_price,
         };
-        self.enqueue(command_id, command, to_proto_id(invoice_id))
+        self.enqueue(&request, command_id, command, to_proto_id(invoice_id))
             .await
     }
 
@@ -110,7 +142,7 @@ impl Commands for CommandService {
             invoice_id: required_id("invoice_id", body.invoice_id.as_ref())?,
             bid: required_amount("bid", body.bid.as_ref())?,
         };
-        self.enqueue(command_id, command, ()).await
+        self.enqueue(&request, command_id, command, ()).await
     }
 
     async fn approve_financing(
@@ -120,7 +152,7 @@ impl Commands for CommandService {
         let command_id = command_id(&request, "ApproveFinancing")?;
         let invoice_id = required_id("invoice_id", request.get_ref().invoice_id.as_ref())?;
         let command = ClientCommand::ApproveFinancing { invoice_id };
-        self.enqueue(command_id, command, ()).await
+        self.enqueue(&request, command_id, command, ()).await
     }
 
     async fn reverse_financing(
@@ -130,6 +162,6 @@ impl Commands for CommandService {
         let command_id = command_id(&request, "ReverseFinancing")?;
         let invoice_id = required_id("invoice_id", request.get_ref().invoice_id.as_ref())?;
         let command = ClientCommand::ReverseFinancing { invoice_id };
-        self.enqueue(command_id, command, ()).await
+        self.enqueue(&request, command_id, command, ()).await
     }
 }

@@ -151,6 +151,33 @@ async fn a_sale_is_queued_keyed_by_the_new_invoice_and_answered_with_its_id() {
 }
 
 #[tokio::test]
+async fn a_client_s_traceparent_names_the_chain_its_command_starts() {
+    let listener = start(own_topics()).await;
+    listener.ready().await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut request = tonic::Request::new(BidOnInvoiceCommand {
+        investor_id: id(Uuid::new_v4()),
+        invoice_id: id(Uuid::new_v4()),
+        bid: money(5.0),
+    });
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    let response = listener
+        .commands()
+        .await
+        .bid_on_invoice(request)
+        .await
+        .unwrap();
+    let command_id = command_id_header(&response);
+
+    let (_, queued) = next_command(&listener.consumer()).await;
+    assert_eq!(queued.command_id, command_id);
+    assert_eq!(queued.correlation_id, Uuid::parse_str(trace_id).unwrap());
+}
+
+#[tokio::test]
 async fn malformed_requests_are_refused_naming_the_field_and_nothing_is_queued() {
     let listener = start(own_topics()).await;
     listener.ready().await;

@@ -19,8 +19,9 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use crate::{GroupConsumer, KafkaConfig, PublishError, Publisher, dead_letter};
+use crate::{GroupConsumer, KafkaConfig, PublishError, Publisher, correlation_of, dead_letter};
 
 /// What a component does with each message it consumes.
 pub trait HandleMessage: Sync {
@@ -143,6 +144,21 @@ async fn handle_by_key<H: HandleMessage>(
 
 /// `false` if shutdown came while waiting out an outage.
 async fn handle_until_done<H: HandleMessage>(
+    handler: &H,
+    message: &BorrowedMessage<'_>,
+    shutdown: &CancellationToken,
+) -> bool {
+    // Every line logged while handling it names the chain of work it belongs to.
+    let span = match correlation_of(message) {
+        Some(correlation_id) => tracing::info_span!("message", %correlation_id),
+        None => tracing::info_span!("message"),
+    };
+    handle_in_span(handler, message, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn handle_in_span<H: HandleMessage>(
     handler: &H,
     message: &BorrowedMessage<'_>,
     shutdown: &CancellationToken,

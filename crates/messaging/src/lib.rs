@@ -7,6 +7,7 @@ mod config;
 mod consume;
 mod group;
 mod publisher;
+mod trace;
 mod wire;
 
 pub use config::{COMMAND_HANDLER_GROUP, KafkaConfig, PROJECTOR_GROUP, Topics};
@@ -14,6 +15,7 @@ pub use consume::{DeadLetters, HandleMessage, connections_for};
 pub use financing_domain::{CommandOutcome, EventEnvelope, EventMeta};
 pub use group::{Group, GroupConsumer, LagReader, PartitionLag, ProgressWatch, Stall};
 pub use publisher::{Publish, PublishError, Publisher, partition_for};
+pub use trace::{TRACEPARENT, correlation_of, correlation_of_traceparent, traceparent};
 pub use wire::{
     CommandMessage, Record, Undecodable, WireForm, dead_letter, event_record, headers, headers_of,
     integration_event, integration_record, kafka_headers,

@@ -1,5 +1,5 @@
 //! The wire form of every message: a JSON payload, keyed by aggregate id, with its type, ids,
-//! version and correlation in headers. Decoding says exactly why a message is unreadable, which
+//! version and correlation in headers (and the correlation as a W3C `traceparent`). Decoding says exactly why a message is unreadable, which
 //! becomes the dead-letter reason.
 
 use std::fmt::Display;
@@ -13,6 +13,8 @@ use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use serde_json::Value;
 use uuid::Uuid;
+
+use crate::trace::{TRACEPARENT, traceparent};
 
 /// Header names.
 pub mod headers {
@@ -141,6 +143,7 @@ pub fn event_record(meta: &EventMeta, event_type: &str, payload: &Value) -> Reco
             (CORRELATION_ID, meta.correlation_id.to_string()),
             (CAUSATION_ID, meta.causation_id.to_string()),
             (RECORDED_AT, meta.recorded_at.to_rfc3339()),
+            (TRACEPARENT, traceparent(meta.correlation_id, meta.event_id)),
         ],
     )
 }
@@ -203,6 +206,10 @@ impl WireForm for CommandMessage {
                 (TYPE, self.command.type_name().to_owned()),
                 (COMMAND_ID, self.command_id.to_string()),
                 (CORRELATION_ID, self.correlation_id.to_string()),
+                (
+                    TRACEPARENT,
+                    traceparent(self.correlation_id, self.command_id.as_uuid()),
+                ),
             ],
         )
     }
@@ -419,6 +426,51 @@ mod tests {
             CommandMessage::decode(&received(&message.record())).unwrap(),
             message
         );
+    }
+
+    #[test]
+    fn events_and_commands_carry_their_correlation_as_a_traceparent() {
+        let event = event_message();
+        let command = CommandMessage {
+            command_id: CommandId::new_random(),
+            correlation_id: Uuid::new_v4(),
+            command: ClientCommand::ApproveFinancing {
+                invoice_id: InvoiceId::new_random(),
+            },
+        };
+        for (record, correlation_id) in [
+            (event.record(), event.meta.correlation_id),
+            (command.record(), command.correlation_id),
+        ] {
+            let mut received = received(&record);
+            assert_eq!(crate::correlation_of(&received), Some(correlation_id));
+            // Read from the traceparent first: a client's trace id is the correlation.
+            received = OwnedMessage::new(
+                None,
+                None,
+                "topic".into(),
+                Timestamp::NotAvailable,
+                0,
+                0,
+                Some(kafka_headers(
+                    [(
+                        TRACEPARENT.to_owned(),
+                        Some(
+                            record
+                                .headers
+                                .iter()
+                                .find(|(name, _)| name == TRACEPARENT)
+                                .unwrap()
+                                .1
+                                .clone()
+                                .into_bytes(),
+                        ),
+                    )]
+                    .iter(),
+                )),
+            );
+            assert_eq!(crate::correlation_of(&received), Some(correlation_id));
+        }
     }
 
     #[test]
