@@ -37,7 +37,12 @@ enum Command {
     Status,
     /// Rebuilds the read models from the event store while the system runs, then hands over to
     /// the live projector.
-    Rebuild,
+    Rebuild {
+        /// Aggregates replayed at the same time, each on a database connection of its own
+        /// (fewer leave more of the machine to the running system).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+        parallel: u32,
+    },
     /// The messages no consumer could handle, on the dead-letter topic.
     #[command(subcommand)]
     DeadLetters(dead_letters::Command),
@@ -60,9 +65,9 @@ async fn main() -> anyhow::Result<()> {
             let (store, read_model) = (stores::event_store().await?, stores::read_models().await?);
             status::run(&store, &read_model, &kafka).await
         }
-        Command::Rebuild => {
+        Command::Rebuild { parallel } => {
             let (store, live) = (stores::event_store().await?, stores::read_models().await?);
-            rebuild::run(&store, &live, &stores::read_models_url()).await
+            rebuild::run(&store, &live, &stores::read_models_url(), parallel).await
         }
         Command::DeadLetters(command) => dead_letters::run(command, &kafka).await,
         Command::Parked(command) => parked::run(command).await,

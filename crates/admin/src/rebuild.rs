@@ -3,7 +3,8 @@
 //! apply (see [`financing_read_model::Handover`]):
 //!
 //! 1. empty read models are made beside the live ones and every event is applied to them in
-//!    global order, then every rejection and failure;
+//!    global position order (each aggregate's in order, several aggregates at a time), then
+//!    every rejection and failure;
 //! 2. the views the live projector has meanwhile moved further are caught up from the event
 //!    store, until few are left;
 //! 3. the live tables are locked, the last of those are caught up, and the rebuilt tables take
@@ -13,10 +14,13 @@
 //! through the next version of its aggregate (the gap is filled from the event store) or
 //! through step 2 and 3 (the live view has it).
 
+use std::collections::HashMap;
+
 use anyhow::Context;
 use financing_domain::{Aggregate, Event, EventEnvelope, Investor, Invoice, Issuer};
 use financing_event_store::{EventStore, PgEventStore, RecordedEvent};
 use financing_read_model::{Behind, Projected, ProjectionError, ReadModel};
+use futures::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use uuid::Uuid;
 
@@ -27,13 +31,22 @@ const BATCH: i64 = 1000;
 /// the rest is caught up under the lock, while the projector and the queries wait.
 const FEW: usize = 100;
 
-pub async fn run(store: &PgEventStore, live: &ReadModel, url: &str) -> anyhow::Result<()> {
-    let rebuilt = ReadModel::start_rebuild(url)
+/// `parallel`: aggregates whose events are applied at the same time, each on a connection of
+/// its own (fewer leave more of the machine to the running system).
+pub async fn run(
+    store: &PgEventStore,
+    live: &ReadModel,
+    url: &str,
+    parallel: u32,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let rebuilt = ReadModel::start_rebuild(url, parallel)
         .await
         .context("cannot make fresh read models beside the live ones")?;
     let rebuild = Rebuild {
         store,
         rebuilt: &rebuilt,
+        parallel: parallel as usize,
     };
     let total = store.backlog().await?.last_position;
     let progress = ProgressBar::new(u64::try_from(total).unwrap_or_default()).with_style(
@@ -51,14 +64,15 @@ pub async fn run(store: &PgEventStore, live: &ReadModel, url: &str) -> anyhow::R
         let Some(last) = batch.last() else { break };
         position = last.global_position;
         events += batch.len();
-        for recorded in &batch {
-            rebuild.apply(recorded).await?;
-        }
+        rebuild.apply_batch(&batch).await?;
         progress.set_length(progress.length().unwrap_or(0).max(position as u64));
         progress.set_position(position as u64);
     }
     progress.finish_and_clear();
-    println!("replayed {events} events, up to global position {position}");
+    println!(
+        "replayed {events} events, up to global position {position}, in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let outcomes = store.outcomes_without_events().await?;
     for outcome in &outcomes {
@@ -84,6 +98,7 @@ pub async fn run(store: &PgEventStore, live: &ReadModel, url: &str) -> anyhow::R
         rebuild.catch_up(&behind).await?;
     }
 
+    let locked = std::time::Instant::now();
     let mut handover = live
         .hand_over()
         .await
@@ -102,8 +117,9 @@ pub async fn run(store: &PgEventStore, live: &ReadModel, url: &str) -> anyhow::R
         .await
         .context("cannot put the rebuilt read models in place")?;
     println!(
-        "the rebuilt read models are live ({} views caught up under the lock)",
-        behind.len()
+        "the rebuilt read models are live ({} views caught up under the lock, held {} ms)",
+        behind.len(),
+        locked.elapsed().as_millis()
     );
     Ok(())
 }
@@ -111,9 +127,32 @@ pub async fn run(store: &PgEventStore, live: &ReadModel, url: &str) -> anyhow::R
 struct Rebuild<'a> {
     store: &'a PgEventStore,
     rebuilt: &'a ReadModel,
+    parallel: usize,
 }
 
 impl Rebuild<'_> {
+    /// Applies a batch of events in position order per aggregate, several aggregates at a time
+    /// (each view is its own row: only an aggregate's own order matters).
+    async fn apply_batch(&self, batch: &[RecordedEvent]) -> anyhow::Result<()> {
+        let mut by_aggregate: HashMap<Uuid, Vec<&RecordedEvent>> = HashMap::new();
+        for recorded in batch {
+            by_aggregate
+                .entry(recorded.aggregate_id)
+                .or_default()
+                .push(recorded);
+        }
+        futures::stream::iter(by_aggregate.into_values())
+            .map(|events| async move {
+                for recorded in events {
+                    self.apply(recorded).await?;
+                }
+                anyhow::Ok(())
+            })
+            .buffer_unordered(self.parallel)
+            .try_collect::<()>()
+            .await
+    }
+
     /// Applies one event to the rebuilt views; a gap before it is filled from the event store.
     async fn apply(&self, recorded: &RecordedEvent) -> anyhow::Result<()> {
         let Some(envelope) = self.decode(recorded) else {

@@ -55,8 +55,9 @@ const BEHIND: &str = "\
 
 impl ReadModel {
     /// Empty read models in [`REBUILD_SCHEMA`] of the database at `url` (whose live read models
-    /// are in `public`), replacing what an unfinished rebuild left there.
-    pub async fn start_rebuild(url: &str) -> Result<ReadModel, sqlx::Error> {
+    /// are in `public`), replacing what an unfinished rebuild left there, written through at most
+    /// `connections` connections.
+    pub async fn start_rebuild(url: &str, connections: u32) -> Result<ReadModel, sqlx::Error> {
         let live = PgPool::connect(url).await?;
         sqlx::query("DROP SCHEMA IF EXISTS rebuild CASCADE")
             .execute(&live)
@@ -65,7 +66,7 @@ impl ReadModel {
         live.close().await;
         let options = PgConnectOptions::from_str(url)?.options([("search_path", REBUILD_SCHEMA)]);
         let pool = PgPoolOptions::new()
-            .max_connections(4)
+            .max_connections(connections.max(1))
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
