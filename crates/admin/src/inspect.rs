@@ -1,10 +1,11 @@
 //! `financing inspect <id>`: an aggregate's event stream (with what the relayer published), its
 //! latest snapshot and its read-model row side by side, and a line that says whether the read
-//! model agrees with the state the event store's events fold into.
+//! model agrees with the state all the event store's events fold into (and whether the
+//! handler, which loads the latest snapshot and the events after it, sees the same).
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
-use financing_domain::{Aggregate, Investor, Invoice, Issuer};
+use financing_domain::{Aggregate, Investor, Invoice, Issuer, Message};
 use financing_event_store::{PgEventStore, Repository, StoredEvent};
 use financing_read_model::ReadModel;
 use uuid::Uuid;
@@ -40,10 +41,11 @@ pub async fn run(id: Uuid, store: PgEventStore, read_model: &ReadModel) -> anyho
     }
 
     let repository = Repository::new(store, 1);
+    let history = &history;
     let comparison = match aggregate_type.as_str() {
-        Investor::TYPE => investor(id, &repository, read_model).await,
-        Invoice::TYPE => invoice(id, &repository, read_model).await,
-        Issuer::TYPE => issuer(id, &repository, read_model).await,
+        Investor::TYPE => investor(id, history, &repository, read_model).await,
+        Invoice::TYPE => invoice(id, history, &repository, read_model).await,
+        Issuer::TYPE => issuer(id, history, &repository, read_model).await,
         other => bail!("{other} is not a type this version knows"),
     }?;
     let view_version = read_model
@@ -127,6 +129,12 @@ impl Comparison {
         }
     }
 
+    /// Adds a difference found elsewhere.
+    fn with(mut self, difference: Option<String>) -> Comparison {
+        self.differences.extend(difference);
+        self
+    }
+
     /// Notes a field whose two sides differ.
     fn field<T: PartialEq + std::fmt::Debug>(&mut self, name: &str, view: T, state: T) {
         if view != state {
@@ -137,12 +145,38 @@ impl Comparison {
     }
 }
 
+/// The state all the aggregate's events fold into, from none, and a difference if the handler
+/// loads another (from its latest snapshot and the events after it).
+async fn folded<A: Aggregate>(
+    id: Uuid,
+    history: &[StoredEvent],
+    repository: &Repository<PgEventStore>,
+) -> anyhow::Result<(A, Option<String>)> {
+    let mut state = A::default();
+    for stored in history.iter().filter(|s| s.event.aggregate_type == A::TYPE) {
+        let event = &stored.event;
+        let decoded = A::Event::from_payload(&event.event_type, event.payload.clone())
+            .with_context(|| format!("version {} cannot be read", event.version))?;
+        state
+            .apply(&decoded)
+            .with_context(|| format!("version {} does not fold", event.version))?;
+    }
+    let loaded = repository.load::<A>(id.into()).await?.state;
+    let difference = (loaded != state).then(|| {
+        "the handler loads another state (from the latest snapshot) than all the events fold \
+         into"
+            .to_owned()
+    });
+    Ok((state, difference))
+}
+
 async fn investor(
     id: Uuid,
+    history: &[StoredEvent],
     repository: &Repository<PgEventStore>,
     read_model: &ReadModel,
 ) -> anyhow::Result<Comparison> {
-    let state = repository.load::<Investor>(id.into()).await?.state;
+    let (state, snapshot) = folded::<Investor>(id, history, repository).await?;
     let view = read_model.investor(id.into()).await?;
     let folded = format!(
         "balance {} reserved {} committed {}",
@@ -151,7 +185,7 @@ async fn investor(
         state.committed()
     );
     let Some(view) = view else {
-        return Ok(Comparison::new("no row".into(), folded));
+        return Ok(Comparison::new("no row".into(), folded).with(snapshot));
     };
     let mut comparison = Comparison::new(
         format!(
@@ -164,15 +198,16 @@ async fn investor(
     comparison.field("balance", text(view.balance), text(state.balance()));
     comparison.field("reserved", text(view.reserved), text(state.reserved()));
     comparison.field("committed", text(view.committed), text(state.committed()));
-    Ok(comparison)
+    Ok(comparison.with(snapshot))
 }
 
 async fn invoice(
     id: Uuid,
+    history: &[StoredEvent],
     repository: &Repository<PgEventStore>,
     read_model: &ReadModel,
 ) -> anyhow::Result<Comparison> {
-    let state = repository.load::<Invoice>(id.into()).await?.state;
+    let (state, snapshot) = folded::<Invoice>(id, history, repository).await?;
     let view = read_model.invoice(id.into()).await?;
     let folded = format!(
         "{:?}, asking {:?}, winning bid {:?}",
@@ -181,7 +216,7 @@ async fn invoice(
         state.winning_bid()
     );
     let Some(view) = view else {
-        return Ok(Comparison::new("no row".into(), folded));
+        return Ok(Comparison::new("no row".into(), folded).with(snapshot));
     };
     let mut comparison = Comparison::new(
         format!(
@@ -199,15 +234,16 @@ async fn invoice(
         state.asking_price(),
     );
     comparison.field("winning bid", view.winning_bid, state.winning_bid());
-    Ok(comparison)
+    Ok(comparison.with(snapshot))
 }
 
 async fn issuer(
     id: Uuid,
+    history: &[StoredEvent],
     repository: &Repository<PgEventStore>,
     read_model: &ReadModel,
 ) -> anyhow::Result<Comparison> {
-    let state = repository.load::<Issuer>(id.into()).await?.state;
+    let (state, snapshot) = folded::<Issuer>(id, history, repository).await?;
     let view = read_model.issuer(id.into()).await?;
     let registered = format!("registered: {}", state.is_registered());
     let has_row = view.is_some();
@@ -216,5 +252,5 @@ async fn issuer(
         registered,
     );
     comparison.field("registered", has_row, state.is_registered());
-    Ok(comparison)
+    Ok(comparison.with(snapshot))
 }

@@ -42,6 +42,10 @@ enum Command {
         /// (fewer leave more of the machine to the running system).
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
         parallel: u32,
+        /// Hand over even where a live view is further than the event store allows: that view
+        /// goes back to what the event store says.
+        #[arg(long)]
+        force: bool,
     },
     /// The messages no consumer could handle, on the dead-letter topic.
     #[command(subcommand)]
@@ -65,9 +69,9 @@ async fn main() -> anyhow::Result<()> {
             let (store, read_model) = (stores::event_store().await?, stores::read_models().await?);
             status::run(&store, &read_model, &kafka).await
         }
-        Command::Rebuild { parallel } => {
+        Command::Rebuild { parallel, force } => {
             let (store, live) = (stores::event_store().await?, stores::read_models().await?);
-            rebuild::run(&store, &live, &stores::read_models_url(), parallel).await
+            rebuild::run(&store, &live, &stores::read_models_url(), parallel, force).await
         }
         Command::DeadLetters(command) => dead_letters::run(command, &kafka).await,
         Command::Parked(command) => parked::run(command).await,

@@ -197,8 +197,10 @@ async fn inspect_shows_the_stream_beside_its_view_and_a_rebuild_repairs_a_damage
             .await
         }
     };
-    // 20 reserved by the bid, the 10 above the asking price released.
+    // 20 reserved by the bid, the 10 above the asking price released; a bid above the
+    // balance is rejected.
     settled(90.0, 10.0).await;
+    market.sell_and_bid(0, 1_000).await;
     market.await_settled().await;
     let investor = market.investors[0].as_uuid().to_string();
 
@@ -220,8 +222,34 @@ async fn inspect_shows_the_stream_beside_its_view_and_a_rebuild_repairs_a_damage
     );
 
     let views = market.read_models().await;
+    let outcomes = || async {
+        let rows: Vec<(Uuid, String)> =
+            sqlx::query_as("SELECT command_id, status FROM command_outcomes ORDER BY 1")
+                .fetch_all(&market.read_models().await)
+                .await
+                .unwrap();
+        rows
+    };
+    let store = PgPool::connect(market.system.databases().0).await.unwrap();
+    let decided = wait_until(
+        "every decision has its outcome, a rejection among them",
+        || async {
+            let processed: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_commands")
+                .fetch_one(&store)
+                .await
+                .ok()?;
+            let rows = outcomes().await;
+            let rejected = rows.iter().any(|(_, status)| status == "REJECTED");
+            (rows.len() as i64 == processed && rejected).then_some(rows)
+        },
+    )
+    .await;
     sqlx::query("UPDATE investors SET balance = 1 WHERE id = $1")
         .bind(market.investors[0].as_uuid())
+        .execute(&views)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM command_outcomes")
         .execute(&views)
         .await
         .unwrap();
@@ -239,6 +267,11 @@ async fn inspect_shows_the_stream_beside_its_view_and_a_rebuild_repairs_a_damage
     let shown = financing(&market.system, &["inspect", &investor]).await;
     assert!(shown.contains("agree: "), "{shown}");
     settled(90.0, 10.0).await;
+    assert_eq!(
+        outcomes().await,
+        decided,
+        "every outcome comes back from the event store"
+    );
 
     // The live projector carries on on the rebuilt views.
     // 30 reserved by the bid, the 20 above the asking price released.

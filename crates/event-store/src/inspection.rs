@@ -150,4 +150,17 @@ impl PgEventStore {
         .await?;
         Ok(rows.into_iter().map(outcome_from_row).collect())
     }
+
+    /// Every aggregate (type and id) with an event recorded since `since`.
+    pub async fn aggregates_recorded_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, Uuid)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT DISTINCT aggregate_type, aggregate_id FROM events WHERE recorded_at >= $1",
+        )
+        .bind(since)
+        .fetch_all(self.pool())
+        .await?)
+    }
 }

@@ -18,19 +18,23 @@ pub fn traceparent(correlation_id: Uuid, message_id: Uuid) -> String {
 }
 
 /// The trace id of a `traceparent` value, as the correlation id it stands for; `None` unless
-/// the value is well formed (version 00, 32 and 16 lowercase hex digits, neither all zeros).
+/// the value is well formed: a version of two hex digits other than `ff`, 32 and 16 lowercase
+/// hex digits (neither all zeros) and two of flags; version `00` has nothing after them, a
+/// later version may (it is read as far as version `00` goes, as the standard asks).
 pub fn correlation_of_traceparent(value: &str) -> Option<Uuid> {
     let mut parts = value.split('-');
     let (version, trace, parent, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let ends_there = version != "00" || parts.next().is_none();
     let hex = |text: &str, len| {
         text.len() == len
             && text
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
-    let well_formed = version == "00"
-        && parts.next().is_none()
+    let well_formed = hex(version, 2)
+        && version != "ff"
+        && ends_there
         && hex(trace, 32)
         && hex(parent, 16)
         && hex(flags, 2)
@@ -69,11 +73,12 @@ mod tests {
     }
 
     #[test]
-    fn a_malformed_traceparent_stands_for_nothing() {
+    fn a_malformed_traceparent_stands_for_nothing_and_a_later_version_is_read_as_00() {
         for value in [
             "",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
-            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "0g-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             "00-00000000000000000000000000000000-b7ad6b7169203331-01",
             "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
             "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
@@ -82,9 +87,13 @@ mod tests {
         ] {
             assert_eq!(correlation_of_traceparent(value), None, "{value:?}");
         }
-        assert_eq!(
-            correlation_of_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-            Some(Uuid::parse_str("0af7651916cd43dd8448eb211c80319c").unwrap())
-        );
+        let trace_id = Some(Uuid::parse_str("0af7651916cd43dd8448eb211c80319c").unwrap());
+        for value in [
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            // A later version, with a field this version does not know.
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-comes-next",
+        ] {
+            assert_eq!(correlation_of_traceparent(value), trace_id, "{value:?}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
 pub use projection::{Projected, ProjectionError};
-pub use rebuild::{Behind, Handover, REBUILD_SCHEMA};
+pub use rebuild::{Behind, Handover, REBUILD_SCHEMA, RebuildError, Rebuilding};
 pub use stuck::StuckView;
 pub use views::{CommandStatus, Cursor, InvestorView, InvoiceView, IssuerView, Listed, Page};
 

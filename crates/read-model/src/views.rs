@@ -192,11 +192,16 @@ impl TryFrom<IssuerRow> for IssuerView {
     }
 }
 
-/// The page of a list query: rows after the cursor ($1, $2), at most $3 (NULL: all).
-macro_rules! page {
+/// The pages of a list query, in the order of its index: the first, at most $1 rows (NULL:
+/// all); and one after the cursor ($2, $3), at most $1.
+macro_rules! first_page {
     () => {
-        "WHERE $1::timestamptz IS NULL OR (created_at, position) > ($1, $2) \
-         ORDER BY created_at, position LIMIT $3"
+        "ORDER BY created_at, position LIMIT $1"
+    };
+}
+macro_rules! page_after {
+    () => {
+        "WHERE (created_at, position) > ($2, $3) ORDER BY created_at, position LIMIT $1"
     };
 }
 
@@ -226,8 +231,14 @@ macro_rules! select_issuers {
 
 impl ReadModel {
     pub async fn investors(&self, page: Page) -> Result<Listed<InvestorView>, sqlx::Error> {
-        self.list::<InvestorRow, _>(select_investors!(page!()), page)
-            .await
+        self.list::<InvestorRow, _>(
+            [
+                select_investors!(first_page!()),
+                select_investors!(page_after!()),
+            ],
+            page,
+        )
+        .await
     }
 
     pub async fn investor(&self, id: InvestorId) -> Result<Option<InvestorView>, sqlx::Error> {
@@ -239,8 +250,14 @@ impl ReadModel {
     }
 
     pub async fn invoices(&self, page: Page) -> Result<Listed<InvoiceView>, sqlx::Error> {
-        self.list::<InvoiceRow, _>(select_invoices!(page!()), page)
-            .await
+        self.list::<InvoiceRow, _>(
+            [
+                select_invoices!(first_page!()),
+                select_invoices!(page_after!()),
+            ],
+            page,
+        )
+        .await
     }
 
     pub async fn invoice(&self, id: InvoiceId) -> Result<Option<InvoiceView>, sqlx::Error> {
@@ -252,23 +269,36 @@ impl ReadModel {
     }
 
     pub async fn issuers(&self, page: Page) -> Result<Listed<IssuerView>, sqlx::Error> {
-        self.list::<IssuerRow, _>(select_issuers!(page!()), page)
-            .await
+        self.list::<IssuerRow, _>(
+            [
+                select_issuers!(first_page!()),
+                select_issuers!(page_after!()),
+            ],
+            page,
+        )
+        .await
     }
 
-    /// One page of a list query (see `page!`): a row more than asked for says whether there
-    /// is a next page.
-    async fn list<R, V>(&self, query: &'static str, page: Page) -> Result<Listed<V>, sqlx::Error>
+    /// One page of a list query (see `first_page!`, `page_after!`): a row more than asked for
+    /// says whether there is a next page.
+    async fn list<R, V>(
+        &self,
+        [first, after]: [&'static str; 2],
+        page: Page,
+    ) -> Result<Listed<V>, sqlx::Error>
     where
         R: for<'r> FromRow<'r, sqlx::postgres::PgRow> + Placed + Send + Unpin,
         V: TryFrom<R, Error = sqlx::Error>,
     {
-        let mut rows: Vec<R> = sqlx::query_as(query)
-            .bind(page.after.map(|cursor| cursor.created_at))
-            .bind(page.after.map_or(0, |cursor| cursor.position))
-            .bind(page.size.map(|size| i64::from(size) + 1))
-            .fetch_all(&self.pool)
-            .await?;
+        let limit = page.size.map(|size| i64::from(size) + 1);
+        let query = match page.after {
+            None => sqlx::query_as(first).bind(limit),
+            Some(cursor) => sqlx::query_as(after)
+                .bind(limit)
+                .bind(cursor.created_at)
+                .bind(cursor.position),
+        };
+        let mut rows: Vec<R> = query.fetch_all(&self.pool).await?;
         let mut next = None;
         if let Some(size) = page.size
             && rows.len() > size as usize

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use financing_domain::CommandId;
 use financing_event_store::{
-    EVENTS_APPENDED_CHANNEL, MIGRATOR, Outbox, Published, RecordedEvent, StoreError, UPDATED_TABLES,
+    EVENTS_APPENDED_CHANNEL, MIGRATOR, Outbox, PgEventStore, Published, RecordedEvent, StoreError,
+    UPDATED_TABLES,
 };
 use financing_messaging::{
     KafkaConfig, Publish, PublishError, Publisher, Record, Topics, WireForm, partition_for,
@@ -152,6 +153,10 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
             UPDATED_TABLES,
             self.shutdown.clone(),
         ));
+        let backlog = tokio::spawn(watch_backlog(
+            PgEventStore::new(self.pool.clone()),
+            self.shutdown.clone(),
+        ));
         let mut wakeups = until_ok("listening for commits", &self.shutdown, || async {
             let mut listener = PgListener::connect_with(&self.pool).await?;
             listener.listen(EVENTS_APPENDED_CHANNEL).await?;
@@ -205,6 +210,7 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
         }
         topics.abort();
         upkeep.abort();
+        backlog.abort();
         tracing::info!("relayer stopped");
     }
 
@@ -230,14 +236,6 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
                 return Ok(published);
             };
             let (events, outcomes) = (claim.events(), claim.outcomes());
-            // How long the oldest event still to publish has waited: the outbox's lag.
-            let waited = events.first().map_or(0.0, |oldest| {
-                (chrono::Utc::now() - oldest.recorded_at)
-                    .num_milliseconds()
-                    .max(0) as f64
-                    / 1e3
-            });
-            metrics::gauge!("financing_outbox_lag_seconds").set(waited);
             let full = events.len().max(outcomes.len()) >= self.config.batch_size as usize;
             // Sent in position order through an idempotent producer, each aggregate to its own
             // partition: one aggregate's events reach it in order.
@@ -432,6 +430,34 @@ fn publishable(events: &[RecordedEvent], acknowledged: &[bool]) -> Vec<i64> {
             (*ok && !failed.contains(&event.aggregate_id)).then_some(event.global_position)
         })
         .collect()
+}
+
+/// How often the outbox's backlog is read for the metrics.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Every few seconds until shutdown, the events not published yet and how long the oldest has
+/// waited (`financing_outbox_unpublished`, `financing_outbox_lag_seconds`), whichever relayer
+/// publishes them and whatever partitions are held back.
+async fn watch_backlog(store: PgEventStore, shutdown: CancellationToken) {
+    loop {
+        match store.backlog().await {
+            Ok(backlog) => {
+                let waited = backlog.oldest_unpublished.map_or(0.0, |oldest| {
+                    (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1e3
+                });
+                metrics::gauge!("financing_outbox_unpublished")
+                    .set(backlog.unpublished_events as f64);
+                metrics::gauge!("financing_outbox_lag_seconds").set(waited);
+            }
+            Err(error) => {
+                tracing::debug!(error = %Chain(&error), "cannot read the outbox's backlog");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(BACKLOG_EVERY) => {}
+        }
+    }
 }
 
 #[cfg(test)]
