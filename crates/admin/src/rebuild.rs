@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use financing_domain::{Aggregate, Event, EventEnvelope, Investor, Invoice, Issuer};
+use financing_domain::{Aggregate, Investor, Invoice, Issuer};
 use financing_event_store::{EventStore, PgEventStore, RecordedEvent};
 use financing_read_model::{Behind, Projected, ProjectionError, ReadModel};
 use futures::{StreamExt, TryStreamExt};
@@ -83,7 +83,7 @@ pub async fn run(
         .await
         .context("cannot read the event store")?;
     rebuild
-        .fill_all(recent.iter().map(|(kind, id)| (kind.as_str(), *id, 0)))
+        .fill_all(recent.iter().map(|(kind, id)| (kind.as_str(), *id, None)))
         .await?;
     let mut last = usize::MAX;
     for _ in 0..ROUNDS {
@@ -233,25 +233,26 @@ impl Rebuild<'_> {
     async fn catch_up(&self, behind: &[Behind]) -> anyhow::Result<()> {
         let views = behind.iter().map(|view| {
             let at = u64::try_from(view.rebuilt).unwrap_or_default();
-            (view.aggregate_type.as_str(), view.aggregate_id, at)
+            (view.aggregate_type.as_str(), view.aggregate_id, Some(at))
         });
         self.fill_all(views).await
     }
 
-    /// [`Rebuild::fill`] for each, several at a time; `at` 0: from the rebuilt view's version.
+    /// [`Rebuild::fill`] for each, several at a time, after the version given (`None`: the
+    /// rebuilt view's version).
     async fn fill_all<'v>(
         &self,
-        views: impl Iterator<Item = (&'v str, Uuid, u64)>,
+        views: impl Iterator<Item = (&'v str, Uuid, Option<u64>)>,
     ) -> anyhow::Result<()> {
         futures::stream::iter(views)
             .map(|(aggregate_type, id, at)| async move {
                 let at = match at {
-                    0 => self
+                    Some(at) => at,
+                    None => self
                         .rebuilt
                         .view_version(aggregate_type, id)
                         .await?
                         .unwrap_or(0),
-                    at => at,
                 };
                 self.fill(aggregate_type, id, at).await
             })
@@ -289,16 +290,8 @@ impl Rebuild<'_> {
     /// The event applied to the rebuilt views; `None` if it cannot be read or contradicts its
     /// view (the view is then recorded as stuck).
     async fn project(&self, recorded: &RecordedEvent) -> anyhow::Result<Option<Projected>> {
-        let decoded = Event::decode(
-            &recorded.aggregate_type,
-            &recorded.event_type,
-            recorded.payload.clone(),
-        );
-        let envelope = match decoded {
-            Ok(event) => EventEnvelope {
-                meta: recorded.meta(),
-                event,
-            },
+        let envelope = match recorded.envelope() {
+            Ok(envelope) => envelope,
             Err(error) => {
                 let at = recorded.version - 1;
                 self.stuck(recorded, at, &format!("cannot be read: {error}"))

@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use financing_domain::{CommandId, EventMeta};
+use financing_domain::{CommandId, DecodeError, Event, EventEnvelope, EventMeta};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -53,6 +53,18 @@ impl RecordedEvent {
             causation_id: self.metadata.causation_id,
             recorded_at: self.recorded_at,
         }
+    }
+}
+
+impl RecordedEvent {
+    /// The domain event with its metadata, as the relayer publishes it; an error if this
+    /// version of the domain cannot read it.
+    pub fn envelope(&self) -> Result<EventEnvelope, DecodeError> {
+        let event = Event::decode(&self.aggregate_type, &self.event_type, self.payload.clone())?;
+        Ok(EventEnvelope {
+            meta: self.meta(),
+            event,
+        })
     }
 }
 

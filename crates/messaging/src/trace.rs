@@ -7,6 +7,9 @@
 use rdkafka::Message;
 use uuid::Uuid;
 
+use crate::headers;
+use crate::wire::header;
+
 /// The W3C trace context header, on Kafka messages and on gRPC requests.
 pub const TRACEPARENT: &str = "traceparent";
 
@@ -46,16 +49,10 @@ pub fn correlation_of_traceparent(value: &str) -> Option<Uuid> {
 /// The correlation id a received message carries: from its `traceparent`, or else its
 /// `correlation-id` header.
 pub fn correlation_of(message: &impl Message) -> Option<Uuid> {
-    let text = |name: &str| {
-        message
-            .headers()
-            .and_then(|headers| rdkafka::message::Headers::iter(headers).find(|h| h.key == name))
-            .and_then(|header| header.value)
-            .and_then(|value| std::str::from_utf8(value).ok())
-    };
-    text(TRACEPARENT)
+    header(message, TRACEPARENT)
+        .ok()
         .and_then(correlation_of_traceparent)
-        .or_else(|| text(crate::headers::CORRELATION_ID)?.parse().ok())
+        .or_else(|| header(message, headers::CORRELATION_ID).ok()?.parse().ok())
 }
 
 #[cfg(test)]

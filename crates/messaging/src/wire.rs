@@ -83,7 +83,10 @@ pub enum Undecodable {
     Payload(#[from] financing_domain::DecodeError),
 }
 
-fn header<'m>(message: &'m impl Message, name: &'static str) -> Result<&'m str, Undecodable> {
+pub(crate) fn header<'m>(
+    message: &'m impl Message,
+    name: &'static str,
+) -> Result<&'m str, Undecodable> {
     let value = message
         .headers()
         .and_then(|all| all.iter().find(|header| header.key == name))

@@ -4,7 +4,6 @@
 //! from the event store and applied first, in order. A view never waits for the bus to bring
 //! them again, and one the event store cannot repair is logged loudly and recorded as stuck.
 
-use financing_domain::Event;
 use financing_event_store::{EventStore, StoreError};
 use financing_messaging::EventEnvelope;
 use financing_read_model::{Projected, ProjectionError};
@@ -43,16 +42,8 @@ impl Projector {
             return self.stuck(event, at, &reason).await;
         }
         for recorded in missing {
-            let decoded = Event::decode(
-                &recorded.aggregate_type,
-                &recorded.event_type,
-                recorded.payload.clone(),
-            );
-            let filler = match decoded {
-                Ok(filler) => EventEnvelope {
-                    meta: recorded.meta(),
-                    event: filler,
-                },
+            let filler = match recorded.envelope() {
+                Ok(filler) => filler,
                 Err(error) => return self.stuck(event, at, &error.to_string()).await,
             };
             match self.read_model.project(&filler).await {

@@ -2,7 +2,7 @@
 //! the event store. One the event store cannot fill is recorded as stuck, loudly.
 
 use financing_domain::{
-    Aggregate, CommandId, Event, Investor, InvestorCommand, InvestorId, InvoiceId, Money,
+    Aggregate, CommandId, Investor, InvestorCommand, InvestorId, InvoiceId, Money,
 };
 use financing_event_store::{CommandMeta, EventStore, MIGRATOR, PgEventStore, Repository};
 use financing_messaging::{EventEnvelope, KafkaConfig, Publisher, WireForm};
@@ -86,17 +86,7 @@ impl Setup {
             .load_events(Investor::TYPE, id.into(), version - 1)
             .await
             .unwrap();
-        let recorded = &stored[0];
-        let event = Event::decode(
-            &recorded.aggregate_type,
-            &recorded.event_type,
-            recorded.payload.clone(),
-        )
-        .unwrap();
-        EventEnvelope {
-            meta: recorded.meta(),
-            event,
-        }
+        stored[0].envelope().unwrap()
     }
 
     async fn publish(&self, message: &EventEnvelope) {

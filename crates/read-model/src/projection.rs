@@ -163,16 +163,10 @@ impl ReadModel {
 
     /// The version the event's aggregate has in its view (0: none yet).
     async fn version_of(&self, message: &EventEnvelope) -> Result<u64, sqlx::Error> {
-        let query = match message.event {
-            Event::Issuer(_) => "SELECT version FROM issuers WHERE id = $1",
-            Event::Investor(_) => "SELECT version FROM investors WHERE id = $1",
-            Event::Invoice(_) => "SELECT version FROM invoices WHERE id = $1",
-        };
-        let version: Option<i64> = sqlx::query_scalar(query)
-            .bind(message.meta.aggregate_id)
-            .fetch_optional(&self.pool)
+        let version = self
+            .view_version(message.event.aggregate_type(), message.meta.aggregate_id)
             .await?;
-        Ok(version.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
+        Ok(version.unwrap_or(0))
     }
 }
 
