@@ -310,6 +310,12 @@ async fn a_reaction_whose_aggregate_cannot_be_read_is_parked_and_goes_through_on
             integration_record(&registration),
         )
         .await;
+    // The two topics are consumed independently: a bid decided before the registration would
+    // rightly be rejected.
+    let registered = ["InvestorCreated", "InvestorFundsAdded"];
+    setup
+        .await_events(&pool, investor_id.as_uuid(), &registered)
+        .await;
     let bid = CommandMessage {
         command_id: CommandId::new_random(),
         correlation_id: Uuid::new_v4(),
@@ -320,11 +326,7 @@ async fn a_reaction_whose_aggregate_cannot_be_read_is_parked_and_goes_through_on
         },
     };
     setup.publish(&topics.commands, bid.record()).await;
-    let placed = [
-        "InvestorCreated",
-        "InvestorFundsAdded",
-        "BidOnInvoicePlaced",
-    ];
+    let placed = [&registered[..], &["BidOnInvoicePlaced"]].concat();
     setup
         .await_events(&pool, investor_id.as_uuid(), &placed)
         .await;
