@@ -5,7 +5,8 @@ use uuid::Uuid;
 
 use crate::message::Message;
 use crate::{
-    InvestorCommand, InvestorId, InvoiceCommand, InvoiceId, IssuerCommand, IssuerId, Money,
+    Aggregate, Investor, InvestorCommand, InvestorId, Invoice, InvoiceCommand, InvoiceId, Issuer,
+    IssuerCommand, IssuerId, Money,
 };
 
 /// A command addressed to one aggregate, ready for its `decide`.
@@ -14,6 +15,17 @@ pub enum Command {
     Issuer(IssuerId, IssuerCommand),
     Investor(InvestorId, InvestorCommand),
     Invoice(InvoiceId, InvoiceCommand),
+}
+
+impl Command {
+    /// The stream the command is decided on: its aggregate's type and id.
+    pub fn stream(&self) -> (&'static str, Uuid) {
+        match self {
+            Command::Issuer(id, _) => (Issuer::TYPE, id.as_uuid()),
+            Command::Investor(id, _) => (Investor::TYPE, id.as_uuid()),
+            Command::Invoice(id, _) => (Invoice::TYPE, id.as_uuid()),
+        }
+    }
 }
 
 /// A client's request as it travels on the `financing.commands` topic, already checked for

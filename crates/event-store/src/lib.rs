@@ -20,8 +20,8 @@ pub use parking::{Parked, Parking, Received};
 pub use postgres::{MIGRATOR, PgEventStore};
 pub use repository::{CommandMeta, Loaded, Repository};
 pub use store::{
-    Append, EventMetadata, EventStore, NewEvent, Outcome, RecordedEvent, Snapshot, StoreError,
-    Stream,
+    Append, Decided, EventMetadata, EventStore, NewEvent, Outcome, RecordedEvent, Rejected,
+    Snapshot, StoreError, Stream,
 };
 
 /// The tables whose rows are updated or deleted (publication marks, snapshots, parked messages):

@@ -7,14 +7,16 @@ use chrono::Utc;
 use financing_domain::CommandId;
 use uuid::Uuid;
 
-use crate::store::{Append, EventStore, Outcome, RecordedEvent, Snapshot, StoreError, Stream};
+use crate::store::{
+    Append, Decided, EventStore, Outcome, RecordedEvent, Rejected, Snapshot, StoreError, Stream,
+};
 
 #[derive(Debug, Default)]
 pub struct InMemoryEventStore {
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct State {
     events: Vec<RecordedEvent>,
     versions: HashMap<(&'static str, Uuid), u64>,
@@ -59,6 +61,17 @@ impl EventStore for InMemoryEventStore {
         Ok(Stream { snapshot, events })
     }
 
+    async fn load_streams(
+        &self,
+        aggregates: &[(&'static str, Uuid)],
+    ) -> Result<Vec<Stream>, StoreError> {
+        let mut streams = Vec::with_capacity(aggregates.len());
+        for &(aggregate_type, aggregate_id) in aggregates {
+            streams.push(self.load_stream(aggregate_type, aggregate_id).await?);
+        }
+        Ok(streams)
+    }
+
     async fn load_events(
         &self,
         aggregate_type: &'static str,
@@ -76,12 +89,50 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn append(&self, append: Append) -> Result<(), StoreError> {
+        self.lock().append(append)
+    }
+
+    /// Applied to a copy of the state, which replaces it only if every write fits.
+    async fn write_all(&self, decided: Vec<Decided>) -> Result<(), StoreError> {
         let mut state = self.lock();
-        if state.outcomes.contains_key(&append.command_id) {
+        let mut draft = state.clone();
+        for write in decided {
+            match write {
+                Decided::Applied(append) => draft.append(append)?,
+                Decided::Rejected(rejected) => draft.reject(rejected)?,
+            }
+        }
+        *state = draft;
+        Ok(())
+    }
+
+    async fn record_rejection(
+        &self,
+        command_id: CommandId,
+        aggregate_type: &'static str,
+        aggregate_id: Uuid,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.lock().reject(Rejected {
+            command_id,
+            aggregate_type,
+            aggregate_id,
+            reason: reason.to_owned(),
+        })
+    }
+
+    async fn outcome(&self, command_id: CommandId) -> Result<Option<Outcome>, StoreError> {
+        Ok(self.lock().outcomes.get(&command_id).cloned())
+    }
+}
+
+impl State {
+    fn append(&mut self, append: Append) -> Result<(), StoreError> {
+        if self.outcomes.contains_key(&append.command_id) {
             return Err(StoreError::AlreadyProcessed(append.command_id));
         }
         let stream = (append.aggregate_type, append.aggregate_id);
-        let current = state.versions.get(&stream).copied().unwrap_or(0);
+        let current = self.versions.get(&stream).copied().unwrap_or(0);
         if current != append.expected_version {
             return Err(StoreError::Conflict {
                 aggregate_id: append.aggregate_id,
@@ -91,8 +142,8 @@ impl EventStore for InMemoryEventStore {
         let mut version = current;
         for event in append.events {
             version += 1;
-            let global_position = state.events.len() as i64 + 1;
-            state.events.push(RecordedEvent {
+            let global_position = self.events.len() as i64 + 1;
+            self.events.push(RecordedEvent {
                 global_position,
                 aggregate_type: append.aggregate_type.to_owned(),
                 aggregate_id: append.aggregate_id,
@@ -104,33 +155,21 @@ impl EventStore for InMemoryEventStore {
                 recorded_at: Utc::now(),
             });
         }
-        state.versions.insert(stream, version);
-        state.outcomes.insert(append.command_id, Outcome::Applied);
+        self.versions.insert(stream, version);
+        self.outcomes.insert(append.command_id, Outcome::Applied);
         if let Some(snapshot) = append.snapshot {
-            state.snapshots.insert(stream, snapshot);
+            self.snapshots.insert(stream, snapshot);
         }
         Ok(())
     }
 
-    async fn record_rejection(
-        &self,
-        command_id: CommandId,
-        _aggregate_type: &'static str,
-        _aggregate_id: Uuid,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        let mut state = self.lock();
-        if state.outcomes.contains_key(&command_id) {
-            return Err(StoreError::AlreadyProcessed(command_id));
+    fn reject(&mut self, rejected: Rejected) -> Result<(), StoreError> {
+        if self.outcomes.contains_key(&rejected.command_id) {
+            return Err(StoreError::AlreadyProcessed(rejected.command_id));
         }
-        let reason = reason.to_owned();
-        state
-            .outcomes
-            .insert(command_id, Outcome::Rejected { reason });
+        let reason = rejected.reason;
+        self.outcomes
+            .insert(rejected.command_id, Outcome::Rejected { reason });
         Ok(())
-    }
-
-    async fn outcome(&self, command_id: CommandId) -> Result<Option<Outcome>, StoreError> {
-        Ok(self.lock().outcomes.get(&command_id).cloned())
     }
 }

@@ -1,5 +1,6 @@
-//! The event store in Postgres. Each append is one transaction: the command id, the events
-//! (a clash on `(aggregate_id, version)` is a [`StoreError::Conflict`]) and the snapshot.
+//! The event store in Postgres. Each append is one statement: the command id, the events (a
+//! clash on `(aggregate_id, version)` is a [`StoreError::Conflict`]) and the snapshot; a batch
+//! of commands' effects is the same statement for them all, in one transaction.
 
 use chrono::{DateTime, Utc};
 use financing_domain::CommandId;
@@ -9,7 +10,8 @@ use sqlx::{FromRow, PgPool, Row};
 use uuid::Uuid;
 
 use crate::store::{
-    Append, EventMetadata, EventStore, Outcome, RecordedEvent, Snapshot, StoreError, Stream,
+    Append, Decided, EventMetadata, EventStore, Outcome, RecordedEvent, Snapshot, StoreError,
+    Stream,
 };
 
 /// The event store's schema, as versioned migration files run at start-up.
@@ -107,31 +109,45 @@ fn from_db(version: i64) -> u64 {
 }
 
 impl EventStore for PgEventStore {
-    /// One round trip: a row per event after the snapshot (the snapshot's columns filled on the
-    /// first only), or a single row of snapshot or nothing.
     async fn load_stream(
         &self,
         aggregate_type: &'static str,
         aggregate_id: Uuid,
     ) -> Result<Stream, StoreError> {
+        let mut streams = self.load_streams(&[(aggregate_type, aggregate_id)]).await?;
+        Ok(streams.pop().unwrap_or_default())
+    }
+
+    /// One round trip for them all: per aggregate, a row per event after its snapshot (the
+    /// snapshot's columns filled on the first only), or a single row of snapshot or nothing.
+    async fn load_streams(
+        &self,
+        aggregates: &[(&'static str, Uuid)],
+    ) -> Result<Vec<Stream>, StoreError> {
+        let (types, ids): (Vec<&str>, Vec<Uuid>) = aggregates.iter().copied().unzip();
         let rows = sqlx::query(concat!(
-            "SELECT s.version AS snapshot_version, ",
+            "SELECT a.n, s.version AS snapshot_version, ",
             "CASE WHEN e.version IS NULL OR e.version = COALESCE(s.version, 0) + 1 ",
             "THEN s.state END AS snapshot_state, e.* ",
-            "FROM (SELECT 1) AS one ",
-            "LEFT JOIN snapshots s ON s.aggregate_type = $1 AND s.aggregate_id = $2 ",
+            "FROM UNNEST($1::text[], $2::uuid[]) WITH ORDINALITY AS a (kind, id, n) ",
+            "LEFT JOIN snapshots s ON s.aggregate_type = a.kind AND s.aggregate_id = a.id ",
             "LEFT JOIN LATERAL (SELECT ",
             event_columns!(),
-            " FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ",
+            " FROM events WHERE aggregate_type = a.kind AND aggregate_id = a.id ",
             "AND version > COALESCE(s.version, 0)) e ON true ",
-            "ORDER BY e.version"
+            "ORDER BY a.n, e.version"
         ))
-        .bind(aggregate_type)
-        .bind(aggregate_id)
+        .bind(types)
+        .bind(ids)
         .fetch_all(&self.pool)
         .await?;
-        let mut stream = Stream::default();
+        let mut streams = vec![Stream::default(); aggregates.len()];
         for row in rows {
+            let n: i64 = row.try_get("n")?;
+            let stream = usize::try_from(n - 1)
+                .ok()
+                .and_then(|index| streams.get_mut(index))
+                .ok_or_else(|| StoreError::Corrupt(format!("no aggregate number {n} was asked")))?;
             let version: Option<i64> = row.try_get("snapshot_version")?;
             let state: Option<Value> = row.try_get("snapshot_state")?;
             if let (Some(version), Some(state)) = (version, state) {
@@ -144,7 +160,7 @@ impl EventStore for PgEventStore {
                 stream.events.push(EventRow::from_row(&row)?.into());
             }
         }
-        Ok(stream)
+        Ok(streams)
     }
 
     async fn load_events(
@@ -167,61 +183,30 @@ impl EventStore for PgEventStore {
         Ok(rows.into_iter().map(RecordedEvent::from).collect())
     }
 
-    /// One statement, so one round trip and atomic on its own: the command id as processed,
-    /// then, only if it was new, the events and the snapshot.
+    /// One statement, so one round trip and atomic on its own.
     async fn append(&self, append: Append) -> Result<(), StoreError> {
-        let events = &append.events;
-        let versions: Vec<i64> = (1..=events.len() as u64)
-            .map(|n| to_db(append.expected_version + n))
-            .collect();
-        let column = |f: fn(&crate::NewEvent) -> Uuid| events.iter().map(f).collect::<Vec<_>>();
-        let snapshot = append.snapshot.as_ref();
-        let new = sqlx::query_scalar::<_, bool>(
-            "WITH processed AS ( \
-                 INSERT INTO processed_commands (command_id, aggregate_type, aggregate_id, outcome) \
-                 VALUES ($1, $2, $3, 'applied') ON CONFLICT (command_id) DO NOTHING \
-                 RETURNING command_id), \
-             appended AS ( \
-                 INSERT INTO events (aggregate_type, aggregate_id, version, event_type, \
-                     schema_version, payload, event_id, command_id, correlation_id, causation_id) \
-                 SELECT $2, $3, e.* FROM UNNEST($4::bigint[], $5::text[], $6::int[], \
-                     $7::jsonb[], $8::uuid[], $9::uuid[], $10::uuid[], $11::uuid[]) AS e \
-                 WHERE EXISTS (SELECT 1 FROM processed)), \
-             snapshot AS ( \
-                 INSERT INTO snapshots (aggregate_id, aggregate_type, version, state) \
-                 SELECT $3, $2, $12, $13 WHERE $12::bigint IS NOT NULL \
-                     AND EXISTS (SELECT 1 FROM processed) \
-                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
-                 SET version = EXCLUDED.version, state = EXCLUDED.state, taken_at = now() \
-                 WHERE snapshots.version < EXCLUDED.version) \
-             SELECT EXISTS (SELECT 1 FROM processed)",
-        )
-        .bind(append.command_id.as_uuid())
-        .bind(append.aggregate_type)
-        .bind(append.aggregate_id)
-        .bind(versions)
-        .bind(events.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
-        .bind(column(|e| e.metadata.event_id))
-        .bind(column(|e| e.metadata.command_id.as_uuid()))
-        .bind(column(|e| e.metadata.correlation_id))
-        .bind(column(|e| e.metadata.causation_id))
-        .bind(snapshot.map(|s| to_db(s.version)))
-        .bind(snapshot.map(|s| &s.state))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|error| match error {
-            // Only the events' (aggregate, version) can clash: the processed id does nothing.
-            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict {
-                aggregate_id: append.aggregate_id,
-                expected_version: append.expected_version,
-            },
-            other => StoreError::from(other),
-        })?;
-        if !new {
-            return Err(StoreError::AlreadyProcessed(append.command_id));
+        let command_id = append.command_id;
+        let processed = write(&self.pool, &[Decided::Applied(append)]).await?;
+        if processed.is_empty() {
+            return Err(StoreError::AlreadyProcessed(command_id));
         }
+        Ok(())
+    }
+
+    /// The statement [`PgEventStore::append`] uses, for them all, in a transaction rolled back
+    /// if a command id was known.
+    async fn write_all(&self, decided: Vec<Decided>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let processed = write(&mut *tx, &decided).await?;
+        if let Some(known) = decided
+            .iter()
+            .map(Decided::command_id)
+            .find(|id| !processed.contains(&id.as_uuid()))
+        {
+            tx.rollback().await?;
+            return Err(StoreError::AlreadyProcessed(known));
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -262,5 +247,171 @@ impl EventStore for PgEventStore {
             (other, _) => Err(StoreError::Corrupt(format!("unknown outcome {other:?}"))),
         })
         .transpose()
+    }
+}
+
+/// Writes commands' effects in one statement: every command id as processed, then, only if
+/// every one of them was new, the events (in the order given) and each aggregate's latest
+/// snapshot. The ids that were new; a clash on an aggregate's version is a
+/// [`StoreError::Conflict`] (on the first aggregate appended to, when there are several).
+async fn write<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    decided: &[Decided],
+) -> Result<Vec<Uuid>, StoreError> {
+    let mut commands = Commands::default();
+    let mut events = Events::default();
+    let mut snapshots: Vec<(&'static str, Uuid, &Snapshot)> = Vec::new();
+    for write in decided {
+        match write {
+            Decided::Applied(append) => {
+                commands.push(
+                    append.command_id,
+                    append.aggregate_type,
+                    append.aggregate_id,
+                );
+                commands.outcomes.push("applied");
+                commands.reasons.push(None);
+                events.push(append);
+                if let Some(snapshot) = &append.snapshot {
+                    // The latest of an aggregate's only: a row cannot be upserted twice.
+                    snapshots.retain(|(kind, id, _)| {
+                        (*kind, *id) != (append.aggregate_type, append.aggregate_id)
+                    });
+                    snapshots.push((append.aggregate_type, append.aggregate_id, snapshot));
+                }
+            }
+            Decided::Rejected(rejected) => {
+                commands.push(
+                    rejected.command_id,
+                    rejected.aggregate_type,
+                    rejected.aggregate_id,
+                );
+                commands.outcomes.push("rejected");
+                commands.reasons.push(Some(&rejected.reason));
+            }
+        }
+    }
+    let conflict = decided.iter().find_map(|write| match write {
+        Decided::Applied(append) => Some(StoreError::Conflict {
+            aggregate_id: append.aggregate_id,
+            expected_version: append.expected_version,
+        }),
+        Decided::Rejected(_) => None,
+    });
+    let all = i64::try_from(decided.len()).unwrap_or(i64::MAX);
+    sqlx::query_scalar::<_, Vec<Uuid>>(
+        "WITH processed AS ( \
+             INSERT INTO processed_commands (command_id, aggregate_type, aggregate_id, outcome, \
+                 reason) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[]) \
+             ON CONFLICT (command_id) DO NOTHING \
+             RETURNING command_id), \
+         appended AS ( \
+             INSERT INTO events (aggregate_type, aggregate_id, version, event_type, \
+                 schema_version, payload, event_id, command_id, correlation_id, causation_id) \
+             SELECT * FROM UNNEST($6::text[], $7::uuid[], $8::bigint[], $9::text[], $10::int[], \
+                 $11::jsonb[], $12::uuid[], $13::uuid[], $14::uuid[], $15::uuid[]) \
+             WHERE (SELECT count(*) FROM processed) = $20), \
+         snapshot AS ( \
+             INSERT INTO snapshots (aggregate_type, aggregate_id, version, state) \
+             SELECT * FROM UNNEST($16::text[], $17::uuid[], $18::bigint[], $19::jsonb[]) \
+             WHERE (SELECT count(*) FROM processed) = $20 \
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
+             SET version = EXCLUDED.version, state = EXCLUDED.state, taken_at = now() \
+             WHERE snapshots.version < EXCLUDED.version) \
+         SELECT COALESCE(array_agg(command_id), '{}') FROM processed",
+    )
+    .bind(commands.ids)
+    .bind(commands.types)
+    .bind(commands.aggregates)
+    .bind(commands.outcomes)
+    .bind(commands.reasons)
+    .bind(events.types)
+    .bind(events.aggregates)
+    .bind(events.versions)
+    .bind(events.event_types)
+    .bind(events.schema_versions)
+    .bind(events.payloads)
+    .bind(events.event_ids)
+    .bind(events.command_ids)
+    .bind(events.correlation_ids)
+    .bind(events.causation_ids)
+    .bind(
+        snapshots
+            .iter()
+            .map(|(kind, _, _)| *kind)
+            .collect::<Vec<_>>(),
+    )
+    .bind(snapshots.iter().map(|(_, id, _)| *id).collect::<Vec<_>>())
+    .bind(
+        snapshots
+            .iter()
+            .map(|(_, _, s)| to_db(s.version))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        snapshots
+            .iter()
+            .map(|(_, _, s)| &s.state)
+            .collect::<Vec<_>>(),
+    )
+    .bind(all)
+    .fetch_one(executor)
+    .await
+    .map_err(|error| match (error, conflict) {
+        // Only the events' (aggregate, version) can clash: a known command id does nothing.
+        (sqlx::Error::Database(db), Some(conflict)) if db.is_unique_violation() => conflict,
+        (other, _) => StoreError::from(other),
+    })
+}
+
+/// The processed_commands rows of a write, column by column.
+#[derive(Default)]
+struct Commands<'a> {
+    ids: Vec<Uuid>,
+    types: Vec<&'static str>,
+    aggregates: Vec<Uuid>,
+    outcomes: Vec<&'static str>,
+    reasons: Vec<Option<&'a str>>,
+}
+
+impl Commands<'_> {
+    fn push(&mut self, command_id: CommandId, aggregate_type: &'static str, aggregate_id: Uuid) {
+        self.ids.push(command_id.as_uuid());
+        self.types.push(aggregate_type);
+        self.aggregates.push(aggregate_id);
+    }
+}
+
+/// The events rows of a write, column by column.
+#[derive(Default)]
+struct Events<'a> {
+    types: Vec<&'static str>,
+    aggregates: Vec<Uuid>,
+    versions: Vec<i64>,
+    event_types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<&'a Value>,
+    event_ids: Vec<Uuid>,
+    command_ids: Vec<Uuid>,
+    correlation_ids: Vec<Uuid>,
+    causation_ids: Vec<Uuid>,
+}
+
+impl<'a> Events<'a> {
+    /// An append's events, numbered from the version after the one it expected.
+    fn push(&mut self, append: &'a Append) {
+        for (event, version) in append.events.iter().zip(append.expected_version + 1..) {
+            self.types.push(append.aggregate_type);
+            self.aggregates.push(append.aggregate_id);
+            self.versions.push(to_db(version));
+            self.event_types.push(&event.event_type);
+            self.schema_versions.push(event.schema_version);
+            self.payloads.push(&event.payload);
+            self.event_ids.push(event.metadata.event_id);
+            self.command_ids.push(event.metadata.command_id.as_uuid());
+            self.correlation_ids.push(event.metadata.correlation_id);
+            self.causation_ids.push(event.metadata.causation_id);
+        }
     }
 }

@@ -4,7 +4,7 @@
 use financing_domain::{Aggregate, CommandId, Message};
 use uuid::Uuid;
 
-use crate::store::{Append, EventMetadata, EventStore, NewEvent, Snapshot, StoreError};
+use crate::store::{Append, EventMetadata, EventStore, NewEvent, Snapshot, StoreError, Stream};
 
 /// The schema version written with every event today; an upcaster would key on it.
 const SCHEMA_VERSION: i32 = 1;
@@ -46,8 +46,18 @@ impl<S: EventStore> Repository<S> {
     }
 
     pub async fn load<A: Aggregate>(&self, id: A::Id) -> Result<Loaded<A>, StoreError> {
+        let stream = self.store.load_stream(A::TYPE, id.into()).await?;
+        self.fold(id, stream).await
+    }
+
+    /// The aggregate's state from its stream as loaded ([`EventStore::load_streams`] loads
+    /// several at once).
+    pub async fn fold<A: Aggregate>(
+        &self,
+        id: A::Id,
+        stream: Stream,
+    ) -> Result<Loaded<A>, StoreError> {
         let aggregate_id: Uuid = id.into();
-        let stream = self.store.load_stream(A::TYPE, aggregate_id).await?;
         let (mut state, mut version, events) = match stream.snapshot {
             Some(snapshot) => match serde_json::from_value::<A>(snapshot.state) {
                 Ok(state) => (state, snapshot.version, stream.events),
@@ -85,23 +95,38 @@ impl<S: EventStore> Repository<S> {
         events: &[A::Event],
         meta: CommandMeta,
     ) -> Result<(), StoreError> {
-        let new_version = loaded.version + events.len() as u64;
-        let snapshot = if new_version / self.snapshot_every > loaded.version / self.snapshot_every {
-            let mut state = loaded.state.clone();
-            for event in events {
-                // `decide` produced them on this state: failing here is a bug in the domain.
-                state
-                    .apply(event)
-                    .map_err(|e| StoreError::Corrupt(format!("a decided event: {e}")))?;
-            }
-            Some(Snapshot {
-                version: new_version,
-                state: serde_json::to_value(&state)
-                    .map_err(|e| StoreError::Corrupt(format!("a snapshot: {e}")))?,
-            })
-        } else {
-            None
-        };
+        let append = self.advance(&mut loaded.clone(), events, meta)?;
+        self.store.append(append).await
+    }
+
+    /// Moves `loaded` past `events`, decided on it as the effect of the command in `meta`, and
+    /// returns the append that stores them (with a snapshot when it crosses a multiple of
+    /// `snapshot_every`).
+    pub fn advance<A: Aggregate>(
+        &self,
+        loaded: &mut Loaded<A>,
+        events: &[A::Event],
+        meta: CommandMeta,
+    ) -> Result<Append, StoreError> {
+        let expected_version = loaded.version;
+        for event in events {
+            // `decide` produced them on this state: failing here is a bug in the domain.
+            loaded
+                .state
+                .apply(event)
+                .map_err(|e| StoreError::Corrupt(format!("a decided event: {e}")))?;
+        }
+        loaded.version += events.len() as u64;
+        let snapshot =
+            if loaded.version / self.snapshot_every > expected_version / self.snapshot_every {
+                Some(Snapshot {
+                    version: loaded.version,
+                    state: serde_json::to_value(&loaded.state)
+                        .map_err(|e| StoreError::Corrupt(format!("a snapshot: {e}")))?,
+                })
+            } else {
+                None
+            };
         let events = events
             .iter()
             .map(|event| NewEvent {
@@ -116,15 +141,13 @@ impl<S: EventStore> Repository<S> {
                 },
             })
             .collect();
-        self.store
-            .append(Append {
-                aggregate_type: A::TYPE,
-                aggregate_id: loaded.id.into(),
-                expected_version: loaded.version,
-                command_id: meta.command_id,
-                events,
-                snapshot,
-            })
-            .await
+        Ok(Append {
+            aggregate_type: A::TYPE,
+            aggregate_id: loaded.id.into(),
+            expected_version,
+            command_id: meta.command_id,
+            events,
+            snapshot,
+        })
     }
 }

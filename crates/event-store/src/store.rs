@@ -96,11 +96,46 @@ pub struct Append {
     pub snapshot: Option<Snapshot>,
 }
 
+/// A command the domain refused, to record as its outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub command_id: CommandId,
+    pub aggregate_type: &'static str,
+    pub aggregate_id: Uuid,
+    pub reason: String,
+}
+
+/// One command's effect, in a batch written at once ([`EventStore::write_all`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decided {
+    Applied(Append),
+    Rejected(Rejected),
+}
+
+impl Decided {
+    pub fn command_id(&self) -> CommandId {
+        match self {
+            Decided::Applied(append) => append.command_id,
+            Decided::Rejected(rejected) => rejected.command_id,
+        }
+    }
+}
+
 /// What became of a processed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Applied,
     Rejected { reason: String },
+}
+
+impl Outcome {
+    /// Its name in metrics and logs: `applied` or `rejected`.
+    pub fn result(&self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Rejected { .. } => "rejected",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +180,12 @@ pub trait EventStore: Send + Sync {
         aggregate_id: Uuid,
     ) -> impl Future<Output = Result<Stream, StoreError>> + Send;
 
+    /// The streams of several aggregates (type and id), in the order asked.
+    fn load_streams(
+        &self,
+        aggregates: &[(&'static str, Uuid)],
+    ) -> impl Future<Output = Result<Vec<Stream>, StoreError>> + Send;
+
     /// The aggregate's events after `after_version`, in version order.
     fn load_events(
         &self,
@@ -156,6 +197,14 @@ pub trait EventStore: Send + Sync {
     /// Appends atomically. [`StoreError::Conflict`] if the aggregate is past
     /// `expected_version`; [`StoreError::AlreadyProcessed`] if the command id is known.
     fn append(&self, append: Append) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes the effects of several commands, in order (one aggregate's appends follow each
+    /// other's versions), all or nothing: [`StoreError::Conflict`] if an aggregate is past the
+    /// version an append expected; [`StoreError::AlreadyProcessed`] if a command id is known.
+    fn write_all(
+        &self,
+        decided: Vec<Decided>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Records that a command was rejected; [`StoreError::AlreadyProcessed`] if it is known.
     fn record_rejection(
@@ -183,6 +232,13 @@ impl<S: EventStore> EventStore for &S {
         (**self).load_stream(aggregate_type, aggregate_id)
     }
 
+    fn load_streams(
+        &self,
+        aggregates: &[(&'static str, Uuid)],
+    ) -> impl Future<Output = Result<Vec<Stream>, StoreError>> + Send {
+        (**self).load_streams(aggregates)
+    }
+
     fn load_events(
         &self,
         aggregate_type: &'static str,
@@ -194,6 +250,13 @@ impl<S: EventStore> EventStore for &S {
 
     fn append(&self, append: Append) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).append(append)
+    }
+
+    fn write_all(
+        &self,
+        decided: Vec<Decided>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).write_all(decided)
     }
 
     fn record_rejection(

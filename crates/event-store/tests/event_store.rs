@@ -9,9 +9,9 @@ use financing_domain::{
     Issuer, IssuerCommand, IssuerId, Message, Money,
 };
 use financing_event_store::{
-    Append, CommandMeta, EVENTS_APPENDED_CHANNEL, EventMetadata, EventStore, InMemoryEventStore,
-    NewEvent, Outbox, Outcome, Parking, PgEventStore, Received, Repository, StoreError,
-    UPDATED_TABLES,
+    Append, CommandMeta, Decided, EVENTS_APPENDED_CHANNEL, EventMetadata, EventStore,
+    InMemoryEventStore, Loaded, NewEvent, Outbox, Outcome, Parking, PgEventStore, Received,
+    Rejected, Repository, StoreError, UPDATED_TABLES,
 };
 use financing_runtime::postgres::vacuum_if_autovacuum_off;
 use financing_testkit::wait_until;
@@ -314,6 +314,109 @@ async fn aggregates_of_two_types_sharing_an_id_are_two_streams<S: EventStore>(st
     assert_eq!((invoice.version, invoice.state.status()), (0, None));
 }
 
+/// The append a command makes on the investor's state as `loaded` left it, which it advances.
+fn advanced(
+    repo: &Repository<impl EventStore>,
+    loaded: &mut Loaded<Investor>,
+    command: InvestorCommand,
+) -> Decided {
+    let events = loaded
+        .state
+        .decide(loaded.id, &command)
+        .expect("the command is valid");
+    Decided::Applied(repo.advance(loaded, &events, meta()).unwrap())
+}
+
+async fn a_batch_is_written_in_order_and_loads_back_with_each_stream<S: EventStore>(store: S) {
+    // Given two investors, and a snapshot at every append
+    let repo = Repository::new(store, 1);
+    let (ada, bob) = (register(&repo, 100).await, register(&repo, 50).await);
+    let mut ada_now = repo.load::<Investor>(ada).await.unwrap();
+    let mut bob_now = repo.load::<Investor>(bob).await.unwrap();
+
+    // When a batch bids twice for Ada (two snapshots of one aggregate), is refused for Bob
+    // and bids once for him
+    let refused = CommandId::new_random();
+    let batch = vec![
+        advanced(&repo, &mut ada_now, bid(10)),
+        advanced(&repo, &mut ada_now, bid(20)),
+        Decided::Rejected(Rejected {
+            command_id: refused,
+            aggregate_type: Investor::TYPE,
+            aggregate_id: bob.as_uuid(),
+            reason: "insufficient balance".into(),
+        }),
+        advanced(&repo, &mut bob_now, bid(5)),
+    ];
+    repo.store().write_all(batch).await.unwrap();
+
+    // Then each stream holds its events in order, the states are as decided (from the latest
+    // snapshots), the refusal is recorded, and one load reads both streams in the order asked
+    assert_eq!(repo.load::<Investor>(ada).await.unwrap(), ada_now);
+    assert_eq!(repo.load::<Investor>(bob).await.unwrap(), bob_now);
+    assert_eq!(
+        (ada_now.version, ada_now.state.reserved()),
+        (4, Money::units(30))
+    );
+    let reason = "insufficient balance".to_owned();
+    assert_eq!(
+        repo.store().outcome(refused).await.unwrap(),
+        Some(Outcome::Rejected { reason })
+    );
+    let history = repo.store().load_events(Investor::TYPE, ada.as_uuid(), 0);
+    let versions: Vec<u64> = history.await.unwrap().iter().map(|e| e.version).collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+    let streams = [
+        (Investor::TYPE, bob.as_uuid()),
+        (Investor::TYPE, ada.as_uuid()),
+    ];
+    let loaded = repo.store().load_streams(&streams).await.unwrap();
+    let snapshots: Vec<Option<u64>> = loaded
+        .iter()
+        .map(|stream| stream.snapshot.as_ref().map(|s| s.version))
+        .collect();
+    assert_eq!(snapshots, [Some(3), Some(4)]);
+    assert!(loaded.iter().all(|stream| stream.events.is_empty()));
+}
+
+async fn a_batch_with_a_conflict_or_a_known_command_writes_nothing<S: EventStore>(store: S) {
+    // Given two investors, and a batch decided on their states
+    let repo = Repository::new(store, 50);
+    let ada = register(&repo, 100).await;
+    let bob = register(&repo, 100).await;
+    let mut ada_then = repo.load::<Investor>(ada).await.unwrap();
+    let mut bob_then = repo.load::<Investor>(bob).await.unwrap();
+    let first = advanced(&repo, &mut bob_then, bid(10));
+    let stale = advanced(&repo, &mut ada_then, bid(10));
+
+    // When another writer bids for Ada first, the batch conflicts and writes nothing
+    execute(&repo, ada, bid(1), meta()).await.unwrap();
+    let written = repo.store().write_all(vec![first.clone(), stale]).await;
+    assert!(
+        matches!(written, Err(StoreError::Conflict { .. })),
+        "{written:?}"
+    );
+    let registered = 2;
+    assert_eq!(
+        repo.load::<Investor>(bob).await.unwrap().version,
+        registered
+    );
+
+    // When a batch holds a command processed before, it writes nothing either
+    repo.store().write_all(vec![first.clone()]).await.unwrap();
+    let mut bob_now = repo.load::<Investor>(bob).await.unwrap();
+    let next = advanced(&repo, &mut bob_now, bid(10));
+    let again = repo.store().write_all(vec![next, first.clone()]).await;
+    assert!(
+        matches!(again, Err(StoreError::AlreadyProcessed(id)) if id == first.command_id()),
+        "{again:?}"
+    );
+    assert_eq!(
+        repo.load::<Investor>(bob).await.unwrap().version,
+        registered + 1
+    );
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod in_memory {
@@ -346,6 +449,8 @@ contract!(
     a_duplicate_command_id_writes_nothing,
     aggregates_of_two_types_sharing_an_id_are_two_streams,
     a_stream_holding_an_impossible_event_does_not_load,
+    a_batch_is_written_in_order_and_loads_back_with_each_stream,
+    a_batch_with_a_conflict_or_a_known_command_writes_nothing,
 );
 
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
