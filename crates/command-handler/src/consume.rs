@@ -6,7 +6,7 @@
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use financing_domain::saga::{self, Reaction};
+use financing_domain::saga;
 use financing_event_store::{Parked, Received, StoreError};
 use financing_messaging::{
     CommandMessage, EventEnvelope, HandleMessage, PublishError, Undecodable, WireForm, headers,
@@ -20,12 +20,11 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMess
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{CommandHandler, Origin};
+use crate::{CommandHandler, Job, Origin};
 
 /// What a message asks for.
 enum Work {
-    Client(CommandMessage),
-    React(Reaction, Origin),
+    Do(Job),
     Nothing,
 }
 
@@ -55,6 +54,35 @@ impl HandleMessage for CommandHandler {
             Handled::Done => Ok(()),
             Handled::Park(reason) => self.park(message, &reason).await,
             Handled::SetAside(reason) => self.dead_letter(message, &reason).await,
+        }
+    }
+
+    /// What every message asks, decided together and written in one transaction. A message
+    /// that cannot be read, and any trouble writing, leave them all to `handle`: one at a time,
+    /// each with its own retries, parking or dead letter.
+    async fn handle_all(&self, messages: &[BorrowedMessage<'_>]) -> bool {
+        let mut jobs = Vec::with_capacity(messages.len());
+        for message in messages {
+            match self.work(message) {
+                Ok(Work::Do(job)) => jobs.push(job),
+                Ok(Work::Nothing) => {}
+                Err(_) => return false,
+            }
+        }
+        if jobs.is_empty() {
+            return true;
+        }
+        match self.executor.execute_all(jobs).await {
+            Ok(_) => {
+                metrics::counter!("financing_batches_total", "result" => "written").increment(1);
+                true
+            }
+            Err(error) => {
+                metrics::counter!("financing_batches_total", "result" => "one_at_a_time")
+                    .increment(1);
+                tracing::debug!(error = %Chain(&error), "a batch is handled one message at a time");
+                false
+            }
         }
     }
 
@@ -115,8 +143,8 @@ impl CommandHandler {
         };
         let outcome = match work {
             Work::Nothing => return Ok(Handled::Done),
-            Work::Client(command) => self.executor.client_command(command).await,
-            Work::React(reaction, origin) => self.executor.react(&reaction, origin).await,
+            Work::Do(Job::Client(command)) => self.executor.client_command(command).await,
+            Work::Do(Job::React(reaction, origin)) => self.executor.react(&reaction, origin).await,
         };
         let from_a_client = message.topic() == self.topics.commands;
         match outcome {
@@ -136,7 +164,7 @@ impl CommandHandler {
     fn work(&self, message: &impl Message) -> Result<Work, Undecodable> {
         let topic = message.topic();
         if topic == self.topics.commands {
-            Ok(Work::Client(CommandMessage::decode(message)?))
+            Ok(Work::Do(Job::Client(CommandMessage::decode(message)?)))
         } else if topic == self.topics.registering_events {
             let reaction = saga::on_integration_event(&integration_event(message)?);
             // An integration event starts a chain of its own.
@@ -145,15 +173,18 @@ impl CommandHandler {
                 correlation_id: chain,
                 causation_id: chain,
             };
-            Ok(Work::React(reaction, origin))
+            Ok(Work::Do(Job::React(reaction, origin)))
         } else {
             let EventEnvelope { meta, event } = EventEnvelope::decode(message)?;
             let origin = Origin {
                 correlation_id: meta.correlation_id,
                 causation_id: meta.event_id,
             };
-            Ok(saga::on_event(meta.position(), &event)
-                .map_or(Work::Nothing, |reaction| Work::React(reaction, origin)))
+            Ok(
+                saga::on_event(meta.position(), &event).map_or(Work::Nothing, |reaction| {
+                    Work::Do(Job::React(reaction, origin))
+                }),
+            )
         }
     }
 

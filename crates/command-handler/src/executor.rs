@@ -2,15 +2,23 @@
 //! reloading on a version conflict a bounded number of times. A rejection is recorded as the
 //! command's outcome; a command id seen before changes nothing and reports its first outcome.
 //! Issuers found registered are remembered: issuers are never removed.
+//!
+//! Or many commands at once ([`Executor::execute_all`]): every aggregate they touch loaded in
+//! one query, the commands decided one after the other in memory (each on the state the ones
+//! before it left), and all their effects written in one transaction, all or nothing.
 
-use std::collections::HashSet;
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use financing_domain::saga::{Issued, Reaction};
 use financing_domain::{
     Aggregate, ClientCommand, Command, CommandId, Investor, Invoice, Issuer, IssuerId,
 };
-use financing_event_store::{CommandMeta, EventStore, Outcome, Repository, StoreError};
+use financing_event_store::{
+    CommandMeta, Decided, EventStore, Loaded, Outcome, Rejected, Repository, StoreError, Stream,
+};
 use financing_messaging::CommandMessage;
 use uuid::Uuid;
 
@@ -19,6 +27,13 @@ use uuid::Uuid;
 pub struct Origin {
     pub correlation_id: Uuid,
     pub causation_id: Uuid,
+}
+
+/// What one message asks of the executor.
+#[derive(Debug, Clone)]
+pub enum Job {
+    Client(CommandMessage),
+    React(Reaction, Origin),
 }
 
 pub struct Executor<S> {
@@ -46,6 +61,12 @@ impl<S: EventStore> Executor<S> {
     /// A client command from `financing.commands`. Selling needs the issuer: it is looked up
     /// first.
     pub async fn client_command(&self, message: CommandMessage) -> Result<Outcome, StoreError> {
+        let (issued, origin) = self.issue(message).await?;
+        self.execute(&issued, origin).await
+    }
+
+    /// The command a client's message asks for, and its chain.
+    async fn issue(&self, message: CommandMessage) -> Result<(Issued, Origin), StoreError> {
         let issuer_registered = match &message.command {
             ClientCommand::SellInvoice { issuer_id, .. } => self.is_registered(*issuer_id).await?,
             _ => false,
@@ -58,7 +79,7 @@ impl<S: EventStore> Executor<S> {
             correlation_id: message.correlation_id,
             causation_id: message.command_id.as_uuid(),
         };
-        self.execute(&issued, origin).await
+        Ok((issued, origin))
     }
 
     /// Whether the issuer is registered. A yes cannot go stale (issuers are never removed), so
@@ -92,6 +113,127 @@ impl<S: EventStore> Executor<S> {
         Ok(outcome)
     }
 
+    /// Carries out every job as [`Executor::client_command`] and [`Executor::react`] would one
+    /// after the other, in one read and one transaction: each job's outcome. Any error (another
+    /// writer got to an aggregate first, a command id was processed before, an outage) leaves
+    /// the store as it was; the jobs can then be carried out one at a time.
+    pub async fn execute_all(&self, jobs: Vec<Job>) -> Result<Vec<Outcome>, StoreError> {
+        let started = Instant::now();
+        let mut planned = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            planned.push(match job {
+                Job::Client(message) => {
+                    let (issued, origin) = self.issue(message).await?;
+                    (issued, None, origin)
+                }
+                Job::React(reaction, origin) => (reaction.command, reaction.compensation, origin),
+            });
+        }
+        let mut streams: Vec<(&'static str, Uuid)> = Vec::new();
+        for (command, compensation, _) in &planned {
+            for issued in std::iter::once(command).chain(compensation) {
+                let stream = issued.command.stream();
+                if !streams.contains(&stream) {
+                    streams.push(stream);
+                }
+            }
+        }
+        let loaded = self.repository.store().load_streams(&streams).await?;
+        let mut batch = Batch {
+            streams: streams.into_iter().zip(loaded).collect(),
+            ..Batch::default()
+        };
+        let mut outcomes = Vec::with_capacity(planned.len());
+        for (command, compensation, origin) in &planned {
+            let outcome = self.decide_in(&mut batch, command, *origin).await?;
+            if let (Outcome::Rejected { .. }, Some(compensation)) = (&outcome, compensation) {
+                self.decide_in(&mut batch, compensation, *origin).await?;
+            }
+            outcomes.push(outcome);
+        }
+        let decided = batch.decided.len();
+        self.repository.store().write_all(batch.decided).await?;
+        for (aggregate, result) in batch.tally {
+            metrics::counter!("financing_commands_decided_total", "aggregate" => aggregate, "outcome" => result)
+                .increment(1);
+        }
+        metrics::histogram!("financing_batch_seconds").record(started.elapsed().as_secs_f64());
+        tracing::debug!(jobs = outcomes.len(), decided, "a batch written");
+        Ok(outcomes)
+    }
+
+    /// Decides a command of the batch on the state the ones before it left.
+    async fn decide_in(
+        &self,
+        batch: &mut Batch,
+        issued: &Issued,
+        origin: Origin,
+    ) -> Result<Outcome, StoreError> {
+        if let Some(outcome) = batch.outcomes.get(&issued.id) {
+            // The same command twice in the batch: it is processed once.
+            return Ok(outcome.clone());
+        }
+        let meta = CommandMeta {
+            command_id: issued.id,
+            correlation_id: origin.correlation_id,
+            causation_id: origin.causation_id,
+        };
+        let outcome = match &issued.command {
+            Command::Issuer(id, command) => {
+                self.decide_one::<Issuer>(batch, *id, command, meta).await
+            }
+            Command::Investor(id, command) => {
+                self.decide_one::<Investor>(batch, *id, command, meta).await
+            }
+            Command::Invoice(id, command) => {
+                self.decide_one::<Invoice>(batch, *id, command, meta).await
+            }
+        }?;
+        batch.outcomes.insert(issued.id, outcome.clone());
+        Ok(outcome)
+    }
+
+    async fn decide_one<A: Aggregate>(
+        &self,
+        batch: &mut Batch,
+        id: A::Id,
+        command: &A::Command,
+        meta: CommandMeta,
+    ) -> Result<Outcome, StoreError> {
+        let key = (A::TYPE, id.into());
+        if !batch.states.contains_key(&key) {
+            let stream = batch.streams.remove(&key).unwrap_or_default();
+            let loaded = self.repository.fold::<A>(id, stream).await?;
+            batch.states.insert(key, Box::new(loaded));
+        }
+        let loaded = batch
+            .states
+            .get_mut(&key)
+            .and_then(|state| state.downcast_mut::<Loaded<A>>())
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("{} {} kept as another type", A::TYPE, key.1))
+            })?;
+        let (decided, outcome) = match loaded.state.decide(id, command) {
+            Ok(events) => {
+                let append = self.repository.advance(loaded, &events, meta)?;
+                (Decided::Applied(append), Outcome::Applied)
+            }
+            Err(rejection) => {
+                let reason = rejection.to_string();
+                let rejected = Rejected {
+                    command_id: meta.command_id,
+                    aggregate_type: A::TYPE,
+                    aggregate_id: key.1,
+                    reason: reason.clone(),
+                };
+                (Decided::Rejected(rejected), Outcome::Rejected { reason })
+            }
+        };
+        batch.decided.push(decided);
+        batch.tally.push((A::TYPE, outcome.result()));
+        Ok(outcome)
+    }
+
     pub async fn execute(&self, issued: &Issued, origin: Origin) -> Result<Outcome, StoreError> {
         match &issued.command {
             Command::Issuer(id, command) => {
@@ -121,11 +263,7 @@ impl<S: EventStore> Executor<S> {
         };
         let started = std::time::Instant::now();
         let outcome = self.decide::<A>(id, command, command_id, meta).await;
-        let result = match &outcome {
-            Ok(Outcome::Applied) => "applied",
-            Ok(Outcome::Rejected { .. }) => "rejected",
-            Err(_) => "error",
-        };
+        let result = outcome.as_ref().map_or("error", Outcome::result);
         metrics::counter!("financing_commands_decided_total", "aggregate" => A::TYPE, "outcome" => result)
             .increment(1);
         metrics::histogram!("financing_decide_seconds", "aggregate" => A::TYPE)
@@ -187,4 +325,17 @@ impl<S: EventStore> Executor<S> {
             }
         }
     }
+}
+
+/// Commands of a batch decided so far, and the states they left.
+#[derive(Default)]
+struct Batch {
+    /// The streams loaded, until their aggregate's state is first needed.
+    streams: HashMap<(&'static str, Uuid), Stream>,
+    /// Each aggregate's `Loaded<A>`, as the commands decided so far left it.
+    states: HashMap<(&'static str, Uuid), Box<dyn Any + Send>>,
+    decided: Vec<Decided>,
+    outcomes: HashMap<CommandId, Outcome>,
+    /// Per command decided: its aggregate's type and its outcome, for the metrics.
+    tally: Vec<(&'static str, &'static str)>,
 }

@@ -19,7 +19,7 @@ use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::connect_until_ready;
 use tokio_util::sync::CancellationToken;
 
-pub use executor::{Executor, Origin};
+pub use executor::{Executor, Job, Origin};
 
 #[derive(Debug, Clone)]
 pub struct HandlerConfig {

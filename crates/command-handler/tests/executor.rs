@@ -3,14 +3,15 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use financing_command_handler::{Executor, Origin};
+use financing_command_handler::{Executor, Job, Origin};
 use financing_domain::saga::{self, EventPosition, Issued};
 use financing_domain::{
     Aggregate, ClientCommand, Command, CommandId, Event, IntegrationEvent, Investor,
     InvestorCommand, InvestorEvent, InvestorId, Invoice, InvoiceId, InvoiceStatus, IssuerId, Money,
 };
 use financing_event_store::{
-    Append, EventStore, InMemoryEventStore, Outcome, RecordedEvent, Repository, StoreError, Stream,
+    Append, Decided, EventStore, InMemoryEventStore, Outcome, RecordedEvent, Repository,
+    StoreError, Stream,
 };
 use financing_messaging::CommandMessage;
 use proptest::prelude::*;
@@ -207,6 +208,90 @@ async fn a_bid_on_a_missing_invoice_gives_the_funds_back_once() {
     );
 }
 
+#[tokio::test]
+async fn a_batch_decides_each_command_on_the_state_the_ones_before_it_left() {
+    // Given an investor with 100
+    let store = InMemoryEventStore::new();
+    let executor = executor(&store);
+    let investor_id = register_investor(&executor, 100).await;
+    let bid = |units| {
+        client(ClientCommand::BidOnInvoice {
+            investor_id,
+            invoice_id: InvoiceId::new_random(),
+            bid: Money::units(units),
+        })
+    };
+
+    // When one batch bids 60 twice (the same message delivered twice among them)
+    let first = bid(60);
+    let jobs = vec![
+        Job::Client(first.clone()),
+        Job::Client(first),
+        Job::Client(bid(60)),
+    ];
+    let outcomes = executor.execute_all(jobs).await.unwrap();
+
+    // Then the first applies once, and the second is decided on the 40 left
+    let refused = Outcome::Rejected {
+        reason: "insufficient balance: bid 60.00 but balance is 40.00".into(),
+    };
+    assert_eq!(outcomes, [Outcome::Applied, Outcome::Applied, refused]);
+    let placed = store.recorded().last().cloned().unwrap();
+    assert_eq!(placed.event_type, "BidOnInvoicePlaced");
+    assert_eq!(
+        investor_state(&store, investor_id).reserved(),
+        Money::units(60)
+    );
+
+    // When the saga's reaction to it (the invoice does not exist) comes in a batch
+    let (position, event) = decoded(&placed);
+    let reaction = saga::on_event(position, &event).unwrap();
+    let outcomes = executor
+        .execute_all(vec![Job::React(reaction, origin())])
+        .await
+        .unwrap();
+
+    // Then it is refused and its compensation gives the funds back in the same batch
+    assert!(
+        matches!(outcomes[..], [Outcome::Rejected { .. }]),
+        "{outcomes:?}"
+    );
+    let investor = investor_state(&store, investor_id);
+    assert_eq!(
+        (investor.balance(), investor.reserved()),
+        (Money::units(100), Money::ZERO)
+    );
+}
+
+#[tokio::test]
+async fn a_batch_holding_a_command_processed_before_writes_nothing() {
+    // Given a bid already carried out
+    let store = InMemoryEventStore::new();
+    let executor = executor(&store);
+    let investor_id = register_investor(&executor, 100).await;
+    let bid = |units| {
+        client(ClientCommand::BidOnInvoice {
+            investor_id,
+            invoice_id: InvoiceId::new_random(),
+            bid: Money::units(units),
+        })
+    };
+    let done = bid(10);
+    executor.client_command(done.clone()).await.unwrap();
+    let before = store.recorded().len();
+
+    // When a batch holds a new bid and that one again
+    let jobs = vec![Job::Client(bid(20)), Job::Client(done.clone())];
+    let written = executor.execute_all(jobs).await;
+
+    // Then nothing of it is written: the consumer carries them out one at a time instead
+    assert!(
+        matches!(written, Err(StoreError::AlreadyProcessed(id)) if id == done.command_id),
+        "{written:?}"
+    );
+    assert_eq!(store.recorded().len(), before);
+}
+
 /// How another writer races ours in a [`Racing`] store.
 enum Race {
     /// It appends to the aggregate just before our first append.
@@ -233,6 +318,13 @@ impl EventStore for Racing<'_> {
         self.inner.load_stream(kind, id).await
     }
 
+    async fn load_streams(
+        &self,
+        aggregates: &[(&'static str, Uuid)],
+    ) -> Result<Vec<Stream>, StoreError> {
+        self.inner.load_streams(aggregates).await
+    }
+
     async fn load_events(
         &self,
         kind: &'static str,
@@ -240,6 +332,10 @@ impl EventStore for Racing<'_> {
         after: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.inner.load_events(kind, id, after).await
+    }
+
+    async fn write_all(&self, decided: Vec<Decided>) -> Result<(), StoreError> {
+        self.inner.write_all(decided).await
     }
 
     async fn append(&self, append: Append) -> Result<(), StoreError> {
@@ -365,9 +461,29 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Carries out the jobs one at a time, or as the consumer does: all at once, and one at a time
+/// if that fails.
+async fn carry_out(executor: &Executor<&InMemoryEventStore>, jobs: Vec<Job>, batched: bool) {
+    if batched && executor.execute_all(jobs.clone()).await.is_ok() {
+        return;
+    }
+    for job in jobs {
+        let outcome = match job {
+            Job::Client(message) => executor.client_command(message).await,
+            Job::React(reaction, origin) => executor.react(&reaction, origin).await,
+        };
+        outcome.unwrap();
+    }
+}
+
 /// Runs `ops` with the saga, delivering every command and event as often as `deliveries`
-/// says, and returns the investors' and invoices' final states.
-async fn run_scenario(ops: &[Op], deliveries: &[usize]) -> (Vec<Investor>, Vec<Invoice>) {
+/// says (each command's deliveries together, then each round of the saga's reactions
+/// together, in batches if `batched`), and returns the investors' and invoices' final states.
+async fn run_scenario(
+    ops: &[Op],
+    deliveries: &[usize],
+    batched: bool,
+) -> (Vec<Investor>, Vec<Invoice>) {
     let mut deliveries = deliveries.iter().copied().cycle();
     let store = InMemoryEventStore::new();
     let executor = executor(&store);
@@ -387,12 +503,14 @@ async fn run_scenario(ops: &[Op], deliveries: &[usize]) -> (Vec<Investor>, Vec<I
                 balance: Money::units(50),
             }),
     );
+    let mut jobs = Vec::new();
     for registration in &registrations {
         for _ in 0..deliveries.next().unwrap() {
             let reaction = saga::on_integration_event(registration);
-            executor.react(&reaction, origin()).await.unwrap();
+            jobs.push(Job::React(reaction, origin()));
         }
     }
+    carry_out(&executor, jobs, batched).await;
     let mut delivered = 0;
     for op in ops {
         let message = client(match *op {
@@ -417,18 +535,22 @@ async fn run_scenario(ops: &[Op], deliveries: &[usize]) -> (Vec<Investor>, Vec<I
                 invoice_id: invoice(n),
             },
         });
-        for _ in 0..deliveries.next().unwrap() {
-            executor.client_command(message.clone()).await.unwrap();
-        }
+        let copies = deliveries.next().unwrap();
+        let jobs = vec![Job::Client(message); copies];
+        carry_out(&executor, jobs, batched).await;
         // The saga runs every event published so far, each delivered as often as told.
         while delivered < store.recorded().len() {
-            let (position, event) = decoded(&store.recorded()[delivered]);
-            delivered += 1;
-            if let Some(reaction) = saga::on_event(position, &event) {
-                for _ in 0..deliveries.next().unwrap() {
-                    executor.react(&reaction, origin()).await.unwrap();
+            let mut jobs = Vec::new();
+            for recorded in &store.recorded()[delivered..] {
+                let (position, event) = decoded(recorded);
+                delivered += 1;
+                if let Some(reaction) = saga::on_event(position, &event) {
+                    for _ in 0..deliveries.next().unwrap() {
+                        jobs.push(Job::React(reaction.clone(), origin()));
+                    }
                 }
             }
+            carry_out(&executor, jobs, batched).await;
         }
     }
     let repository = Repository::new(&store, 3);
@@ -446,17 +568,19 @@ async fn run_scenario(ops: &[Op], deliveries: &[usize]) -> (Vec<Investor>, Vec<I
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Every client command and every event is delivered one to three times: the outcome is
-    /// exactly that of delivering everything once, and the money stays whole: what is reserved
-    /// is the price of the financed invoices, what is committed that of the approved ones.
+    /// Every client command and every event is delivered one to three times, carried out one
+    /// at a time or in batches: the outcome is exactly that of delivering everything once, one
+    /// at a time, and the money stays whole: what is reserved is the price of the financed
+    /// invoices, what is committed that of the approved ones.
     #[test]
-    fn redeliveries_change_nothing_and_money_stays_whole(
+    fn redeliveries_and_batches_change_nothing_and_money_stays_whole(
         ops in proptest::collection::vec(op(), 1..40),
         deliveries in proptest::collection::vec(1..=3usize, 64),
+        batched in any::<bool>(),
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let (investors, invoices) = runtime.block_on(run_scenario(&ops, &deliveries));
-        let (once_investors, once_invoices) = runtime.block_on(run_scenario(&ops, &[1]));
+        let (investors, invoices) = runtime.block_on(run_scenario(&ops, &deliveries, batched));
+        let (once_investors, once_invoices) = runtime.block_on(run_scenario(&ops, &[1], false));
         prop_assert_eq!(&investors, &once_investors);
         prop_assert_eq!(&invoices, &once_invoices);
 

@@ -1,5 +1,6 @@
 //! The consumer loop every component shares. It takes the messages the consumer has ready (up
-//! to [`MOST_AT_ONCE`]) and handles those of different keys concurrently, those of one key (one
+//! to [`MOST_AT_ONCE`]) and offers them to the handler all at once; if it does not take them
+//! that way, it handles those of different keys concurrently, those of one key (one
 //! aggregate) one after the other, in order. Each is retried through outages (never skipped);
 //! offsets are stored only once the messages before them in their partition are handled too,
 //! and the stored offsets are committed when shutdown stops the loop. A message that makes the
@@ -34,6 +35,15 @@ pub trait HandleMessage: Sync {
         &self,
         message: &BorrowedMessage<'_>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Handles several messages at once (what the consumer had ready; one key's in order), all
+    /// or none: `true` once every one is handled. `false` (the default) leaves every one of
+    /// them to [`HandleMessage::handle`], one at a time, so nothing of theirs may have been
+    /// done.
+    fn handle_all(&self, messages: &[BorrowedMessage<'_>]) -> impl Future<Output = bool> + Send {
+        let _ = messages;
+        async { false }
+    }
 
     /// Sets aside a message that can never be handled, with the reason: on the dead-letter
     /// topic, with whatever its sender is owed. The loop calls it for a message whose handling
@@ -86,7 +96,18 @@ pub(crate) async fn consume<H: HandleMessage>(
                 Some(Err(_)) | None => break,
             }
         }
-        let handled = handle_by_key(handler, &messages, shutdown).await;
+        // A batch that panics is handled one message at a time: each panic is then caught
+        // with its message.
+        let all_at_once = messages.len() > 1
+            && AssertUnwindSafe(handler.handle_all(&messages))
+                .catch_unwind()
+                .await
+                .unwrap_or(false);
+        let handled = if all_at_once {
+            vec![true; messages.len()]
+        } else {
+            handle_by_key(handler, &messages, shutdown).await
+        };
         let mut stopped: HashSet<(&str, i32)> = HashSet::new();
         for (message, handled) in messages.iter().zip(handled) {
             let partition = (message.topic(), message.partition());
