@@ -62,6 +62,31 @@ macro_rules! event_columns {
 }
 pub(crate) use event_columns;
 
+/// What a stream load selects: the snapshot's version and state (the state on the first row
+/// only), then the event's columns.
+macro_rules! snapshot_and_events {
+    () => {
+        "s.version AS snapshot_version, \
+         CASE WHEN e.version IS NULL OR e.version = COALESCE(s.version, 0) + 1 \
+         THEN s.state END AS snapshot_state, e.*"
+    };
+}
+
+/// Each aggregate `a` (`kind`, `id`) joined to its latest snapshot `s` and the events `e` after
+/// it. Lateral joins: an index lookup per aggregate, whatever the planner guesses of `a`.
+macro_rules! stream_joins {
+    () => {
+        concat!(
+            "LEFT JOIN LATERAL (SELECT version, state FROM snapshots ",
+            "WHERE aggregate_type = a.kind AND aggregate_id = a.id) s ON true ",
+            "LEFT JOIN LATERAL (SELECT ",
+            event_columns!(),
+            " FROM events WHERE aggregate_type = a.kind AND aggregate_id = a.id ",
+            "AND version > COALESCE(s.version, 0)) e ON true"
+        )
+    };
+}
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct EventRow {
     global_position: i64,
@@ -99,6 +124,22 @@ impl From<EventRow> for RecordedEvent {
     }
 }
 
+/// Adds a row of a stream load to the stream: its snapshot, its event, or neither.
+fn add_row(stream: &mut Stream, row: &sqlx::postgres::PgRow) -> Result<(), StoreError> {
+    let version: Option<i64> = row.try_get("snapshot_version")?;
+    let state: Option<Value> = row.try_get("snapshot_state")?;
+    if let (Some(version), Some(state)) = (version, state) {
+        stream.snapshot = Some(Snapshot {
+            version: from_db(version),
+            state,
+        });
+    }
+    if row.try_get::<Option<i64>, _>("global_position")?.is_some() {
+        stream.events.push(EventRow::from_row(row)?.into());
+    }
+    Ok(())
+}
+
 /// Versions are positive BIGINTs in the database.
 fn to_db(version: u64) -> i64 {
     i64::try_from(version).expect("an aggregate version fits in a BIGINT")
@@ -109,13 +150,30 @@ fn from_db(version: i64) -> u64 {
 }
 
 impl EventStore for PgEventStore {
+    /// One round trip: a row per event after the snapshot (the snapshot's columns filled on the
+    /// first only), or a single row of snapshot or nothing. (One aggregate is loaded far more
+    /// often than several: this query costs a third less than `load_streams`' for one.)
     async fn load_stream(
         &self,
         aggregate_type: &'static str,
         aggregate_id: Uuid,
     ) -> Result<Stream, StoreError> {
-        let mut streams = self.load_streams(&[(aggregate_type, aggregate_id)]).await?;
-        Ok(streams.pop().unwrap_or_default())
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            snapshot_and_events!(),
+            " FROM (SELECT $1::text AS kind, $2::uuid AS id) AS a ",
+            stream_joins!(),
+            " ORDER BY e.version"
+        ))
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut stream = Stream::default();
+        for row in rows {
+            add_row(&mut stream, &row)?;
+        }
+        Ok(stream)
     }
 
     /// One round trip for them all: per aggregate, a row per event after its snapshot (the
@@ -126,16 +184,11 @@ impl EventStore for PgEventStore {
     ) -> Result<Vec<Stream>, StoreError> {
         let (types, ids): (Vec<&str>, Vec<Uuid>) = aggregates.iter().copied().unzip();
         let rows = sqlx::query(concat!(
-            "SELECT a.n, s.version AS snapshot_version, ",
-            "CASE WHEN e.version IS NULL OR e.version = COALESCE(s.version, 0) + 1 ",
-            "THEN s.state END AS snapshot_state, e.* ",
-            "FROM UNNEST($1::text[], $2::uuid[]) WITH ORDINALITY AS a (kind, id, n) ",
-            "LEFT JOIN snapshots s ON s.aggregate_type = a.kind AND s.aggregate_id = a.id ",
-            "LEFT JOIN LATERAL (SELECT ",
-            event_columns!(),
-            " FROM events WHERE aggregate_type = a.kind AND aggregate_id = a.id ",
-            "AND version > COALESCE(s.version, 0)) e ON true ",
-            "ORDER BY a.n, e.version"
+            "SELECT a.n, ",
+            snapshot_and_events!(),
+            " FROM UNNEST($1::text[], $2::uuid[]) WITH ORDINALITY AS a (kind, id, n) ",
+            stream_joins!(),
+            " ORDER BY a.n, e.version"
         ))
         .bind(types)
         .bind(ids)
@@ -148,17 +201,7 @@ impl EventStore for PgEventStore {
                 .ok()
                 .and_then(|index| streams.get_mut(index))
                 .ok_or_else(|| StoreError::Corrupt(format!("no aggregate number {n} was asked")))?;
-            let version: Option<i64> = row.try_get("snapshot_version")?;
-            let state: Option<Value> = row.try_get("snapshot_state")?;
-            if let (Some(version), Some(state)) = (version, state) {
-                stream.snapshot = Some(Snapshot {
-                    version: from_db(version),
-                    state,
-                });
-            }
-            if row.try_get::<Option<i64>, _>("global_position")?.is_some() {
-                stream.events.push(EventRow::from_row(&row)?.into());
-            }
+            add_row(stream, &row)?;
         }
         Ok(streams)
     }
