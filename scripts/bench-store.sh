@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The event store's command loop against its yardstick, side by side in one run on the same
-# PostgreSQL: for each client count, pgbench inserting one row per transaction, then the
-# handler's executor in-process (`loadgen in-process`: load, decide, append with the
-# idempotency record, a SellInvoice per command). Each run gets a fresh database, dropped after.
+# The event store's command loop against its yardsticks, side by side in one run on the same
+# PostgreSQL: for each client count, pgbench inserting one row per transaction, cqrs-es 0.5
+# with postgres-es doing the same sale in-process (benches/cqrs-es-peer: load, decide, insert
+# the event), then the handler's executor in-process (`loadgen in-process`: load, decide,
+# append with the idempotency record, a SellInvoice per command), one command at a time and in
+# batches of 64 (as the handler takes what its consumer has ready: one read, one transaction).
+# Each run gets a fresh database, dropped after.
 #
 # Usage: scripts/bench-store.sh [--seconds N] [CLIENTS...]   (default: 10 s; 1 8 32 clients)
 set -euo pipefail
@@ -15,6 +18,10 @@ if (($# == 0)); then set -- 1 8 32; fi
 
 ensure_postgres
 cargo build --release --locked --bin loadgen --quiet
+# The peer has a workspace and a lock file of its own; its build lands in target/ too.
+cargo build --release --locked --quiet --manifest-path benches/cqrs-es-peer/Cargo.toml \
+    --target-dir target/cqrs-es-peer
+peer=target/cqrs-es-peer/release/cqrs-es-peer
 pgbench=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench | tail -1)
 server=postgres://postgres@127.0.0.1:5432
 db=financing_bench_store
@@ -22,6 +29,8 @@ fresh_database() {
     psql -q "$server/postgres" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
 }
 trap 'psql -q "$server/postgres" -c "DROP DATABASE IF EXISTS $db"' EXIT
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 
 insert=$(mktemp)
 echo "INSERT INTO rows (payload) VALUES ('{}');" >"$insert"
@@ -33,16 +42,24 @@ for clients in "$@"; do
     tps=$("$pgbench" -n -c "$clients" -j "$((clients < 2 ? clients : 2))" -T "$seconds" \
         -f "$insert" "$server/$db" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
     fresh_database
-    log "loadgen in-process, $clients tasks, $seconds s"
-    out=$(target/release/loadgen in-process --database-url "$server/$db" \
-        --tasks "$clients" --seconds "$seconds")
+    log "cqrs-es in-process, $clients tasks, $seconds s"
+    out=$("$peer" --database-url "$server/$db" --tasks "$clients" --seconds "$seconds")
     echo "$out"
-    rate=$(sed -n 's/.* \([0-9]*\) commands\/s$/\1/p' <<<"$out" | head -1)
-    results+=("$clients|$(printf '%.0f' "$tps")|$rate")
+    peer_rate=$(sed -n 's/.* \([0-9]*\) commands\/s$/\1/p' <<<"$out")
+    rates=()
+    for batch in 1 64; do
+        fresh_database
+        log "loadgen in-process, $clients tasks, batches of $batch, $seconds s"
+        out=$(target/release/loadgen in-process --database-url "$server/$db" \
+            --tasks "$clients" --batch "$batch" --seconds "$seconds")
+        echo "$out"
+        rates+=("$(sed -n 's/.* \([0-9]*\) commands\/s$/\1/p' <<<"$out" | head -1)")
+    done
+    results+=("$clients|$(printf '%.0f' "$tps")|$peer_rate|${rates[0]}|$(ratio "${rates[0]}" "$peer_rate")|${rates[1]}|$(ratio "${rates[1]}" "$peer_rate")")
 done
 rm -f "$insert"
 
 echo
-echo "| clients | pgbench, one-row INSERT per transaction (tps) | executor in-process (commands/s) |"
-echo "|---|---|---|"
+echo "| clients / tasks | pgbench, one-row INSERT per transaction (tps) | cqrs-es + postgres-es (commands/s) | executor, one at a time (commands/s) | / cqrs-es | executor, batches of 64 (commands/s) | / cqrs-es |"
+echo "|---|---|---|---|---|---|---|"
 for row in "${results[@]}"; do echo "| ${row//|/ | } |"; done

@@ -1,6 +1,7 @@
 //! The command loop in-process, without the broker: the handler's executor on the event store
-//! (load, decide, append with the idempotency record), driven by concurrent tasks. It measures
-//! what the event store and the executor cost per command, the ceiling of the whole pipeline.
+//! (load, decide, append with the idempotency record), driven by concurrent tasks, one command
+//! at a time or in batches as the handler takes what its consumer has ready. It measures what
+//! the event store and the executor cost per command, the ceiling of the whole pipeline.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use financing_command_handler::{Executor, Origin};
+use financing_command_handler::{Executor, Job, Origin};
 use financing_domain::saga::Issued;
 use financing_domain::{
     ClientCommand, Command, CommandId, InvoiceId, IssuerCommand, IssuerId, Money,
@@ -35,6 +36,10 @@ pub struct InProcessArgs {
     /// How long to send commands for.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Commands each task hands the executor at once (`Executor::execute_all`, one read and
+    /// one transaction); 1 is one command at a time (`Executor::client_command`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    batch: u16,
     /// Events between two snapshots, as the handler's `SNAPSHOT_EVERY`.
     #[arg(long, default_value_t = 50)]
     snapshot_every: u64,
@@ -73,7 +78,10 @@ pub async fn run(args: &InProcessArgs) -> anyhow::Result<()> {
     let tasks: Vec<_> = (0..args.tasks)
         .map(|_| {
             let (executor, applied) = (executor.clone(), applied.clone());
-            tokio::spawn(async move { sell_until(&executor, issuer_id, until, &applied).await })
+            let batch = usize::from(args.batch);
+            tokio::spawn(
+                async move { sell_until(&executor, issuer_id, batch, until, &applied).await },
+            )
         })
         .collect();
     let mut latencies = Samples::default();
@@ -84,26 +92,32 @@ pub async fn run(args: &InProcessArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let applied = applied.load(Ordering::Relaxed);
+    let per = if args.batch == 1 {
+        String::new()
+    } else {
+        format!(" in batches of {}", args.batch)
+    };
     println!(
-        "in-process executor, {} tasks, {} s: {applied} commands applied, {:.0} commands/s",
+        "in-process executor, {} tasks{per}, {} s: {applied} commands applied, {:.0} commands/s",
         args.tasks,
         args.seconds,
         applied as f64 / elapsed
     );
-    println!("  per command  {}", latencies.summary());
+    let unit = if args.batch == 1 { "command" } else { "batch" };
+    println!("  per {unit}  {}", latencies.summary());
     Ok(())
 }
 
 async fn sell_until(
     executor: &Executor<PgEventStore>,
     issuer_id: IssuerId,
+    batch: usize,
     until: Instant,
     applied: &AtomicUsize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let mut latencies = Vec::new();
-    while Instant::now() < until {
+    let sale = || {
         let command_id = CommandId::new_random();
-        let message = CommandMessage {
+        CommandMessage {
             command_id,
             correlation_id: command_id.as_uuid(),
             command: ClientCommand::SellInvoice {
@@ -111,14 +125,22 @@ async fn sell_until(
                 issuer_id,
                 asking_price: Money::units(100),
             },
-        };
+        }
+    };
+    let mut latencies = Vec::new();
+    while Instant::now() < until {
         let sent = Instant::now();
-        let outcome = executor.client_command(message).await?;
+        let outcomes = if batch == 1 {
+            vec![executor.client_command(sale()).await?]
+        } else {
+            let jobs = (0..batch).map(|_| Job::Client(sale())).collect();
+            executor.execute_all(jobs).await?
+        };
         latencies.push(sent.elapsed());
-        if outcome != Outcome::Applied {
+        if let Some(outcome) = outcomes.iter().find(|o| **o != Outcome::Applied) {
             bail!("a SellInvoice was not applied: {outcome:?}");
         }
-        applied.fetch_add(1, Ordering::Relaxed);
+        applied.fetch_add(outcomes.len(), Ordering::Relaxed);
     }
     Ok(latencies)
 }
