@@ -5,20 +5,24 @@
 #   - idle CPU and memory of every process (scripts/usage.sh),
 #   - one command at a time: SellInvoice -> InvoiceCreated and BidOnInvoice -> reserved funds
 #     shown (loadgen command-to-event, bid-to-read-model),
-#   - a soak at --rate for --seconds (loadgen soak), with the CPU it costs;
+#   - a soak at --rate for --seconds (loadgen soak), with the CPU it costs (--rate 0: none);
+#   - with --sagas N, N bid sagas a second for --seconds (loadgen sagas), and where a saga's
+#     time went (scripts/hops.sql);
 # then stops it (scripts/down.sh).
 #
-# Usage: scripts/bench.sh [--rate N] [--seconds N] [--samples N] SETTING...
-# A SETTING is environment assignments for up.sh and loadgen, e.g. "KAFKA_PARTITIONS=1" or
-# "BROKER_STORAGE=memory://nisshi/ KAFKA_FETCH_WAIT_MS=100"; "" is the defaults.
+# Usage: scripts/bench.sh [--rate N] [--sagas N] [--seconds N] [--samples N] SETTING...
+# A SETTING is environment assignments for up.sh and loadgen, e.g. "KAFKA_PARTITIONS=1",
+# "BROKER_STORAGE=memory://nisshi/ KAFKA_FETCH_WAIT_MS=100" or "BIN_DIR=/tmp/before" (an
+# earlier build, to compare with); "" is the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-rate=300 seconds=60 samples=200
+rate=300 sagas=0 seconds=60 samples=200
 while [[ "${1:-}" == --* ]]; do
     case "$1" in
         --rate) rate=$2 ;;
+        --sagas) sagas=$2 ;;
         --seconds) seconds=$2 ;;
         --samples) samples=$2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
@@ -54,11 +58,19 @@ for setting in "$@"; do
         scripts/usage.sh 10
         target/release/loadgen --samples "$samples" command-to-event
         target/release/loadgen --samples "$samples" bid-to-read-model
-        echo "-- soak, $rate commands/s for $seconds s; usage over its first $((seconds / 2)) s"
-        scripts/usage.sh $((seconds / 2)) >"$RUN_DIR/usage.out" &
-        target/release/loadgen soak --rate "$rate" --seconds "$seconds" || true
-        wait
-        cat "$RUN_DIR/usage.out"
+        if ((rate > 0)); then
+            echo "-- soak, $rate commands/s for $seconds s; usage over its first $((seconds / 2)) s"
+            scripts/usage.sh $((seconds / 2)) >"$RUN_DIR/usage.out" &
+            target/release/loadgen soak --rate "$rate" --seconds "$seconds" || true
+            wait
+            cat "$RUN_DIR/usage.out"
+        fi
+        if ((sagas > 0)); then
+            echo "-- bid sagas, $sagas a second for $seconds s"
+            target/release/loadgen sagas --rate "$sagas" --seconds "$seconds" || true
+            echo "-- where the sagas' time went (ms)"
+            psql -q "$DATABASE_URL" -f scripts/hops.sql
+        fi
     )
     rm -rf "$RUN_DIR"
 done

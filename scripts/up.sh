@@ -5,7 +5,9 @@
 # prints what to try. Ctrl-C, or scripts/down.sh from another terminal, stops everything
 # gracefully. --detach returns once the system is up.
 #
-# Environment: RUN_DIR (default .run), PROFILE (cargo profile, default release), BROKER_PORT
+# Environment: RUN_DIR (default .run), PROFILE (cargo profile, default release), BIN_DIR
+# (run the binaries in this directory instead of building them, e.g. an earlier build kept to
+# compare with), BROKER_PORT
 # (default 9092), BROKER_STORAGE (default: SQLite in $RUN_DIR; memory://nisshi/ forgets on
 # restart), BROKER_LOG (the broker's log filter, default warn), and every variable the
 # components read (LISTENER_ADDR, QUERIES_ADDR, DATABASE_URL, ...).
@@ -31,9 +33,13 @@ rm -f "$RUN_DIR"/*.pid
 
 ensure_postgres
 install_nisshi
-log "building ($PROFILE)"
-cargo build --profile "$PROFILE" --locked --bins
-BIN="target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
+if [ -n "${BIN_DIR:-}" ]; then
+    BIN=$BIN_DIR
+else
+    log "building ($PROFILE)"
+    cargo build --profile "$PROFILE" --locked --bins
+    BIN="target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
+fi
 # The broker runs in $RUN_DIR: a sqlite:// path is relative to it.
 broker=$(start_broker "${BROKER_STORAGE:-sqlite://nisshi.db}" "$RUN_DIR/logs/broker.log" "$RUN_DIR")
 if [ -n "$broker" ]; then echo "$broker" >"$RUN_DIR/broker.pid"; fi
