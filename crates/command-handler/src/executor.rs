@@ -61,14 +61,24 @@ impl<S: EventStore> Executor<S> {
     /// A client command from `financing.commands`. Selling needs the issuer: it is looked up
     /// first.
     pub async fn client_command(&self, message: CommandMessage) -> Result<Outcome, StoreError> {
-        let (issued, origin) = self.issue(message).await?;
+        let (issued, origin) = self.issue(message, None).await?;
         self.execute(&issued, origin).await
     }
 
-    /// The command a client's message asks for, and its chain.
-    async fn issue(&self, message: CommandMessage) -> Result<(Issued, Origin), StoreError> {
+    /// The command a client's message asks for, and its chain. A sale's issuer is taken as a
+    /// `batch` being decided left it, if it holds the issuer.
+    async fn issue(
+        &self,
+        message: CommandMessage,
+        batch: Option<&Batch>,
+    ) -> Result<(Issued, Origin), StoreError> {
         let issuer_registered = match &message.command {
-            ClientCommand::SellInvoice { issuer_id, .. } => self.is_registered(*issuer_id).await?,
+            ClientCommand::SellInvoice { issuer_id, .. } => {
+                match batch.and_then(|batch| batch.state::<Issuer>(*issuer_id)) {
+                    Some(issuer) => issuer.state.is_registered(),
+                    None => self.is_registered(*issuer_id).await?,
+                }
+            }
             _ => false,
         };
         let issued = Issued {
@@ -119,35 +129,46 @@ impl<S: EventStore> Executor<S> {
     /// the store as it was; the jobs can then be carried out one at a time.
     pub async fn execute_all(&self, jobs: Vec<Job>) -> Result<Vec<Outcome>, StoreError> {
         let started = Instant::now();
-        let mut planned = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            planned.push(match job {
-                Job::Client(message) => {
-                    let (issued, origin) = self.issue(message).await?;
-                    (issued, None, origin)
-                }
-                Job::React(reaction, origin) => (reaction.command, reaction.compensation, origin),
-            });
-        }
         let mut streams: Vec<(&'static str, Uuid)> = Vec::new();
-        for (command, compensation, _) in &planned {
-            for issued in std::iter::once(command).chain(compensation) {
-                let stream = issued.command.stream();
-                if !streams.contains(&stream) {
-                    streams.push(stream);
+        for job in &jobs {
+            let commands = match job {
+                // Whether the issuer is registered does not change the stream.
+                Job::Client(message) => vec![message.command.clone().into_command(false)],
+                Job::React(reaction, _) => std::iter::once(&reaction.command)
+                    .chain(&reaction.compensation)
+                    .map(|issued| issued.command.clone())
+                    .collect(),
+            };
+            for command in commands {
+                if !streams.contains(&command.stream()) {
+                    streams.push(command.stream());
                 }
             }
         }
         let loaded = self.repository.store().load_streams(&streams).await?;
+        if loaded.len() != streams.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} streams loaded for {} asked",
+                loaded.len(),
+                streams.len()
+            )));
+        }
         let mut batch = Batch {
             streams: streams.into_iter().zip(loaded).collect(),
             ..Batch::default()
         };
-        let mut outcomes = Vec::with_capacity(planned.len());
-        for (command, compensation, origin) in &planned {
-            let outcome = self.decide_in(&mut batch, command, *origin).await?;
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let (command, compensation, origin) = match job {
+                Job::Client(message) => {
+                    let (issued, origin) = self.issue(message, Some(&batch)).await?;
+                    (issued, None, origin)
+                }
+                Job::React(reaction, origin) => (reaction.command, reaction.compensation, origin),
+            };
+            let outcome = self.decide_in(&mut batch, &command, origin).await?;
             if let (Outcome::Rejected { .. }, Some(compensation)) = (&outcome, compensation) {
-                self.decide_in(&mut batch, compensation, *origin).await?;
+                self.decide_in(&mut batch, &compensation, origin).await?;
             }
             outcomes.push(outcome);
         }
@@ -202,7 +223,9 @@ impl<S: EventStore> Executor<S> {
     ) -> Result<Outcome, StoreError> {
         let key = (A::TYPE, id.into());
         if !batch.states.contains_key(&key) {
-            let stream = batch.streams.remove(&key).unwrap_or_default();
+            let stream = batch.streams.remove(&key).ok_or_else(|| {
+                StoreError::Corrupt(format!("{} {} was not loaded", A::TYPE, key.1))
+            })?;
             let loaded = self.repository.fold::<A>(id, stream).await?;
             batch.states.insert(key, Box::new(loaded));
         }
@@ -333,9 +356,17 @@ struct Batch {
     /// The streams loaded, until their aggregate's state is first needed.
     streams: HashMap<(&'static str, Uuid), Stream>,
     /// Each aggregate's `Loaded<A>`, as the commands decided so far left it.
-    states: HashMap<(&'static str, Uuid), Box<dyn Any + Send>>,
+    states: HashMap<(&'static str, Uuid), Box<dyn Any + Send + Sync>>,
     decided: Vec<Decided>,
     outcomes: HashMap<CommandId, Outcome>,
     /// Per command decided: its aggregate's type and its outcome, for the metrics.
     tally: Vec<(&'static str, &'static str)>,
+}
+
+impl Batch {
+    /// An aggregate as the commands decided so far left it, if any touched it.
+    fn state<A: Aggregate>(&self, id: A::Id) -> Option<&Loaded<A>> {
+        let state = self.states.get(&(A::TYPE, id.into()))?;
+        state.downcast_ref::<Loaded<A>>()
+    }
 }

@@ -264,6 +264,31 @@ async fn a_batch_decides_each_command_on_the_state_the_ones_before_it_left() {
 }
 
 #[tokio::test]
+async fn a_sale_after_its_issuer_s_registration_in_the_same_batch_applies() {
+    let store = InMemoryEventStore::new();
+    let executor = executor(&store);
+    let issuer_id = IssuerId::new_random();
+    let registered = IntegrationEvent::IssuerRegistered {
+        id: issuer_id,
+        name: "ACME".into(),
+    };
+    let sell = client(ClientCommand::SellInvoice {
+        invoice_id: InvoiceId::new_random(),
+        issuer_id,
+        asking_price: Money::units(10),
+    });
+
+    let jobs = vec![
+        Job::React(saga::on_integration_event(&registered), origin()),
+        Job::Client(sell),
+    ];
+    let outcomes = executor.execute_all(jobs).await.unwrap();
+
+    assert_eq!(outcomes, [Outcome::Applied, Outcome::Applied]);
+    assert_eq!(event_types(&store), ["IssuerCreated", "InvoiceCreated"]);
+}
+
+#[tokio::test]
 async fn a_batch_holding_a_command_processed_before_writes_nothing() {
     // Given a bid already carried out
     let store = InMemoryEventStore::new();

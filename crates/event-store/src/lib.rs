@@ -1,5 +1,6 @@
-//! The event store. [`EventStore`] is the port the command handler needs (load a stream,
-//! append with an expected version, record outcomes); [`PgEventStore`] keeps it in Postgres and
+//! The event store. [`EventStore`] is the port the command handler needs (load a stream or
+//! several, append with an expected version, record outcomes, or write a batch of commands'
+//! effects at once); [`PgEventStore`] keeps it in Postgres and
 //! [`InMemoryEventStore`] in memory for unit tests. [`Repository`] turns it into typed aggregates
 //! with snapshots, [`Outbox`] hands the relayer what is still to be published, and [`Parking`]
 //! keeps the messages whose effect is owed but cannot happen yet. The inspection methods answer

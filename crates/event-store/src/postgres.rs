@@ -10,8 +10,8 @@ use sqlx::{FromRow, PgPool, Row};
 use uuid::Uuid;
 
 use crate::store::{
-    Append, Decided, EventMetadata, EventStore, Outcome, RecordedEvent, Snapshot, StoreError,
-    Stream,
+    Append, Decided, EventMetadata, EventStore, Outcome, RecordedEvent, Rejected, Snapshot,
+    StoreError, Stream,
 };
 
 /// The event store's schema, as versioned migration files run at start-up.
@@ -241,12 +241,16 @@ impl EventStore for PgEventStore {
     async fn write_all(&self, decided: Vec<Decided>) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let processed = write(&mut *tx, &decided).await?;
-        if let Some(known) = decided
-            .iter()
-            .map(Decided::command_id)
-            .find(|id| !processed.contains(&id.as_uuid()))
-        {
+        if processed.len() != decided.len() {
+            // A command id known before, or twice in the batch (its second row was skipped).
+            let mut seen = std::collections::HashSet::new();
+            let known = decided
+                .iter()
+                .map(Decided::command_id)
+                .find(|id| !processed.contains(&id.as_uuid()) || !seen.insert(*id));
             tx.rollback().await?;
+            let known = known
+                .ok_or_else(|| StoreError::Corrupt("a batch's command ids do not add up".into()))?;
             return Err(StoreError::AlreadyProcessed(known));
         }
         tx.commit().await?;
@@ -260,17 +264,14 @@ impl EventStore for PgEventStore {
         aggregate_id: Uuid,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let recorded = sqlx::query(
-            "INSERT INTO processed_commands (command_id, aggregate_type, aggregate_id, outcome, reason) \
-             VALUES ($1, $2, $3, 'rejected', $4) ON CONFLICT (command_id) DO NOTHING",
-        )
-        .bind(command_id.as_uuid())
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(reason)
-        .execute(&self.pool)
-        .await?;
-        if recorded.rows_affected() == 0 {
+        let rejected = Rejected {
+            command_id,
+            aggregate_type,
+            aggregate_id,
+            reason: reason.to_owned(),
+        };
+        let processed = write(&self.pool, &[Decided::Rejected(rejected)]).await?;
+        if processed.is_empty() {
             return Err(StoreError::AlreadyProcessed(command_id));
         }
         Ok(())
@@ -294,9 +295,11 @@ impl EventStore for PgEventStore {
 }
 
 /// Writes commands' effects in one statement: every command id as processed, then, only if
-/// every one of them was new, the events (in the order given) and each aggregate's latest
-/// snapshot. The ids that were new; a clash on an aggregate's version is a
-/// [`StoreError::Conflict`] (on the first aggregate appended to, when there are several).
+/// every one of them was new, the events and each aggregate's latest snapshot. Rows go in
+/// aggregate by aggregate (each one's in the order given), so that two batches touching the
+/// same aggregates take their locks in the same order rather than deadlock. The ids that were
+/// new; a clash on an aggregate's version is a [`StoreError::Conflict`] (on the first aggregate
+/// appended to, when there are several).
 async fn write<'c>(
     executor: impl sqlx::PgExecutor<'c>,
     decided: &[Decided],
@@ -304,7 +307,10 @@ async fn write<'c>(
     let mut commands = Commands::default();
     let mut events = Events::default();
     let mut snapshots: Vec<(&'static str, Uuid, &Snapshot)> = Vec::new();
-    for write in decided {
+    let mut by_aggregate: Vec<&Decided> = decided.iter().collect();
+    // Stable: one aggregate's writes keep their order.
+    by_aggregate.sort_by_key(|write| write.aggregate());
+    for write in by_aggregate {
         match write {
             Decided::Applied(append) => {
                 commands.push(
@@ -352,9 +358,14 @@ async fn write<'c>(
          appended AS ( \
              INSERT INTO events (aggregate_type, aggregate_id, version, event_type, \
                  schema_version, payload, event_id, command_id, correlation_id, causation_id) \
-             SELECT * FROM UNNEST($6::text[], $7::uuid[], $8::bigint[], $9::text[], $10::int[], \
+             SELECT kind, id, version, event_type, schema_version, payload, event_id, \
+                 command_id, correlation_id, causation_id \
+             FROM UNNEST($6::text[], $7::uuid[], $8::bigint[], $9::text[], $10::int[], \
                  $11::jsonb[], $12::uuid[], $13::uuid[], $14::uuid[], $15::uuid[]) \
-             WHERE (SELECT count(*) FROM processed) = $20), \
+                 WITH ORDINALITY AS e (kind, id, version, event_type, schema_version, payload, \
+                     event_id, command_id, correlation_id, causation_id, n) \
+             WHERE (SELECT count(*) FROM processed) = $20 \
+             ORDER BY n), \
          snapshot AS ( \
              INSERT INTO snapshots (aggregate_type, aggregate_id, version, state) \
              SELECT * FROM UNNEST($16::text[], $17::uuid[], $18::bigint[], $19::jsonb[]) \

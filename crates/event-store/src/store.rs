@@ -119,6 +119,14 @@ impl Decided {
             Decided::Rejected(rejected) => rejected.command_id,
         }
     }
+
+    /// The aggregate it is about: its type and id.
+    pub fn aggregate(&self) -> (&'static str, Uuid) {
+        match self {
+            Decided::Applied(append) => (append.aggregate_type, append.aggregate_id),
+            Decided::Rejected(rejected) => (rejected.aggregate_type, rejected.aggregate_id),
+        }
+    }
 }
 
 /// What became of a processed command.

@@ -406,10 +406,27 @@ async fn a_batch_with_a_conflict_or_a_known_command_writes_nothing<S: EventStore
     repo.store().write_all(vec![first.clone()]).await.unwrap();
     let mut bob_now = repo.load::<Investor>(bob).await.unwrap();
     let next = advanced(&repo, &mut bob_now, bid(10));
-    let again = repo.store().write_all(vec![next, first.clone()]).await;
+    let again = repo
+        .store()
+        .write_all(vec![next.clone(), first.clone()])
+        .await;
     assert!(
         matches!(again, Err(StoreError::AlreadyProcessed(id)) if id == first.command_id()),
         "{again:?}"
+    );
+    assert_eq!(
+        repo.load::<Investor>(bob).await.unwrap().version,
+        registered + 1
+    );
+
+    // When a batch holds one command twice, it writes nothing
+    let twice = repo
+        .store()
+        .write_all(vec![next.clone(), next.clone()])
+        .await;
+    assert!(
+        matches!(twice, Err(StoreError::AlreadyProcessed(id)) if id == next.command_id()),
+        "{twice:?}"
     );
     assert_eq!(
         repo.load::<Investor>(bob).await.unwrap().version,

@@ -102,7 +102,11 @@ pub(crate) async fn consume<H: HandleMessage>(
             && AssertUnwindSafe(handler.handle_all(&messages))
                 .catch_unwind()
                 .await
-                .unwrap_or(false);
+                .unwrap_or_else(|panic| {
+                    let reason = panic_message(&*panic);
+                    tracing::warn!(reason, "handling a batch panicked; one message at a time");
+                    false
+                });
         let handled = if all_at_once {
             vec![true; messages.len()]
         } else {
