@@ -13,10 +13,12 @@ use financing_messaging::{
     CommandOutcome, DeadLetters, EventEnvelope, Group, HandleMessage, KafkaConfig, PROJECTOR_GROUP,
     PublishError, Topics, WireForm, connections_for,
 };
-use financing_read_model::{MIGRATOR, Projected, ProjectionError, ReadModel, UPDATED_TABLES};
+use financing_read_model::{
+    MIGRATOR, Projected, ProjectionError, ReadModel, Recorded, UPDATED_TABLES,
+};
 use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::{connect_until_ready, vacuum_while_autovacuum_off};
-use financing_runtime::retry::until_ok;
+use financing_runtime::retry::{Chain, until_ok};
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use sqlx::postgres::PgPoolOptions;
@@ -206,6 +208,64 @@ impl HandleMessage for Projector {
             self.record_outcome(message).await
         } else {
             self.project(message).await
+        }
+    }
+
+    /// Every event and outcome in one transaction, all or nothing. A message that cannot be
+    /// read, an event after a gap or contradicting the view, a view recorded as stuck, or the
+    /// database failing leave them all to `handle`, one at a time.
+    async fn handle_all(&self, messages: &[BorrowedMessage<'_>]) -> bool {
+        let mut events = Vec::new();
+        let mut outcomes = Vec::new();
+        for message in messages {
+            if message.topic() == self.topics.outcomes {
+                let Ok(outcome) = CommandOutcome::decode(message) else {
+                    return false;
+                };
+                outcomes.push(outcome);
+            } else {
+                let Ok(event) = EventEnvelope::decode(message) else {
+                    return false;
+                };
+                events.push(event);
+            }
+        }
+        let stuck = self.stuck.lock().await;
+        if events.iter().any(|e| stuck.contains(&e.meta.aggregate_id)) {
+            return false;
+        }
+        drop(stuck);
+        // Outcomes after the events: an outcome and an event of one command give the same
+        // status in either order (APPLIED wins over FAILED), as when they come one at a time
+        // from their two topics.
+        let recorded: Vec<Recorded<'_>> = (events.iter().map(Recorded::Event))
+            .chain(outcomes.iter().map(Recorded::Outcome))
+            .collect();
+        match self.read_model.record_all(&recorded).await {
+            Ok(Some(results)) => {
+                for result in results.into_iter().flatten() {
+                    let result = match result {
+                        Projected::Applied => "applied",
+                        Projected::Duplicate => "duplicate",
+                        Projected::Gap { .. } => "gap",
+                    };
+                    metrics::counter!("financing_events_projected_total", "result" => result)
+                        .increment(1);
+                }
+                metrics::counter!("financing_batches_total", "result" => "written").increment(1);
+                true
+            }
+            Ok(None) => {
+                metrics::counter!("financing_batches_total", "result" => "one_at_a_time")
+                    .increment(1);
+                false
+            }
+            Err(error) => {
+                metrics::counter!("financing_batches_total", "result" => "one_at_a_time")
+                    .increment(1);
+                tracing::debug!(error = %Chain(&error), "a batch is projected one message at a time");
+                false
+            }
         }
     }
 

@@ -12,7 +12,7 @@ mod views;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
-pub use projection::{Projected, ProjectionError};
+pub use projection::{Projected, ProjectionError, Recorded};
 pub use rebuild::{Behind, Handover, REBUILD_SCHEMA, RebuildError, Rebuilding};
 pub use stuck::StuckView;
 pub use views::{CommandStatus, Cursor, InvestorView, InvoiceView, IssuerView, Listed, Page};

@@ -5,6 +5,9 @@ use financing_domain::{
     CommandOutcome, Event, EventEnvelope, InvestorEvent, InvoiceEvent, IssuerEvent,
 };
 
+use sqlx::PgConnection;
+
+use crate::views::view_version;
 use crate::{ReadModel, cents};
 
 /// What became of an event.
@@ -30,144 +33,198 @@ pub enum ProjectionError {
     Database(#[from] sqlx::Error),
 }
 
-impl ReadModel {
-    pub async fn project(&self, message: &EventEnvelope) -> Result<Projected, ProjectionError> {
-        use Event::{Investor, Invoice, Issuer};
-        let meta = &message.meta;
-        let version = i64::try_from(meta.version).map_err(|_| {
-            ProjectionError::Contradiction(format!("version {} is past a BIGINT", meta.version))
-        })?;
-        // $1 is the aggregate id, $2 the event's version; updates apply only on version $2 - 1.
-        let step = |sql| sqlx::query(sql).bind(meta.aggregate_id).bind(version);
-        let statement = match &message.event {
-            Issuer(IssuerEvent::IssuerCreated { name, .. }) => step(
-                "INSERT INTO issuers (id, version, name, created_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(name)
-            .bind(meta.recorded_at),
-            Investor(InvestorEvent::InvestorCreated { name, .. }) => step(
-                "INSERT INTO investors (id, version, name, balance, reserved, committed, \
-                     created_at) \
-                 VALUES ($1, $2, $3, 0, 0, 0, $4) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(name)
-            .bind(meta.recorded_at),
-            Investor(InvestorEvent::InvestorFundsAdded { amount, .. }) => step(
-                "UPDATE investors SET balance = balance + $3, version = $2 \
-                 WHERE id = $1 AND version = $2 - 1",
-            )
-            .bind(cents(*amount)?),
-            Investor(InvestorEvent::BidOnInvoicePlaced { bid_amount, .. }) => step(
-                "UPDATE investors SET balance = balance - $3, reserved = reserved + $3, \
-                 version = $2 WHERE id = $1 AND version = $2 - 1",
-            )
-            .bind(cents(*bid_amount)?),
-            Investor(InvestorEvent::InvestorFundsReleased { amount, .. }) => step(
-                "UPDATE investors SET reserved = reserved - $3, balance = balance + $3, \
-                 version = $2 WHERE id = $1 AND version = $2 - 1",
-            )
-            .bind(cents(*amount)?),
-            Investor(InvestorEvent::InvestorFundsCommitted { amount, .. }) => step(
-                "UPDATE investors SET reserved = reserved - $3, committed = committed + $3, \
-                 version = $2 WHERE id = $1 AND version = $2 - 1",
-            )
-            .bind(cents(*amount)?),
-            Invoice(InvoiceEvent::InvoiceCreated {
-                issuer_id,
-                asking_price,
-                ..
-            }) => step(
-                "INSERT INTO invoices (id, version, issuer_id, asking_price, status, \
-                     created_at) \
-                 VALUES ($1, $2, $3, $4, 'AVAILABLE', $5) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(issuer_id.as_uuid())
-            .bind(cents(*asking_price)?)
-            .bind(meta.recorded_at),
-            Invoice(InvoiceEvent::InvoiceFinanced { bid, .. }) => step(
-                "UPDATE invoices SET status = 'FINANCED', winning_investor_id = $3, \
-                 winning_bid = $4, version = $2 WHERE id = $1 AND version = $2 - 1",
-            )
-            .bind(bid.investor_id.as_uuid())
-            .bind(cents(bid.amount)?),
-            Invoice(InvoiceEvent::BidOnInvoiceRejected { .. }) => {
-                step("UPDATE invoices SET version = $2 WHERE id = $1 AND version = $2 - 1")
-            }
-            Invoice(InvoiceEvent::InvoiceApproved { .. }) => step(
-                "UPDATE invoices SET status = 'APPROVED', version = $2 \
-                 WHERE id = $1 AND version = $2 - 1",
-            ),
-            Invoice(InvoiceEvent::InvoiceReversed { .. }) => step(
-                "UPDATE invoices SET status = 'REVERSED', version = $2 \
-                 WHERE id = $1 AND version = $2 - 1",
-            ),
-        };
+/// What the projector records: an event, or the outcome of a command that produced none.
+#[derive(Debug, Clone, Copy)]
+pub enum Recorded<'a> {
+    Event(&'a EventEnvelope),
+    Outcome(&'a CommandOutcome),
+}
 
+impl ReadModel {
+    /// Applies the event in a transaction of its own (with its command's outcome).
+    pub async fn project(&self, message: &EventEnvelope) -> Result<Projected, ProjectionError> {
         let mut tx = self.pool.begin().await?;
-        let changed = statement
-            .execute(&mut *tx)
-            .await
-            .map_err(contradiction)?
-            .rows_affected();
-        if changed == 0 {
-            drop(tx);
-            let at = self.version_of(message).await?;
-            return Ok(if at >= meta.version {
-                Projected::Duplicate
-            } else {
-                Projected::Gap { at }
-            });
+        let projected = project_on(&mut tx, message).await?;
+        if projected == Projected::Applied {
+            tx.commit().await?;
         }
-        sqlx::query(
-            "INSERT INTO command_outcomes (command_id, status, aggregate_type, aggregate_id) \
-             VALUES ($1, 'APPLIED', $2, $3) ON CONFLICT (command_id) DO UPDATE \
-             SET status = 'APPLIED', reason = NULL, aggregate_type = EXCLUDED.aggregate_type, \
-                 aggregate_id = EXCLUDED.aggregate_id, recorded_at = now() \
-             WHERE command_outcomes.status = 'FAILED'",
-        )
-        .bind(meta.command_id.as_uuid())
-        .bind(&meta.aggregate_type)
-        .bind(meta.aggregate_id)
-        .execute(&mut *tx)
-        .await?;
+        Ok(projected)
+    }
+
+    /// Records them all in one transaction, in order, all or nothing: each event's
+    /// [`Projected`] (`None` for an outcome), or `None` if one of them cannot be recorded on its
+    /// turn (a gap before an event, or a contradiction): nothing is written then, and they can
+    /// be recorded one at a time.
+    pub async fn record_all(
+        &self,
+        recorded: &[Recorded<'_>],
+    ) -> Result<Option<Vec<Option<Projected>>>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut results = Vec::with_capacity(recorded.len());
+        for item in recorded {
+            let result = match item {
+                Recorded::Event(event) => project_on(&mut tx, event).await.map(Some),
+                Recorded::Outcome(outcome) => {
+                    record_outcome_on(&mut *tx, outcome).await.map(|()| None)
+                }
+            };
+            match result {
+                Ok(Some(Projected::Gap { .. })) | Err(ProjectionError::Contradiction(_)) => {
+                    return Ok(None);
+                }
+                Ok(result) => results.push(result),
+                Err(ProjectionError::Database(error)) => return Err(error),
+            }
+        }
         tx.commit().await?;
-        Ok(Projected::Applied)
+        Ok(Some(results))
     }
 
     /// Records the outcome of a command that produced no event. A repeated outcome changes
     /// nothing; a rejection replaces a failure (the command was sent again and decided), never
     /// the other way round.
     pub async fn record_outcome(&self, outcome: &CommandOutcome) -> Result<(), ProjectionError> {
-        let statement = if outcome.failed {
-            "INSERT INTO command_outcomes (command_id, status, reason, aggregate_type, aggregate_id) \
-             VALUES ($1, 'FAILED', $2, $3, $4) ON CONFLICT (command_id) DO NOTHING"
-        } else {
-            "INSERT INTO command_outcomes (command_id, status, reason, aggregate_type, aggregate_id) \
-             VALUES ($1, 'REJECTED', $2, $3, $4) ON CONFLICT (command_id) DO UPDATE \
-             SET status = 'REJECTED', reason = EXCLUDED.reason, \
-                 aggregate_type = EXCLUDED.aggregate_type, aggregate_id = EXCLUDED.aggregate_id, \
-                 recorded_at = now() \
-             WHERE command_outcomes.status = 'FAILED'"
-        };
-        sqlx::query(statement)
-            .bind(outcome.command_id.as_uuid())
-            .bind(&outcome.reason)
-            .bind(&outcome.aggregate_type)
-            .bind(outcome.aggregate_id)
-            .execute(&self.pool)
-            .await
-            .map_err(contradiction)?;
-        Ok(())
+        record_outcome_on(&self.pool, outcome).await
     }
+}
 
-    /// The version the event's aggregate has in its view (0: none yet).
-    async fn version_of(&self, message: &EventEnvelope) -> Result<u64, sqlx::Error> {
-        let version = self
-            .view_version(message.event.aggregate_type(), message.meta.aggregate_id)
-            .await?;
-        Ok(version.unwrap_or(0))
+/// Applies the event on `connection` if its view is at the version before it, with its
+/// command's outcome; otherwise tells why not (nothing is written then).
+async fn project_on(
+    connection: &mut PgConnection,
+    message: &EventEnvelope,
+) -> Result<Projected, ProjectionError> {
+    use Event::{Investor, Invoice, Issuer};
+    let meta = &message.meta;
+    let version = i64::try_from(meta.version).map_err(|_| {
+        ProjectionError::Contradiction(format!("version {} is past a BIGINT", meta.version))
+    })?;
+    // $1 is the aggregate id, $2 the event's version; updates apply only on version $2 - 1.
+    let step = |sql| sqlx::query(sql).bind(meta.aggregate_id).bind(version);
+    let statement = match &message.event {
+        Issuer(IssuerEvent::IssuerCreated { name, .. }) => step(
+            "INSERT INTO issuers (id, version, name, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(name)
+        .bind(meta.recorded_at),
+        Investor(InvestorEvent::InvestorCreated { name, .. }) => step(
+            "INSERT INTO investors (id, version, name, balance, reserved, committed, \
+                     created_at) \
+                 VALUES ($1, $2, $3, 0, 0, 0, $4) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(name)
+        .bind(meta.recorded_at),
+        Investor(InvestorEvent::InvestorFundsAdded { amount, .. }) => step(
+            "UPDATE investors SET balance = balance + $3, version = $2 \
+                 WHERE id = $1 AND version = $2 - 1",
+        )
+        .bind(cents(*amount)?),
+        Investor(InvestorEvent::BidOnInvoicePlaced { bid_amount, .. }) => step(
+            "UPDATE investors SET balance = balance - $3, reserved = reserved + $3, \
+                 version = $2 WHERE id = $1 AND version = $2 - 1",
+        )
+        .bind(cents(*bid_amount)?),
+        Investor(InvestorEvent::InvestorFundsReleased { amount, .. }) => step(
+            "UPDATE investors SET reserved = reserved - $3, balance = balance + $3, \
+                 version = $2 WHERE id = $1 AND version = $2 - 1",
+        )
+        .bind(cents(*amount)?),
+        Investor(InvestorEvent::InvestorFundsCommitted { amount, .. }) => step(
+            "UPDATE investors SET reserved = reserved - $3, committed = committed + $3, \
+                 version = $2 WHERE id = $1 AND version = $2 - 1",
+        )
+        .bind(cents(*amount)?),
+        Invoice(InvoiceEvent::InvoiceCreated {
+            issuer_id,
+            asking_price,
+            ..
+        }) => step(
+            "INSERT INTO invoices (id, version, issuer_id, asking_price, status, \
+                     created_at) \
+                 VALUES ($1, $2, $3, $4, 'AVAILABLE', $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(issuer_id.as_uuid())
+        .bind(cents(*asking_price)?)
+        .bind(meta.recorded_at),
+        Invoice(InvoiceEvent::InvoiceFinanced { bid, .. }) => step(
+            "UPDATE invoices SET status = 'FINANCED', winning_investor_id = $3, \
+                 winning_bid = $4, version = $2 WHERE id = $1 AND version = $2 - 1",
+        )
+        .bind(bid.investor_id.as_uuid())
+        .bind(cents(bid.amount)?),
+        Invoice(InvoiceEvent::BidOnInvoiceRejected { .. }) => {
+            step("UPDATE invoices SET version = $2 WHERE id = $1 AND version = $2 - 1")
+        }
+        Invoice(InvoiceEvent::InvoiceApproved { .. }) => step(
+            "UPDATE invoices SET status = 'APPROVED', version = $2 \
+                 WHERE id = $1 AND version = $2 - 1",
+        ),
+        Invoice(InvoiceEvent::InvoiceReversed { .. }) => step(
+            "UPDATE invoices SET status = 'REVERSED', version = $2 \
+                 WHERE id = $1 AND version = $2 - 1",
+        ),
+    };
+
+    let changed = statement
+        .execute(&mut *connection)
+        .await
+        .map_err(contradiction)?
+        .rows_affected();
+    if changed == 0 {
+        let at = view_version(
+            &mut *connection,
+            message.event.aggregate_type(),
+            meta.aggregate_id,
+        )
+        .await?
+        .unwrap_or(0);
+        return Ok(if at >= meta.version {
+            Projected::Duplicate
+        } else {
+            Projected::Gap { at }
+        });
     }
+    sqlx::query(
+        "INSERT INTO command_outcomes (command_id, status, aggregate_type, aggregate_id) \
+             VALUES ($1, 'APPLIED', $2, $3) ON CONFLICT (command_id) DO UPDATE \
+             SET status = 'APPLIED', reason = NULL, aggregate_type = EXCLUDED.aggregate_type, \
+                 aggregate_id = EXCLUDED.aggregate_id, recorded_at = now() \
+             WHERE command_outcomes.status = 'FAILED'",
+    )
+    .bind(meta.command_id.as_uuid())
+    .bind(&meta.aggregate_type)
+    .bind(meta.aggregate_id)
+    .execute(&mut *connection)
+    .await?;
+    Ok(Projected::Applied)
+}
+
+/// Records the outcome of a command that produced no event (see [`ReadModel::record_outcome`]).
+async fn record_outcome_on<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    outcome: &CommandOutcome,
+) -> Result<(), ProjectionError> {
+    let statement = if outcome.failed {
+        "INSERT INTO command_outcomes (command_id, status, reason, aggregate_type, aggregate_id) \
+         VALUES ($1, 'FAILED', $2, $3, $4) ON CONFLICT (command_id) DO NOTHING"
+    } else {
+        "INSERT INTO command_outcomes (command_id, status, reason, aggregate_type, aggregate_id) \
+         VALUES ($1, 'REJECTED', $2, $3, $4) ON CONFLICT (command_id) DO UPDATE \
+         SET status = 'REJECTED', reason = EXCLUDED.reason, \
+             aggregate_type = EXCLUDED.aggregate_type, aggregate_id = EXCLUDED.aggregate_id, \
+             recorded_at = now() \
+         WHERE command_outcomes.status = 'FAILED'"
+    };
+    sqlx::query(statement)
+        .bind(outcome.command_id.as_uuid())
+        .bind(&outcome.reason)
+        .bind(&outcome.aggregate_type)
+        .bind(outcome.aggregate_id)
+        .execute(executor)
+        .await
+        .map_err(contradiction)?;
+    Ok(())
 }
 
 /// Data the database refuses (a broken constraint, an invalid value) can never apply.

@@ -346,16 +346,25 @@ impl ReadModel {
         aggregate_type: &str,
         id: Uuid,
     ) -> Result<Option<u64>, sqlx::Error> {
-        let query = match aggregate_type {
-            "Issuer" => "SELECT version FROM issuers WHERE id = $1",
-            "Investor" => "SELECT version FROM investors WHERE id = $1",
-            "Invoice" => "SELECT version FROM invoices WHERE id = $1",
-            _ => return Ok(None),
-        };
-        let version: Option<i64> = sqlx::query_scalar(query)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(version.and_then(|v| u64::try_from(v).ok()))
+        view_version(&self.pool, aggregate_type, id).await
     }
+}
+
+/// [`ReadModel::view_version`], read through `executor` (inside a transaction, say).
+pub(crate) async fn view_version<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    aggregate_type: &str,
+    id: Uuid,
+) -> Result<Option<u64>, sqlx::Error> {
+    let query = match aggregate_type {
+        "Issuer" => "SELECT version FROM issuers WHERE id = $1",
+        "Investor" => "SELECT version FROM investors WHERE id = $1",
+        "Invoice" => "SELECT version FROM invoices WHERE id = $1",
+        _ => return Ok(None),
+    };
+    let version: Option<i64> = sqlx::query_scalar(query)
+        .bind(id)
+        .fetch_optional(executor)
+        .await?;
+    Ok(version.and_then(|v| u64::try_from(v).ok()))
 }

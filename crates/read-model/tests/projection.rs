@@ -7,7 +7,7 @@ use financing_domain::{
 };
 use financing_read_model::{
     CommandStatus, Cursor, InvestorView, InvoiceView, IssuerView, Page, Projected, ProjectionError,
-    ReadModel,
+    ReadModel, Recorded,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -156,6 +156,64 @@ async fn an_event_after_a_gap_waits_for_the_missing_one(pool: PgPool) {
     assert_eq!(
         model.investor(id).await.unwrap(),
         Some(account(id, 35, 15, 0))
+    );
+}
+
+#[sqlx::test(migrator = "financing_read_model::MIGRATOR")]
+async fn a_batch_is_recorded_whole_or_not_at_all(pool: PgPool) {
+    let model = ReadModel::new(pool);
+    let id = InvestorId::new_random();
+    let history = investor_history(id);
+    let rejected = CommandOutcome {
+        command_id: CommandId::new_random(),
+        failed: false,
+        aggregate_type: Some("Investor".into()),
+        aggregate_id: Some(id.as_uuid()),
+        reason: "insufficient balance".into(),
+        decided_at: Utc::now(),
+    };
+
+    // A batch with a gap (version 4 without 3) records nothing, not even what came before it
+    let gapped = [
+        Recorded::Event(&history[0]),
+        Recorded::Event(&history[1]),
+        Recorded::Outcome(&rejected),
+        Recorded::Event(&history[3]),
+    ];
+    assert_eq!(model.record_all(&gapped).await.unwrap(), None);
+    assert_eq!(model.investor(id).await.unwrap(), None);
+    assert_eq!(
+        model.command_status(rejected.command_id).await.unwrap(),
+        CommandStatus::Pending
+    );
+
+    // A whole one is recorded, in order; a duplicate in it changes nothing
+    let whole = [
+        Recorded::Event(&history[0]),
+        Recorded::Event(&history[1]),
+        Recorded::Event(&history[0]),
+        Recorded::Outcome(&rejected),
+        Recorded::Event(&history[2]),
+        Recorded::Event(&history[3]),
+    ];
+    let results = model.record_all(&whole).await.unwrap();
+    use Projected::{Applied, Duplicate};
+    let expected = [
+        Some(Applied),
+        Some(Applied),
+        Some(Duplicate),
+        None,
+        Some(Applied),
+    ];
+    assert_eq!(results.as_deref().map(|r| &r[..5]), Some(&expected[..]));
+    assert_eq!(
+        model.investor(id).await.unwrap(),
+        Some(account(id, 35, 15, 0))
+    );
+    let reason = "insufficient balance".to_owned();
+    assert_eq!(
+        model.command_status(rejected.command_id).await.unwrap(),
+        CommandStatus::Rejected { reason }
     );
 }
 
