@@ -6,11 +6,14 @@
 #   - one command at a time: SellInvoice -> InvoiceCreated and BidOnInvoice -> reserved funds
 #     shown (loadgen command-to-event, bid-to-read-model),
 #   - a soak at --rate for --seconds (loadgen soak), with the CPU it costs (--rate 0: none);
+#   - with --throughput N, N SellInvoice from 32 clients as fast as they go, each until its
+#     InvoiceCreated is read from the topic (loadgen throughput);
 #   - with --sagas N, N bid sagas a second for --seconds (loadgen sagas), and where a saga's
 #     time went (scripts/hops.sql);
 # then stops it (scripts/down.sh).
 #
-# Usage: scripts/bench.sh [--rate N] [--sagas N] [--seconds N] [--samples N] SETTING...
+# Usage: scripts/bench.sh [--rate N] [--throughput N] [--sagas N] [--seconds N] [--samples N]
+#        SETTING...
 # A SETTING is environment assignments for up.sh and loadgen, e.g. "KAFKA_PARTITIONS=1",
 # "BROKER_STORAGE=memory://nisshi/ KAFKA_FETCH_WAIT_MS=100" or "BIN_DIR=/tmp/before" (an
 # earlier build, to compare with); "" is the defaults.
@@ -18,10 +21,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-rate=300 sagas=0 seconds=60 samples=200
+rate=300 throughput=0 sagas=0 seconds=60 samples=200
 while [[ "${1:-}" == --* ]]; do
     case "$1" in
         --rate) rate=$2 ;;
+        --throughput) throughput=$2 ;;
         --sagas) sagas=$2 ;;
         --seconds) seconds=$2 ;;
         --samples) samples=$2 ;;
@@ -64,6 +68,9 @@ for setting in "$@"; do
             target/release/loadgen soak --rate "$rate" --seconds "$seconds" || true
             wait
             cat "$RUN_DIR/usage.out"
+        fi
+        if ((throughput > 0)); then
+            target/release/loadgen --samples "$throughput" throughput --clients 32 || true
         fi
         if ((sagas > 0)); then
             echo "-- bid sagas, $sagas a second for $seconds s"
