@@ -73,13 +73,8 @@ impl HandleMessage for CommandHandler {
             return true;
         }
         match self.executor.execute_all(jobs).await {
-            Ok(_) => {
-                metrics::counter!("financing_batches_total", "result" => "written").increment(1);
-                true
-            }
+            Ok(_) => true,
             Err(error) => {
-                metrics::counter!("financing_batches_total", "result" => "one_at_a_time")
-                    .increment(1);
                 tracing::debug!(error = %Chain(&error), "a batch is handled one message at a time");
                 false
             }

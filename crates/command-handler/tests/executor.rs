@@ -55,6 +55,17 @@ async fn register<S: EventStore>(executor: &Executor<S>, id: InvestorId, funds: 
     assert_eq!(outcome.unwrap(), Outcome::Applied);
 }
 
+/// The investor's bids, each on an invoice of its own.
+fn bids_of(investor_id: InvestorId) -> impl Fn(u64) -> CommandMessage {
+    move |units| {
+        client(ClientCommand::BidOnInvoice {
+            investor_id,
+            invoice_id: InvoiceId::new_random(),
+            bid: Money::units(units),
+        })
+    }
+}
+
 fn event_types(store: &InMemoryEventStore) -> Vec<String> {
     store.recorded().into_iter().map(|e| e.event_type).collect()
 }
@@ -214,13 +225,7 @@ async fn a_batch_decides_each_command_on_the_state_the_ones_before_it_left() {
     let store = InMemoryEventStore::new();
     let executor = executor(&store);
     let investor_id = register_investor(&executor, 100).await;
-    let bid = |units| {
-        client(ClientCommand::BidOnInvoice {
-            investor_id,
-            invoice_id: InvoiceId::new_random(),
-            bid: Money::units(units),
-        })
-    };
+    let bid = bids_of(investor_id);
 
     // When one batch bids 60 twice (the same message delivered twice among them)
     let first = bid(60);
@@ -294,13 +299,7 @@ async fn a_batch_holding_a_command_processed_before_writes_nothing() {
     let store = InMemoryEventStore::new();
     let executor = executor(&store);
     let investor_id = register_investor(&executor, 100).await;
-    let bid = |units| {
-        client(ClientCommand::BidOnInvoice {
-            investor_id,
-            invoice_id: InvoiceId::new_random(),
-            bid: Money::units(units),
-        })
-    };
+    let bid = bids_of(investor_id);
     let done = bid(10);
     executor.client_command(done.clone()).await.unwrap();
     let before = store.recorded().len();

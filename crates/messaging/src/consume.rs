@@ -96,6 +96,7 @@ pub(crate) async fn consume<H: HandleMessage>(
                 Some(Err(_)) | None => break,
             }
         }
+        record_delays(&messages);
         // A batch that panics is handled one message at a time: each panic is then caught
         // with its message.
         let all_at_once = messages.len() > 1
@@ -107,6 +108,14 @@ pub(crate) async fn consume<H: HandleMessage>(
                     tracing::warn!(reason, "handling a batch panicked; one message at a time");
                     false
                 });
+        if messages.len() > 1 {
+            let result = if all_at_once {
+                "written"
+            } else {
+                "one_at_a_time"
+            };
+            metrics::counter!("financing_batches_total", "result" => result).increment(1);
+        }
         let handled = if all_at_once {
             vec![true; messages.len()]
         } else {
@@ -134,6 +143,25 @@ pub(crate) async fn consume<H: HandleMessage>(
             tracing::warn!(error = %Chain(&error), "cannot commit offsets; messages may be redelivered");
         }
     }
+}
+
+/// How long each message took from its producer to this consumer
+/// (`financing_consume_delay_seconds`): the broker's acknowledgement, its delivery and the
+/// consumer's queue.
+fn record_delays(messages: &[BorrowedMessage<'_>]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        });
+    for message in messages {
+        if let Some(produced) = message.timestamp().to_millis() {
+            let waited = (now - produced).max(0) as f64 / 1e3;
+            let topic = message.topic().to_owned();
+            metrics::histogram!("financing_consume_delay_seconds", "topic" => topic).record(waited);
+        }
+    }
+    metrics::histogram!("financing_batch_messages").record(messages.len() as f64);
 }
 
 /// Handles `messages`, one key's after the other in order, up to [`KEYS_AT_ONCE`] keys at a

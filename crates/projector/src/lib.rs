@@ -156,9 +156,7 @@ impl Projector {
             (meta.aggregate_id, meta.version, event.event.type_name());
         let projected = self.read_model.project(&event).await;
         let result = match &projected {
-            Ok(Projected::Applied) => "applied",
-            Ok(Projected::Duplicate) => "duplicate",
-            Ok(Projected::Gap { .. }) => "gap",
+            Ok(projected) => projected.result(),
             Err(ProjectionError::Contradiction(_)) => "contradiction",
             Err(ProjectionError::Database(_)) => "error",
         };
@@ -243,26 +241,15 @@ impl HandleMessage for Projector {
             .collect();
         match self.read_model.record_all(&recorded).await {
             Ok(Some(results)) => {
-                for result in results.into_iter().flatten() {
-                    let result = match result {
-                        Projected::Applied => "applied",
-                        Projected::Duplicate => "duplicate",
-                        Projected::Gap { .. } => "gap",
-                    };
-                    metrics::counter!("financing_events_projected_total", "result" => result)
+                for projected in results.into_iter().flatten() {
+                    metrics::counter!("financing_events_projected_total", "result" => projected.result())
                         .increment(1);
                 }
-                metrics::counter!("financing_batches_total", "result" => "written").increment(1);
                 true
             }
-            Ok(None) => {
-                metrics::counter!("financing_batches_total", "result" => "one_at_a_time")
-                    .increment(1);
-                false
-            }
+            // A gap or a contradiction: each is met again, and dealt with, on its own.
+            Ok(None) => false,
             Err(error) => {
-                metrics::counter!("financing_batches_total", "result" => "one_at_a_time")
-                    .increment(1);
                 tracing::debug!(error = %Chain(&error), "a batch is projected one message at a time");
                 false
             }

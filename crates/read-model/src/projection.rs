@@ -24,6 +24,17 @@ pub enum Projected {
     },
 }
 
+impl Projected {
+    /// Its name in metrics: `applied`, `duplicate` or `gap`.
+    pub fn result(&self) -> &'static str {
+        match self {
+            Projected::Applied => "applied",
+            Projected::Duplicate => "duplicate",
+            Projected::Gap { .. } => "gap",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     /// The event contradicts the read model (money would go negative): it can never apply.
