@@ -1,7 +1,7 @@
 //! `financing inspect`, `status` and `rebuild` against a running system: every component on a
 //! database and topics of the test's own, the real PostgreSQL and broker, driven through gRPC.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,11 +9,51 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use financing_acceptance::{Parts, System};
 use financing_api::to_proto_id;
 use financing_api::v1::{self, BidOnInvoiceCommand, GetInvestorRequest, SellInvoiceCommand};
+use financing_domain::saga::{self, EventPosition};
 use financing_domain::{InvestorId, IssuerId, Money};
+use financing_event_store::PgEventStore;
 use financing_messaging::{Publisher, Record, headers};
 use financing_testkit::wait_until;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+/// Saga reactions owed but not decided yet: an event whose policy issues a command not
+/// processed, or a rejected one whose compensation is not. Views and outcome counts can agree
+/// for a moment while a reaction is still on its way; `None` if the store cannot be read.
+async fn reactions_pending(store: &PgPool) -> Option<usize> {
+    let processed: HashMap<Uuid, String> =
+        sqlx::query_as("SELECT command_id, outcome FROM processed_commands")
+            .fetch_all(store)
+            .await
+            .ok()?
+            .into_iter()
+            .collect();
+    let events = PgEventStore::new(store.clone());
+    let events = events.events_after(0, i64::MAX).await.ok()?;
+    let mut pending = 0;
+    for recorded in &events {
+        let envelope = recorded.envelope().ok()?;
+        let position = EventPosition {
+            aggregate_id: recorded.aggregate_id,
+            version: recorded.version,
+        };
+        let Some(reaction) = saga::on_event(position, &envelope.event) else {
+            continue;
+        };
+        let owed = match processed
+            .get(&reaction.command.id.as_uuid())
+            .map(String::as_str)
+        {
+            None => true,
+            Some("rejected") => reaction
+                .compensation
+                .is_some_and(|c| !processed.contains_key(&c.id.as_uuid())),
+            Some(_) => false,
+        };
+        pending += usize::from(owed);
+    }
+    Some(pending)
+}
 
 /// Runs `financing` on the system's databases, broker and topics; its standard output.
 async fn financing(system: &System, args: &[&str]) -> String {
@@ -152,7 +192,8 @@ impl Market {
                 .fetch_one(&views)
                 .await
                 .ok()?;
-            (stored == shown && decided == outcomes).then_some(())
+            let pending = reactions_pending(&store).await?;
+            (stored == shown && decided == outcomes && pending == 0).then_some(())
         })
         .await;
     }
