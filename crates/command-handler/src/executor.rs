@@ -172,14 +172,22 @@ impl<S: EventStore> Executor<S> {
             }
             outcomes.push(outcome);
         }
-        let decided = batch.decided.len();
+        let results: Vec<_> = batch
+            .decided
+            .iter()
+            .map(|d| (d.aggregate().0, d.result()))
+            .collect();
         self.repository.store().write_all(batch.decided).await?;
-        for (aggregate, result) in batch.tally {
+        for &(aggregate, result) in &results {
             metrics::counter!("financing_commands_decided_total", "aggregate" => aggregate, "outcome" => result)
                 .increment(1);
         }
         metrics::histogram!("financing_batch_seconds").record(started.elapsed().as_secs_f64());
-        tracing::debug!(jobs = outcomes.len(), decided, "a batch written");
+        tracing::debug!(
+            jobs = outcomes.len(),
+            decided = results.len(),
+            "a batch written"
+        );
         Ok(outcomes)
     }
 
@@ -253,7 +261,6 @@ impl<S: EventStore> Executor<S> {
             }
         };
         batch.decided.push(decided);
-        batch.tally.push((A::TYPE, outcome.result()));
         Ok(outcome)
     }
 
@@ -321,7 +328,12 @@ impl<S: EventStore> Executor<S> {
                     let reason = rejection.to_string();
                     let store = self.repository.store();
                     let recorded = store
-                        .record_rejection(command_id, A::TYPE, id.into(), &reason)
+                        .record_rejection(Rejected {
+                            command_id,
+                            aggregate_type: A::TYPE,
+                            aggregate_id: id.into(),
+                            reason: reason.clone(),
+                        })
                         .await;
                     recorded.map(|()| {
                         tracing::debug!(%reason, "command rejected");
@@ -359,8 +371,6 @@ struct Batch {
     states: HashMap<(&'static str, Uuid), Box<dyn Any + Send + Sync>>,
     decided: Vec<Decided>,
     outcomes: HashMap<CommandId, Outcome>,
-    /// Per command decided: its aggregate's type and its outcome, for the metrics.
-    tally: Vec<(&'static str, &'static str)>,
 }
 
 impl Batch {

@@ -10,7 +10,7 @@ use financing_domain::{
     InvestorCommand, InvestorEvent, InvestorId, Invoice, InvoiceId, InvoiceStatus, IssuerId, Money,
 };
 use financing_event_store::{
-    Append, Decided, EventStore, InMemoryEventStore, Outcome, RecordedEvent, Repository,
+    Append, Decided, EventStore, InMemoryEventStore, Outcome, RecordedEvent, Rejected, Repository,
     StoreError, Stream,
 };
 use financing_messaging::CommandMessage;
@@ -379,16 +379,8 @@ impl EventStore for Racing<'_> {
         }
     }
 
-    async fn record_rejection(
-        &self,
-        command_id: CommandId,
-        aggregate_type: &'static str,
-        aggregate_id: Uuid,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        self.inner
-            .record_rejection(command_id, aggregate_type, aggregate_id, reason)
-            .await
+    async fn record_rejection(&self, rejected: Rejected) -> Result<(), StoreError> {
+        self.inner.record_rejection(rejected).await
     }
 
     async fn outcome(&self, command_id: CommandId) -> Result<Option<Outcome>, StoreError> {

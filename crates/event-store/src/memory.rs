@@ -106,19 +106,8 @@ impl EventStore for InMemoryEventStore {
         Ok(())
     }
 
-    async fn record_rejection(
-        &self,
-        command_id: CommandId,
-        aggregate_type: &'static str,
-        aggregate_id: Uuid,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        self.lock().reject(Rejected {
-            command_id,
-            aggregate_type,
-            aggregate_id,
-            reason: reason.to_owned(),
-        })
+    async fn record_rejection(&self, rejected: Rejected) -> Result<(), StoreError> {
+        self.lock().reject(rejected)
     }
 
     async fn outcome(&self, command_id: CommandId) -> Result<Option<Outcome>, StoreError> {

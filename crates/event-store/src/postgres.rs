@@ -257,19 +257,8 @@ impl EventStore for PgEventStore {
         Ok(())
     }
 
-    async fn record_rejection(
-        &self,
-        command_id: CommandId,
-        aggregate_type: &'static str,
-        aggregate_id: Uuid,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        let rejected = Rejected {
-            command_id,
-            aggregate_type,
-            aggregate_id,
-            reason: reason.to_owned(),
-        };
+    async fn record_rejection(&self, rejected: Rejected) -> Result<(), StoreError> {
+        let command_id = rejected.command_id;
         let processed = write(&self.pool, &[Decided::Rejected(rejected)]).await?;
         if processed.is_empty() {
             return Err(StoreError::AlreadyProcessed(command_id));

@@ -120,6 +120,14 @@ impl Decided {
         }
     }
 
+    /// Its name in metrics and logs: `applied` or `rejected`.
+    pub fn result(&self) -> &'static str {
+        match self {
+            Decided::Applied(_) => "applied",
+            Decided::Rejected(_) => "rejected",
+        }
+    }
+
     /// The aggregate it is about: its type and id.
     pub fn aggregate(&self) -> (&'static str, Uuid) {
         match self {
@@ -217,10 +225,7 @@ pub trait EventStore: Send + Sync {
     /// Records that a command was rejected; [`StoreError::AlreadyProcessed`] if it is known.
     fn record_rejection(
         &self,
-        command_id: CommandId,
-        aggregate_type: &'static str,
-        aggregate_id: Uuid,
-        reason: &str,
+        rejected: Rejected,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// What became of a command, if it was processed.
@@ -269,12 +274,9 @@ impl<S: EventStore> EventStore for &S {
 
     fn record_rejection(
         &self,
-        command_id: CommandId,
-        aggregate_type: &'static str,
-        aggregate_id: Uuid,
-        reason: &str,
+        rejected: Rejected,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).record_rejection(command_id, aggregate_type, aggregate_id, reason)
+        (**self).record_rejection(rejected)
     }
 
     fn outcome(

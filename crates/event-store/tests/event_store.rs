@@ -27,6 +27,16 @@ fn meta() -> CommandMeta {
     }
 }
 
+/// The rejection of `command_id` on investor `aggregate_id`.
+fn investor_rejection(command_id: CommandId, aggregate_id: Uuid, reason: &str) -> Rejected {
+    Rejected {
+        command_id,
+        aggregate_type: Investor::TYPE,
+        aggregate_id,
+        reason: reason.into(),
+    }
+}
+
 /// Decides `command` on the investor's latest state and saves the result under `meta`.
 async fn execute<S: EventStore>(
     repo: &Repository<S>,
@@ -255,11 +265,15 @@ async fn a_duplicate_command_id_writes_nothing<S: EventStore>(store: S) {
     let refused = CommandId::new_random();
     let store = repo.store();
     store
-        .record_rejection(refused, Investor::TYPE, id.into(), "insufficient balance")
+        .record_rejection(investor_rejection(
+            refused,
+            id.into(),
+            "insufficient balance",
+        ))
         .await
         .unwrap();
     let twice = store
-        .record_rejection(refused, Investor::TYPE, id.into(), "other")
+        .record_rejection(investor_rejection(refused, id.into(), "other"))
         .await;
     assert!(matches!(twice, Err(StoreError::AlreadyProcessed(_))));
     let then_applied = execute(
@@ -537,12 +551,11 @@ async fn the_outbox_hands_out_rejections_and_failures_until_they_are_marked(pool
     let investor_id = InvestorId::new_random();
     let (refused, failed) = (CommandId::new_random(), CommandId::new_random());
     store
-        .record_rejection(
+        .record_rejection(investor_rejection(
             refused,
-            Investor::TYPE,
             investor_id.into(),
             "no such investor",
-        )
+        ))
         .await
         .unwrap();
     store
@@ -605,12 +618,11 @@ async fn a_rejection_or_a_failure_wakes_the_relayer_channel(pool: PgPool) {
     let store = PgEventStore::new(pool);
     let investor_id = InvestorId::new_random();
     store
-        .record_rejection(
+        .record_rejection(investor_rejection(
             CommandId::new_random(),
-            Investor::TYPE,
             investor_id.into(),
             "no",
-        )
+        ))
         .await
         .unwrap();
     let woken = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
@@ -683,12 +695,11 @@ async fn marking_a_command_s_failure_leaves_its_later_rejection_to_publish(pool:
         .unwrap();
     // Sent again once the cause was fixed, it was decided: rejected.
     store
-        .record_rejection(
+        .record_rejection(investor_rejection(
             command,
-            Investor::TYPE,
             Uuid::new_v4(),
             "insufficient balance",
-        )
+        ))
         .await
         .unwrap();
     let outbox = Outbox::new(pool);
