@@ -97,25 +97,7 @@ pub(crate) async fn consume<H: HandleMessage>(
             }
         }
         record_delays(&messages);
-        // A batch that panics is handled one message at a time: each panic is then caught
-        // with its message.
-        let all_at_once = messages.len() > 1
-            && AssertUnwindSafe(handler.handle_all(&messages))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| {
-                    let reason = panic_message(&*panic);
-                    tracing::warn!(reason, "handling a batch panicked; one message at a time");
-                    false
-                });
-        if messages.len() > 1 {
-            let result = if all_at_once {
-                "written"
-            } else {
-                "one_at_a_time"
-            };
-            metrics::counter!("financing_batches_total", "result" => result).increment(1);
-        }
+        let all_at_once = messages.len() > 1 && take_all_at_once(handler, &messages).await;
         let handled = if all_at_once {
             vec![true; messages.len()]
         } else {
@@ -143,6 +125,23 @@ pub(crate) async fn consume<H: HandleMessage>(
             tracing::warn!(error = %Chain(&error), "cannot commit offsets; messages may be redelivered");
         }
     }
+}
+
+/// Whether the handler took the messages all at once (counted in `financing_batches_total`).
+/// A batch that panics is handled one message at a time: each panic is then caught with its
+/// message.
+async fn take_all_at_once<H: HandleMessage>(handler: &H, messages: &[BorrowedMessage<'_>]) -> bool {
+    let taken = AssertUnwindSafe(handler.handle_all(messages))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let reason = panic_message(&*panic);
+            tracing::warn!(reason, "handling a batch panicked; one message at a time");
+            false
+        });
+    let result = if taken { "written" } else { "one_at_a_time" };
+    metrics::counter!("financing_batches_total", "result" => result).increment(1);
+    taken
 }
 
 /// How long each message took from its producer to this consumer
