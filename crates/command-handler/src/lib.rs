@@ -34,7 +34,9 @@ pub struct HandlerConfig {
     /// `MAX_CONFLICT_ATTEMPTS`: reload-and-decide cycles per command on version conflicts.
     pub max_attempts: u32,
     /// `COMMAND_HANDLER_CONSUMERS`: consumers in this process, sharing the partitions; more
-    /// than the topics' partitions leaves some idle.
+    /// than the topics' partitions leaves some idle. One by default: it takes what every
+    /// partition has ready as one batch, and each consumer costs the broker a fetch per
+    /// `KAFKA_FETCH_WAIT_MS` while idle (measured in the README's Benchmarks).
     pub consumers: usize,
     /// `PARKED_RETRY_MS`: the wait before a parked message is tried again, doubling after
     /// each failed attempt (at most an hour).
@@ -52,7 +54,7 @@ impl HandlerConfig {
             group_id: text("COMMAND_HANDLER_GROUP", COMMAND_HANDLER_GROUP),
             snapshot_every: var("SNAPSHOT_EVERY", 50)?,
             max_attempts: var("MAX_CONFLICT_ATTEMPTS", 10)?,
-            consumers: var("COMMAND_HANDLER_CONSUMERS", 3)?,
+            consumers: var("COMMAND_HANDLER_CONSUMERS", 1)?,
             parked_retry: Duration::from_millis(var("PARKED_RETRY_MS", 30_000)?),
         })
     }

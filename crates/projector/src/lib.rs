@@ -35,7 +35,8 @@ pub struct ProjectorConfig {
     pub kafka: KafkaConfig,
     /// `PROJECTOR_GROUP`: the consumer group all instances share.
     pub group_id: String,
-    /// `PROJECTOR_CONSUMERS`: consumers in this process, sharing the partitions.
+    /// `PROJECTOR_CONSUMERS`: consumers in this process, sharing the partitions (one by
+    /// default, as the command handler's `COMMAND_HANDLER_CONSUMERS`).
     pub consumers: usize,
 }
 
@@ -52,7 +53,7 @@ impl ProjectorConfig {
             ),
             kafka: KafkaConfig::from_env()?,
             group_id: text("PROJECTOR_GROUP", PROJECTOR_GROUP),
-            consumers: var("PROJECTOR_CONSUMERS", 3)?,
+            consumers: var("PROJECTOR_CONSUMERS", 1)?,
         })
     }
 }
