@@ -77,6 +77,20 @@ impl Outbox {
         }
     }
 
+    /// Whether any event or outcome waits to be published, in one cheap query: an idle relayer
+    /// asks this on each poll instead of taking the lock and reading the batches.
+    pub async fn has_unpublished(&self) -> Result<bool, StoreError> {
+        let waiting = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM events WHERE published_at IS NULL) \
+             OR EXISTS (SELECT FROM processed_commands \
+                        WHERE outcome = 'rejected' AND published_at IS NULL) \
+             OR EXISTS (SELECT FROM failed_commands WHERE published_at IS NULL)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(waiting)
+    }
+
     /// The oldest unpublished events and outcomes, at most `limit` of each, events in position
     /// order, leaving out the aggregates in `held_back` (their partition is failing); `None`
     /// while another relayer holds the lock.

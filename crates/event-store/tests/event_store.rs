@@ -601,6 +601,38 @@ async fn the_outbox_hands_out_rejections_and_failures_until_they_are_marked(pool
 }
 
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
+async fn the_outbox_tells_whether_an_event_or_an_outcome_waits_to_be_published(pool: PgPool) {
+    let store = PgEventStore::new(pool.clone());
+    let outbox = Outbox::new(pool);
+    assert!(!outbox.has_unpublished().await.unwrap(), "an empty store");
+
+    let refused = CommandId::new_random();
+    let rejection = investor_rejection(refused, Uuid::new_v4(), "no such investor");
+    store.record_rejection(rejection).await.unwrap();
+    assert!(outbox.has_unpublished().await.unwrap(), "a rejection");
+    let claim = outbox.claim(10, &[]).await.unwrap().unwrap();
+    claim.mark_published(&[], &[refused], &[]).await.unwrap();
+    assert!(!outbox.has_unpublished().await.unwrap());
+
+    let failed = CommandId::new_random();
+    store
+        .record_failure(failed, None, "undecodable")
+        .await
+        .unwrap();
+    assert!(outbox.has_unpublished().await.unwrap(), "a failure");
+    let claim = outbox.claim(10, &[]).await.unwrap().unwrap();
+    claim.mark_published(&[], &[], &[failed]).await.unwrap();
+    assert!(!outbox.has_unpublished().await.unwrap());
+
+    register(&Repository::new(store, 100), 1).await;
+    assert!(outbox.has_unpublished().await.unwrap(), "events");
+    let claim = outbox.claim(10, &[]).await.unwrap().unwrap();
+    let positions: Vec<i64> = claim.events().iter().map(|e| e.global_position).collect();
+    claim.mark_published(&positions, &[], &[]).await.unwrap();
+    assert!(!outbox.has_unpublished().await.unwrap(), "all published");
+}
+
+#[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
 async fn the_outbox_leaves_out_the_aggregates_held_back(pool: PgPool) {
     let repo = Repository::new(PgEventStore::new(pool.clone()), 100);
     let (held, free) = (register(&repo, 1).await, register(&repo, 2).await);

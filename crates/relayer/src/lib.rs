@@ -219,6 +219,9 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
     /// the lock means there is nothing to do here. An error when the broker cannot be reached,
     /// or takes nothing at all.
     pub async fn relay_pending(&self) -> Result<usize, RelayError> {
+        if !self.outbox.has_unpublished().await? {
+            return Ok(0);
+        }
         let partitions = self.partition_counts().await?;
         let count = |topic: &str| {
             partitions
