@@ -52,15 +52,23 @@ const POLL: Duration = Duration::from_secs(1);
 /// How long a publish waits for room in librdkafka's queue (a broker that does not keep up)
 /// before it fails.
 const QUEUE_WAIT: Duration = Duration::from_secs(1);
+/// How long past the delivery timeout a publish waits for its answer: librdkafka answers
+/// within the timeout, so this only bounds the wait if the acknowledging thread died.
+const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 
 /// The producer and its acknowledging thread, which stops once the last publisher is gone.
 struct Producing {
     producer: Arc<BaseProducer<Acknowledgements>>,
     stopped: Arc<AtomicBool>,
+    /// The longest a publish waits for its answer.
+    answer_within: Duration,
 }
 
 impl Producing {
-    fn start(producer: BaseProducer<Acknowledgements>) -> std::io::Result<Producing> {
+    fn start(
+        producer: BaseProducer<Acknowledgements>,
+        answer_within: Duration,
+    ) -> std::io::Result<Producing> {
         let producer = Arc::new(producer);
         let stopped = Arc::new(AtomicBool::new(false));
         let (polled, stop) = (Arc::clone(&producer), Arc::clone(&stopped));
@@ -71,7 +79,11 @@ impl Producing {
                     polled.poll(POLL);
                 }
             })?;
-        Ok(Producing { producer, stopped })
+        Ok(Producing {
+            producer,
+            stopped,
+            answer_within,
+        })
     }
 }
 
@@ -138,7 +150,8 @@ impl Publisher {
                 config.delivery_timeout.as_millis().to_string(),
             )
             .create_with_context(Acknowledgements)?;
-        let producer = Producing::start(producer).map_err(|error| {
+        let answer_within = config.delivery_timeout + ANSWER_MARGIN;
+        let producer = Producing::start(producer, answer_within).map_err(|error| {
             KafkaError::ClientCreation(format!("cannot start the acknowledging thread: {error}"))
         })?;
         Ok(Publisher {
@@ -200,10 +213,15 @@ impl Publisher {
                 Err((error, _)) => return Err(PublishError(error)),
             }
         }
-        match acknowledged.await {
-            Ok(answer) => answer.map_err(PublishError),
+        let answer = tokio::time::timeout(self.producing.answer_within, acknowledged).await;
+        match answer {
+            Ok(Ok(answer)) => answer.map_err(PublishError),
             // The producer went away with the message (it is only dropped with the publisher).
-            Err(_) => Err(PublishError(KafkaError::Canceled)),
+            Ok(Err(_)) => Err(PublishError(KafkaError::Canceled)),
+            // No answer past the delivery timeout: the acknowledging thread is gone.
+            Err(_) => Err(PublishError(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut,
+            ))),
         }
     }
 }
@@ -219,6 +237,36 @@ mod tests {
             .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
             .filter(|name| name.trim_end() == "kafka acks")
             .count()
+    }
+
+    #[tokio::test]
+    async fn a_publish_that_gets_no_answer_fails_once_past_the_delivery_timeout() {
+        let config = KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            delivery_timeout: Duration::from_millis(200),
+            ..KafkaConfig::from_env().unwrap()
+        };
+        let before = acknowledging_threads();
+        let publisher = Publisher::new(&config).unwrap();
+        // As if the acknowledging thread had died: nothing hands the answers over any more.
+        publisher.producing.stopped.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + 10 * POLL;
+        while acknowledging_threads() > before {
+            assert!(Instant::now() < deadline, "the thread did not stop");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let record = Record {
+            key: "key".into(),
+            payload: b"{}".to_vec(),
+            headers: Vec::new(),
+        };
+        let started = Instant::now();
+        let publish = publisher.publish("financing.commands", &record);
+        let published = tokio::time::timeout(Duration::from_secs(60), publish)
+            .await
+            .expect("a publish without an answer must not wait for ever");
+        assert!(published.is_err(), "no answer, no success: {published:?}");
+        assert!(started.elapsed() >= config.delivery_timeout + ANSWER_MARGIN);
     }
 
     #[test]

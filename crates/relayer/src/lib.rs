@@ -216,8 +216,9 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
 
     /// Publishes what is unpublished now, batch after batch, leaving out what goes to a held
     /// partition; returns how many events and outcomes it published. Another relayer holding
-    /// the lock means there is nothing to do here. An error when the broker cannot be reached,
-    /// or takes nothing at all.
+    /// the lock means there is nothing to do here. With nothing unpublished it asks only the
+    /// event store, not the broker. An error when the broker cannot be reached, or takes
+    /// nothing at all.
     pub async fn relay_pending(&self) -> Result<usize, RelayError> {
         if !self.outbox.has_unpublished().await? {
             return Ok(0);
