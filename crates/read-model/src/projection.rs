@@ -71,6 +71,7 @@ impl ReadModel {
         recorded: &[Recorded<'_>],
     ) -> Result<Option<Vec<Option<Projected>>>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        crate::rebuild::lock_for_writing(&mut tx).await?;
         let mut results = Vec::with_capacity(recorded.len());
         for item in recorded {
             let result = match item {

@@ -21,8 +21,10 @@ use crate::{MIGRATOR, ReadModel};
 /// The schema a rebuild fills before it takes the live tables' place.
 pub const REBUILD_SCHEMA: &str = "read_model_rebuild";
 
-/// The read models' tables, in the order the projector writes them (a view, then the command's
-/// outcome): locked in this order, a handover and a projector's transaction cannot deadlock.
+/// The read models' tables, in the order a handover locks them. A projector's transaction
+/// writing one message writes them in this order (a view, then the command's outcome); one
+/// writing a batch writes them in its events' order, so it first locks them all in this one
+/// ([`lock_for_writing`]): either way a handover and a projector cannot deadlock.
 const TABLES: [&str; 5] = [
     "issuers",
     "investors",
@@ -30,6 +32,20 @@ const TABLES: [&str; 5] = [
     "command_outcomes",
     "stuck_views",
 ];
+
+/// Takes, first thing in a projector's transaction, the lock each of its writes would take,
+/// on every read-model table at once and in a handover's order. Writers never wait for each
+/// other on it (ROW EXCLUSIVE); a handover waits for the transaction, or it for the handover.
+pub(crate) async fn lock_for_writing(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let lock = format!(
+        "LOCK TABLE {} IN ROW EXCLUSIVE MODE",
+        TABLES.map(|table| format!("public.{table}")).join(", ")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(lock))
+        .execute(connection)
+        .await
+        .map(drop)
+}
 
 /// The session lock a rebuild holds from start to end, so that two never run at once.
 const REBUILD_LOCK: i64 = 0x0046_494e_5245_4255;
