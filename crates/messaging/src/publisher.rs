@@ -1,8 +1,7 @@
 //! Publishing that answers only once the broker has acknowledged the message.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -19,7 +18,9 @@ use crate::{KafkaConfig, Record};
 /// waiting for it.
 #[derive(Clone)]
 pub struct Publisher {
-    producing: Arc<Producing>,
+    producer: Arc<BaseProducer<Acknowledgements>>,
+    /// The longest a publish waits for its answer.
+    answer_within: Duration,
 }
 
 /// Where an acknowledgement goes: the publish waiting for it.
@@ -56,41 +57,17 @@ const QUEUE_WAIT: Duration = Duration::from_secs(1);
 /// within the timeout, so this only bounds the wait if the acknowledging thread died.
 const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 
-/// The producer and its acknowledging thread, which stops once the last publisher is gone.
-struct Producing {
-    producer: Arc<BaseProducer<Acknowledgements>>,
-    stopped: Arc<AtomicBool>,
-    /// The longest a publish waits for its answer.
-    answer_within: Duration,
-}
-
-impl Producing {
-    fn start(
-        producer: BaseProducer<Acknowledgements>,
-        answer_within: Duration,
-    ) -> std::io::Result<Producing> {
-        let producer = Arc::new(producer);
-        let stopped = Arc::new(AtomicBool::new(false));
-        let (polled, stop) = (Arc::clone(&producer), Arc::clone(&stopped));
-        std::thread::Builder::new()
-            .name("kafka acks".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    polled.poll(POLL);
-                }
-            })?;
-        Ok(Producing {
-            producer,
-            stopped,
-            answer_within,
+/// Polls `producer` for its acknowledgements on a thread of its own, until the last publisher
+/// holding it is gone.
+fn acknowledge(producer: Weak<BaseProducer<Acknowledgements>>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("kafka acks".into())
+        .spawn(move || {
+            while let Some(producer) = producer.upgrade() {
+                producer.poll(POLL);
+            }
         })
-    }
-}
-
-impl Drop for Producing {
-    fn drop(&mut self) {
-        self.stopped.store(true, Ordering::Relaxed);
-    }
+        .map(drop)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,13 +127,14 @@ impl Publisher {
                 config.delivery_timeout.as_millis().to_string(),
             )
             .create_with_context(Acknowledgements)?;
-        let answer_within = config.delivery_timeout + ANSWER_MARGIN;
-        let producer = Producing::start(producer, answer_within).map_err(|error| {
+        let publisher = Publisher {
+            producer: Arc::new(producer),
+            answer_within: config.delivery_timeout + ANSWER_MARGIN,
+        };
+        acknowledge(Arc::downgrade(&publisher.producer)).map_err(|error| {
             KafkaError::ClientCreation(format!("cannot start the acknowledging thread: {error}"))
         })?;
-        Ok(Publisher {
-            producing: Arc::new(producer),
-        })
+        Ok(publisher)
     }
 
     /// Sends `record` to `topic`, to the partition its key leads to, and waits for the
@@ -202,7 +180,7 @@ impl Publisher {
         (record.key, record.payload, record.partition) = (key, payload, partition);
         let queued_at = Instant::now();
         loop {
-            match self.producing.producer.send(record) {
+            match self.producer.send(record) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
                     if queued_at.elapsed() < QUEUE_WAIT =>
@@ -213,7 +191,7 @@ impl Publisher {
                 Err((error, _)) => return Err(PublishError(error)),
             }
         }
-        let answer = tokio::time::timeout(self.producing.answer_within, acknowledged).await;
+        let answer = tokio::time::timeout(self.answer_within, acknowledged).await;
         match answer {
             Ok(Ok(answer)) => answer.map_err(PublishError),
             // The producer went away with the message (it is only dropped with the publisher).
@@ -246,15 +224,13 @@ mod tests {
             delivery_timeout: Duration::from_millis(200),
             ..KafkaConfig::from_env().unwrap()
         };
-        let before = acknowledging_threads();
-        let publisher = Publisher::new(&config).unwrap();
-        // As if the acknowledging thread had died: nothing hands the answers over any more.
-        publisher.producing.stopped.store(true, Ordering::Relaxed);
-        let deadline = Instant::now() + 10 * POLL;
-        while acknowledging_threads() > before {
-            assert!(Instant::now() < deadline, "the thread did not stop");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut publisher = Publisher::new(&config).unwrap();
+        // As if the acknowledging thread had died: a producer nothing polls for its answers.
+        let unpolled = config
+            .client_config()
+            .create_with_context(Acknowledgements)
+            .unwrap();
+        publisher.producer = Arc::new(unpolled);
         let record = Record {
             key: "key".into(),
             payload: b"{}".to_vec(),

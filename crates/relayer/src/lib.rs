@@ -165,8 +165,9 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
         .await;
         tracing::info!(interval = ?self.config.interval, "relayer running");
         let mut delays = outage_backoff();
+        let mut published = 0;
         while !self.shutdown.is_cancelled() {
-            let published = match self.relay_pending().await {
+            published = match self.relay_after(published).await {
                 Ok(published) => published,
                 Err(error) => {
                     // Commits keep coming during an outage: only the backoff decides the next try.
@@ -214,15 +215,22 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
         tracing::info!("relayer stopped");
     }
 
-    /// Publishes what is unpublished now, batch after batch, leaving out what goes to a held
-    /// partition; returns how many events and outcomes it published. Another relayer holding
-    /// the lock means there is nothing to do here. With nothing unpublished it asks only the
-    /// event store, not the broker. An error when the broker cannot be reached, or takes
-    /// nothing at all.
-    pub async fn relay_pending(&self) -> Result<usize, RelayError> {
-        if !self.outbox.has_unpublished().await? {
+    /// One pass of the loop, after one that published `before`: after an empty pass (an idle
+    /// poll, or a wake-up) it first asks the outbox whether anything waits, in one query, and
+    /// with nothing there it asks neither the lock nor the broker; after a busy pass more is
+    /// likely waiting, so it goes straight to [`Relayer::relay_pending`].
+    async fn relay_after(&self, before: usize) -> Result<usize, RelayError> {
+        if before == 0 && !self.outbox.has_unpublished().await? {
             return Ok(0);
         }
+        self.relay_pending().await
+    }
+
+    /// Publishes what is unpublished now, batch after batch, leaving out what goes to a held
+    /// partition; returns how many events and outcomes it published. Another relayer holding
+    /// the lock means there is nothing to do here. An error when the broker cannot be reached,
+    /// or takes nothing at all.
+    pub async fn relay_pending(&self) -> Result<usize, RelayError> {
         let partitions = self.partition_counts().await?;
         let count = |topic: &str| {
             partitions
