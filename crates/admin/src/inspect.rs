@@ -68,7 +68,7 @@ pub async fn run(id: Uuid, store: PgEventStore, read_model: &ReadModel) -> anyho
         println!("\nagree: the read model shows version {version}, as the event store");
     } else {
         println!("\nDISAGREE: {}", differences.join("; "));
-        let unpublished = history.iter().filter(|e| e.published_at.is_none()).count();
+        let unpublished = history.iter().filter(|e| !e.published).count();
         if unpublished > 0 {
             println!(
                 "           ({unpublished} of its events are not published yet: the read model \
@@ -81,22 +81,14 @@ pub async fn run(id: Uuid, store: PgEventStore, read_model: &ReadModel) -> anyho
 
 fn print_events(history: &[StoredEvent]) {
     println!(
-        "\n{:>7}  {:<22}  {:<19}  {:<19}  {:>8}  {:<36}  {:<36}  payload",
-        "version",
-        "type",
-        "recorded at",
-        "published at",
-        "position",
-        "command id",
-        "correlation id"
+        "\n{:>7}  {:<22}  {:<19}  {:<9}  {:>8}  {:<36}  {:<36}  payload",
+        "version", "type", "recorded at", "published", "position", "command id", "correlation id"
     );
     for stored in history {
         let event = &stored.event;
-        let published = stored
-            .published_at
-            .map_or_else(|| "not yet".to_owned(), time);
+        let published = if stored.published { "yes" } else { "not yet" };
         println!(
-            "{:>7}  {:<22}  {:<19}  {:<19}  {:>8}  {:<36}  {:<36}  {}",
+            "{:>7}  {:<22}  {:<19}  {:<9}  {:>8}  {:<36}  {:<36}  {}",
             event.version,
             event.event_type,
             time(event.recorded_at),

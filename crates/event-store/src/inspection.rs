@@ -13,11 +13,11 @@ use crate::outbox::{OutcomeRow, outcome_from_row};
 use crate::postgres::{EventRow, event_columns};
 use crate::store::{RecordedEvent, StoreError};
 
-/// An event as stored, with when the relayer published it (`None`: not yet).
+/// An event as stored, and whether the relayer has published it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
     pub event: RecordedEvent,
-    pub published_at: Option<DateTime<Utc>>,
+    pub published: bool,
 }
 
 /// An aggregate's latest snapshot, as stored.
@@ -50,7 +50,9 @@ impl PgEventStore {
         let rows = sqlx::query(concat!(
             "SELECT ",
             event_columns!(),
-            ", published_at FROM events WHERE aggregate_id = $1 ORDER BY aggregate_type, version"
+            ", NOT EXISTS (SELECT FROM unpublished_events u \
+               WHERE u.global_position = events.global_position) AS published \
+             FROM events WHERE aggregate_id = $1 ORDER BY aggregate_type, version"
         ))
         .bind(aggregate_id)
         .fetch_all(self.pool())
@@ -59,7 +61,7 @@ impl PgEventStore {
             .map(|row| {
                 Ok(StoredEvent {
                     event: EventRow::from_row(row)?.into(),
-                    published_at: row.try_get("published_at")?,
+                    published: row.try_get("published")?,
                 })
             })
             .collect()
@@ -97,8 +99,9 @@ impl PgEventStore {
             last_position,
         ) = sqlx::query_as(
             "SELECT \
-                     (SELECT count(*) FROM events WHERE published_at IS NULL), \
-                     (SELECT min(recorded_at) FROM events WHERE published_at IS NULL), \
+                     (SELECT count(*) FROM unpublished_events), \
+                     (SELECT recorded_at FROM events WHERE global_position = \
+                          (SELECT min(global_position) FROM unpublished_events)), \
                      (SELECT count(*) FROM processed_commands \
                           WHERE outcome = 'rejected' AND published_at IS NULL) \
                      + (SELECT count(*) FROM failed_commands WHERE published_at IS NULL), \

@@ -28,7 +28,7 @@ pub use store::{
 /// The tables whose rows are updated or deleted (publication marks, snapshots, parked messages):
 /// they need vacuuming, which the relayer sees to where the server does not.
 pub const UPDATED_TABLES: &[&str] = &[
-    "events",
+    "unpublished_events",
     "processed_commands",
     "failed_commands",
     "snapshots",

@@ -10,8 +10,8 @@ use financing_domain::{
 };
 use financing_event_store::{
     Append, CommandMeta, Decided, EVENTS_APPENDED_CHANNEL, EventMetadata, EventStore,
-    InMemoryEventStore, Loaded, NewEvent, Outbox, Outcome, Parking, PgEventStore, Received,
-    Rejected, Repository, StoreError, UPDATED_TABLES,
+    InMemoryEventStore, Loaded, MIGRATOR, NewEvent, Outbox, Outcome, Parking, PgEventStore,
+    Received, Rejected, Repository, StoreError, UPDATED_TABLES,
 };
 use financing_runtime::postgres::vacuum_if_autovacuum_off;
 use financing_testkit::wait_until;
@@ -632,6 +632,34 @@ async fn the_outbox_tells_whether_an_event_or_an_outcome_waits_to_be_published(p
     assert!(!outbox.has_unpublished().await.unwrap(), "all published");
 }
 
+/// Until migration 6 an event carried its publication mark; upgrading a store keeps what was
+/// not published yet waiting for the relayer, and only that.
+#[sqlx::test(migrations = false)]
+async fn events_unpublished_before_the_outbox_table_still_wait_after_it(pool: PgPool) {
+    MIGRATOR.run_to(5, &pool).await.unwrap();
+    let (published, waiting) = (Uuid::new_v4(), Uuid::new_v4());
+    for (aggregate_id, published_at) in [(published, Some(chrono::Utc::now())), (waiting, None)] {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, version, event_type, \
+                 schema_version, payload, event_id, command_id, correlation_id, causation_id, \
+                 published_at) \
+             VALUES ('Investor', $1, 1, 'InvestorCreated', 1, '{}', gen_random_uuid(), \
+                 gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), $2)",
+        )
+        .bind(aggregate_id)
+        .bind(published_at)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+
+    MIGRATOR.run(&pool).await.unwrap();
+
+    let claim = Outbox::new(pool).claim(10, &[]).await.unwrap().unwrap();
+    let claimed: Vec<Uuid> = claim.events().iter().map(|e| e.aggregate_id).collect();
+    assert_eq!(claimed, [waiting]);
+}
+
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
 async fn the_outbox_leaves_out_the_aggregates_held_back(pool: PgPool) {
     let repo = Repository::new(PgEventStore::new(pool.clone()), 100);
@@ -752,8 +780,8 @@ async fn marking_a_command_s_failure_leaves_its_later_rejection_to_publish(pool:
     );
 }
 
-/// Published events are rewritten (their publication mark): where the server's autovacuum is
-/// off, the upkeep pass vacuums the store's updated tables; with it on, it leaves them to the
+/// Publishing deletes events' outbox rows (their publication mark): where the server's
+/// autovacuum is off, the upkeep pass vacuums the store's updated tables; with it on, it leaves them to the
 /// server.
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
 async fn the_updated_tables_are_vacuumed_where_the_server_does_not(pool: PgPool) {

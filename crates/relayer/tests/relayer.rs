@@ -66,8 +66,18 @@ fn consumer(config: &RelayerConfig) -> GroupConsumer {
 }
 
 async fn unpublished(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM events WHERE published_at IS NULL")
+    sqlx::query_scalar("SELECT count(*) FROM unpublished_events")
         .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Which transaction wrote each version of the aggregate's events as they stand: an update
+/// would show a new one.
+async fn row_writers(pool: &PgPool, aggregate_id: Uuid) -> Vec<String> {
+    sqlx::query_scalar("SELECT xmin::text FROM events WHERE aggregate_id = $1 ORDER BY version")
+        .bind(aggregate_id)
+        .fetch_all(pool)
         .await
         .unwrap()
 }
@@ -192,6 +202,7 @@ async fn events_the_broker_did_not_acknowledge_stay_unpublished_until_it_does() 
         insert(&mut pool.acquire().await.unwrap(), first, version).await;
     }
     insert(&mut pool.acquire().await.unwrap(), second, 1).await;
+    let written = row_writers(&pool, first).await;
 
     let result = failing.relay_pending().await;
     assert!(matches!(result, Err(RelayError::Broker(_))), "{result:?}");
@@ -201,6 +212,11 @@ async fn events_the_broker_did_not_acknowledge_stay_unpublished_until_it_does() 
     let relayer = Relayer::build(healthy, shutdown).await.unwrap().unwrap();
     assert_eq!(relayer.relay_pending().await.unwrap(), 6);
     assert_eq!(unpublished(&pool).await, 0);
+    assert_eq!(
+        row_writers(&pool, first).await,
+        written,
+        "publishing leaves the event rows as they were written"
+    );
 }
 
 /// Records a command's outcome with plain SQL: a rejection, or a failure.
