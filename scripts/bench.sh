@@ -77,6 +77,15 @@ for setting in "$@"; do
             target/release/loadgen sagas --rate "$sagas" --seconds "$seconds" || true
             echo "-- where the sagas' time went (ms)"
             psql -q "$DATABASE_URL" -f scripts/hops.sql
+            echo "-- relay since start: an event's recording -> the broker's acknowledgement"
+            curl -s "http://${RELAYER_METRICS_ADDR:-127.0.0.1:9182}/metrics" | awk -F'[{}" ]+' '
+                /^financing_relay_seconds_bucket/ { le[n] = $3; below[n++] = $NF }
+                END {
+                    if (n == 0) { print "not measured by this build"; exit }
+                    for (i = 0; i < n && below[i] < 0.5 * below[n - 1]; i++) {}
+                    for (j = i; j < n && below[j] < 0.99 * below[n - 1]; j++) {}
+                    printf "%d events: p50 <= %s s, p99 <= %s s\n", below[n - 1], le[i], le[j]
+                }'
         fi
     )
     rm -rf "$RUN_DIR"

@@ -152,6 +152,7 @@ fn up_serves_commands_and_queries_with_demo_data_until_down_stops_it() {
         ),
         ("RELAYER_METRICS_ADDR", "financing_events_published_total"),
         ("RELAYER_METRICS_ADDR", "financing_outbox_lag_seconds"),
+        ("RELAYER_METRICS_ADDR", "financing_relay_seconds_bucket"),
         (
             "PROJECTOR_METRICS_ADDR",
             "financing_events_projected_total{result=\"applied\"}",

@@ -307,6 +307,7 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
                 .map(|event| acked_positions.contains(&event.global_position))
                 .collect();
             let marked = publishable(events, &event_acks);
+            record_relay_times(events, &marked);
             let rejected = commands(&acknowledged, |p| match p {
                 Published::Rejection(command) => Some(command),
                 _ => None,
@@ -425,6 +426,23 @@ fn commands(
 
 fn event_record(event: &RecordedEvent) -> Record {
     financing_messaging::event_record(&event.meta(), &event.event_type, &event.payload)
+}
+
+/// How long each event marked published took from its recording to the broker's
+/// acknowledgement (`financing_relay_seconds`).
+fn record_relay_times(events: &[RecordedEvent], marked: &[i64]) {
+    let now = chrono::Utc::now();
+    let marked: HashSet<i64> = marked.iter().copied().collect();
+    for event in events
+        .iter()
+        .filter(|e| marked.contains(&e.global_position))
+    {
+        let waited = (now - event.recorded_at)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0);
+        metrics::histogram!("financing_relay_seconds").record(waited as f64 / 1e6);
+    }
 }
 
 /// The positions that may be marked published: each aggregate's acknowledged events up to its
