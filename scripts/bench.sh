@@ -39,6 +39,9 @@ cargo build --release --locked --bins --quiet
 export BROKER_PORT=19092 KAFKA_BROKERS=127.0.0.1:19092
 export LISTENER_ADDR=127.0.0.1:18080 QUERIES_ADDR=127.0.0.1:18081
 export LISTENER_URL=http://$LISTENER_ADDR QUERIES_URL=http://$QUERIES_ADDR
+export LISTENER_METRICS_ADDR=127.0.0.1:19180 COMMAND_HANDLER_METRICS_ADDR=127.0.0.1:19181
+export RELAYER_METRICS_ADDR=127.0.0.1:19182 PROJECTOR_METRICS_ADDR=127.0.0.1:19183
+export QUERIES_METRICS_ADDR=127.0.0.1:19184
 export DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_financing
 export QUERIES_DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_queries
 export RUST_LOG=warn
@@ -78,7 +81,7 @@ for setting in "$@"; do
             echo "-- where the sagas' time went (ms)"
             psql -q "$DATABASE_URL" -f scripts/hops.sql
             echo "-- relay since start: an event's recording -> the broker's acknowledgement"
-            curl -s "http://${RELAYER_METRICS_ADDR:-127.0.0.1:9182}/metrics" | awk -F'[{}" ]+' '
+            { curl -sf "http://$RELAYER_METRICS_ADDR/metrics" || true; } | awk -F'[{}" ]+' '
                 /^financing_relay_seconds_bucket/ { le[n] = $3; below[n++] = $NF }
                 END {
                     if (n == 0) { print "not measured by this build"; exit }

@@ -16,25 +16,36 @@ if ! command -v sqlite3 >/dev/null; then
 fi
 install_nisshi
 BROKER_PORT=19192
+if port_open "$BROKER_PORT"; then
+    log "port $BROKER_PORT is taken: the ceiling needs a broker of its own there"
+    exit 1
+fi
 url=tcp://127.0.0.1:$BROKER_PORT
 dir=$(mktemp -d /tmp/broker-ceiling.XXXXXX)
+broker="" perf=""
+trap 'kill $perf $broker 2>/dev/null; rm -rf "$dir"' EXIT
 broker=$(start_broker "sqlite://n.db" "$dir/broker.log" "$dir")
-trap 'kill $broker 2>/dev/null; rm -rf "$dir"' EXIT
 "$(nisshi_bin)" topic create --broker "$url" --partitions 3 ceiling >/dev/null
 
-written() { sqlite3 "$dir/n.db" "SELECT count(*) FROM record"; }
+written() { sqlite3 -cmd '.timeout 5000' "$dir/n.db" "SELECT count(*) FROM record"; }
 
 printf '%6s %10s %12s\n' batch producers records/s
 for batch in 1 16 64; do
     for producers in 1 8 32; do
         "$(nisshi_bin)" perf --broker "$url" ceiling produce --batch-size "$batch" \
             --record-size 300 --producers "$producers" --duration "$((window + 6))s" \
-            >/dev/null 2>&1 &
+            >"$dir/perf.log" 2>&1 &
+        perf=$!
         sleep 3 # its producers connected and running
         before=$(written)
         sleep "$window"
         after=$(written)
-        wait
+        if ! wait "$perf"; then
+            log "nisshi perf failed:"
+            tail -5 "$dir/perf.log" >&2
+            exit 1
+        fi
+        perf=""
         printf '%6s %10s %12s\n' "$batch" "$producers" $(((after - before) / window))
     done
 done

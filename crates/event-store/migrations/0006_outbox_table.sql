@@ -2,6 +2,10 @@
 -- written once and never changed; marking it published deletes its narrow outbox row instead
 -- of rewriting the event (a new version of the whole row and of each of its indexes, measured
 -- to cost as much as the insert itself).
+-- No event may commit between the copy below and the trigger (an old appender still running
+-- while a new relayer migrates): it would never be queued.
+LOCK TABLE events IN ACCESS EXCLUSIVE MODE;
+
 CREATE TABLE unpublished_events (
     global_position BIGINT PRIMARY KEY
 );

@@ -100,8 +100,8 @@ impl PgEventStore {
         ) = sqlx::query_as(
             "SELECT \
                      (SELECT count(*) FROM unpublished_events), \
-                     (SELECT recorded_at FROM events WHERE global_position = \
-                          (SELECT min(global_position) FROM unpublished_events)), \
+                     (SELECT min(recorded_at) FROM unpublished_events \
+                          JOIN events USING (global_position)), \
                      (SELECT count(*) FROM processed_commands \
                           WHERE outcome = 'rejected' AND published_at IS NULL) \
                      + (SELECT count(*) FROM failed_commands WHERE published_at IS NULL), \

@@ -25,9 +25,11 @@ pub use store::{
     Snapshot, StoreError, Stream,
 };
 
-/// The tables whose rows are updated or deleted (publication marks, snapshots, parked messages):
-/// they need vacuuming, which the relayer sees to where the server does not.
+/// The tables whose rows are updated or deleted (publication marks, snapshots, parked messages),
+/// and the events, only ever inserted but growing (their statistics, their visibility map): they
+/// need vacuuming and analysing, which the relayer sees to where the server does not.
 pub const UPDATED_TABLES: &[&str] = &[
+    "events",
     "unpublished_events",
     "processed_commands",
     "failed_commands",
