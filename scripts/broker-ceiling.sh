@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The SQLite broker's own produce ceiling, without the system: Nisshi's `perf produce` against a
-# fresh broker of its own (port 19192, a temporary directory), records of 300 bytes (an event's
+# fresh broker of its own (port 19292, a temporary directory), records of 300 bytes (an event's
 # size), for each batch size and number of producers. Records written per second are counted in
 # the broker's database over a window in the middle of each run. The system's end-to-end
 # throughput on SQLite is read against it (README, Benchmarks).
@@ -15,7 +15,7 @@ if ! command -v sqlite3 >/dev/null; then
     exit 1
 fi
 install_nisshi
-BROKER_PORT=19192
+BROKER_PORT=19292
 if port_open "$BROKER_PORT"; then
     log "port $BROKER_PORT is taken: the ceiling needs a broker of its own there"
     exit 1
