@@ -15,6 +15,7 @@ if ! command -v sqlite3 >/dev/null; then
     exit 1
 fi
 install_nisshi
+nisshi=$(nisshi_bin)
 BROKER_PORT=19292
 if port_open "$BROKER_PORT"; then
     log "port $BROKER_PORT is taken: the ceiling needs a broker of its own there"
@@ -25,14 +26,14 @@ dir=$(mktemp -d /tmp/broker-ceiling.XXXXXX)
 broker="" perf=""
 trap 'kill $perf $broker 2>/dev/null; rm -rf "$dir"' EXIT
 broker=$(start_broker "sqlite://n.db" "$dir/broker.log" "$dir")
-"$(nisshi_bin)" topic create --broker "$url" --partitions 3 ceiling >/dev/null
+"$nisshi" topic create --broker "$url" --partitions 3 ceiling >/dev/null
 
 written() { sqlite3 -cmd '.timeout 5000' "$dir/n.db" "SELECT count(*) FROM record"; }
 
 printf '%6s %10s %12s\n' batch producers records/s
 for batch in 1 16 64; do
     for producers in 1 8 32; do
-        "$(nisshi_bin)" perf --broker "$url" ceiling produce --batch-size "$batch" \
+        "$nisshi" perf --broker "$url" ceiling produce --batch-size "$batch" \
             --record-size 300 --producers "$producers" --duration "$((window + 6))s" \
             >"$dir/perf.log" 2>&1 &
         perf=$!

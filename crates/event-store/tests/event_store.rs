@@ -781,8 +781,8 @@ async fn marking_a_command_s_failure_leaves_its_later_rejection_to_publish(pool:
 }
 
 /// Publishing deletes events' outbox rows (their publication mark): where the server's
-/// autovacuum is off, the upkeep pass vacuums the store's updated tables; with it on, it leaves them to the
-/// server.
+/// autovacuum is off, the upkeep pass vacuums the store's updated tables; with it on, it leaves
+/// them to the server.
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
 async fn the_updated_tables_are_vacuumed_where_the_server_does_not(pool: PgPool) {
     let repo = Repository::new(PgEventStore::new(pool.clone()), 100);

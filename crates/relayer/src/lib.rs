@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use financing_domain::CommandId;
 use financing_event_store::{
     EVENTS_APPENDED_CHANNEL, MIGRATOR, Outbox, PgEventStore, Published, RecordedEvent, StoreError,
@@ -306,8 +307,8 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
                 .iter()
                 .map(|event| acked_positions.contains(&event.global_position))
                 .collect();
+            record_relay_times(events, &event_acks);
             let marked = publishable(events, &event_acks);
-            record_relay_times(events, &marked);
             let rejected = commands(&acknowledged, |p| match p {
                 Published::Rejection(command) => Some(command),
                 _ => None,
@@ -428,21 +429,21 @@ fn event_record(event: &RecordedEvent) -> Record {
     financing_messaging::event_record(&event.meta(), &event.event_type, &event.payload)
 }
 
-/// How long each event marked published took from its recording to the broker's
+/// How long each event the broker acknowledged took from its recording to the
 /// acknowledgement (`financing_relay_seconds`).
-fn record_relay_times(events: &[RecordedEvent], marked: &[i64]) {
-    let now = chrono::Utc::now();
-    let marked: HashSet<i64> = marked.iter().copied().collect();
-    for event in events
-        .iter()
-        .filter(|e| marked.contains(&e.global_position))
-    {
-        let waited = (now - event.recorded_at)
-            .num_microseconds()
-            .unwrap_or(0)
-            .max(0);
-        metrics::histogram!("financing_relay_seconds").record(waited as f64 / 1e6);
+fn record_relay_times(events: &[RecordedEvent], acknowledged: &[bool]) {
+    let now = Utc::now();
+    let histogram = metrics::histogram!("financing_relay_seconds");
+    for (event, _) in events.iter().zip(acknowledged).filter(|(_, ok)| **ok) {
+        histogram.record(seconds_between(event.recorded_at, now));
     }
+}
+
+/// Seconds from `then` to `now`, 0 if `now` is earlier (clocks apart).
+fn seconds_between(then: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+    (now - then)
+        .to_std()
+        .map_or(0.0, |waited| waited.as_secs_f64())
 }
 
 /// The positions that may be marked published: each aggregate's acknowledged events up to its
@@ -472,9 +473,9 @@ async fn watch_backlog(store: PgEventStore, shutdown: CancellationToken) {
     loop {
         match store.backlog().await {
             Ok(backlog) => {
-                let waited = backlog.oldest_unpublished.map_or(0.0, |oldest| {
-                    (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1e3
-                });
+                let waited = backlog
+                    .oldest_unpublished
+                    .map_or(0.0, |oldest| seconds_between(oldest, Utc::now()));
                 metrics::gauge!("financing_outbox_unpublished")
                     .set(backlog.unpublished_events as f64);
                 metrics::gauge!("financing_outbox_lag_seconds").set(waited);
@@ -493,7 +494,6 @@ async fn watch_backlog(store: PgEventStore, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
     use financing_event_store::EventMetadata;
 
     fn event(position: i64, aggregate_id: Uuid) -> RecordedEvent {
@@ -513,6 +513,14 @@ mod tests {
             },
             recorded_at: Utc::now(),
         }
+    }
+
+    #[test]
+    fn a_wait_is_the_seconds_between_two_times_and_never_negative() {
+        let then = Utc::now();
+        let later = then + chrono::Duration::milliseconds(1_500);
+        assert_eq!(seconds_between(then, later), 1.5);
+        assert_eq!(seconds_between(later, then), 0.0, "clocks apart");
     }
 
     #[test]
