@@ -29,6 +29,12 @@ pub struct KafkaConfig {
     pub delivery_timeout: Duration,
     /// `KAFKA_LINGER_MS`: how long a producer waits for more messages to send in one request.
     pub linger: Duration,
+    /// `KAFKA_MAX_IN_FLIGHT`: produce requests a publisher has sent and not yet had answered,
+    /// per broker connection (1 to 5, the idempotent producer's limit). A broker answers a
+    /// connection's requests one after the other, so a second request in flight saves only
+    /// the way there and back; with one, what queued meanwhile goes in the next request, and
+    /// the broker's work per request is spread over more messages.
+    pub max_in_flight: u32,
     /// `KAFKA_FETCH_WAIT_MS`: the longest a consumer's fetch waits for data. The broker
     /// answers as soon as data arrives; an idle consumer asks again each time it expires.
     pub fetch_wait: Duration,
@@ -39,6 +45,18 @@ pub struct KafkaConfig {
 }
 
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+
+/// `requests` if an idempotent producer may have that many in flight.
+fn idempotent_in_flight(requests: u32) -> Result<u32, ConfigError> {
+    if (1..=5).contains(&requests) {
+        return Ok(requests);
+    }
+    Err(ConfigError {
+        name: "KAFKA_MAX_IN_FLIGHT".to_owned(),
+        value: requests.to_string(),
+        reason: "an idempotent producer has 1 to 5 requests in flight".to_owned(),
+    })
+}
 
 fn millis(duration: Duration) -> String {
     duration.as_millis().to_string()
@@ -85,6 +103,7 @@ impl KafkaConfig {
             topic_prefix: text("KAFKA_TOPIC_PREFIX", ""),
             delivery_timeout: Duration::from_millis(var("KAFKA_DELIVERY_TIMEOUT_MS", 5000)?),
             linger: Duration::from_millis(var("KAFKA_LINGER_MS", 1)?),
+            max_in_flight: idempotent_in_flight(var("KAFKA_MAX_IN_FLIGHT", 1)?)?,
             fetch_wait: Duration::from_millis(var("KAFKA_FETCH_WAIT_MS", 25)?),
             session_timeout: Duration::from_millis(var("KAFKA_SESSION_TIMEOUT_MS", 6000)?),
         })
@@ -221,5 +240,22 @@ impl KafkaConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idempotent_producer_takes_one_to_five_requests_in_flight() {
+        for requests in 1..=5 {
+            assert_eq!(idempotent_in_flight(requests).unwrap(), requests);
+        }
+        for requests in [0, 6, 1000] {
+            let error = idempotent_in_flight(requests).unwrap_err().to_string();
+            assert!(error.contains("KAFKA_MAX_IN_FLIGHT"), "{error}");
+            assert!(error.contains("1 to 5"), "{error}");
+        }
     }
 }

@@ -123,6 +123,10 @@ impl Publisher {
             .set("enable.idempotence", "true")
             .set("linger.ms", config.linger.as_millis().to_string())
             .set(
+                "max.in.flight.requests.per.connection",
+                config.max_in_flight.to_string(),
+            )
+            .set(
                 "message.timeout.ms",
                 config.delivery_timeout.as_millis().to_string(),
             )
