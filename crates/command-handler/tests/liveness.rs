@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use financing_command_handler::CommandHandler;
 use financing_domain::{IntegrationEvent, IssuerId};
 use financing_messaging::{KafkaConfig, integration_record};
-use financing_testkit::{own_database_url, own_topics, wait_until};
+use financing_testkit::{create_topic, own_database_url, own_topics, wait_until};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -73,6 +73,8 @@ async fn a_handler_killed_mid_stream_hands_its_partitions_to_the_survivor() {
         partitions: PARTITIONS,
         ..own_topics()
     };
+    // Registrations get one partition from the system; these come on several.
+    create_topic(&kafka, &kafka.topics().registering_events, PARTITIONS).await;
     let config = common::config(&kafka, own_database_url());
     let shutdown = CancellationToken::new();
     let survivor = CommandHandler::build(config.clone(), shutdown.clone())

@@ -180,6 +180,20 @@ impl KafkaConfig {
         lookup.await.unwrap_or_else(|_| Err(KafkaError::Canceled))
     }
 
+    /// The partitions this system gives a topic it creates: `KAFKA_PARTITIONS` to the ones
+    /// that carry its volume (commands and events), which instances share out; one to the
+    /// others (registrations, outcomes, dead letters), which carry few messages. Every fetch
+    /// reads each partition its consumer has on every round, so an idle partition still
+    /// costs the broker.
+    pub fn partitions_of(&self, topic: &str) -> i32 {
+        let topics = self.topics();
+        if topic == topics.commands || topic == topics.events {
+            self.partitions
+        } else {
+            1
+        }
+    }
+
     fn heartbeat_interval(&self) -> Duration {
         (self.session_timeout / 3).min(Duration::from_secs(1))
     }
@@ -220,7 +234,7 @@ impl KafkaConfig {
             .all()
             .into_iter()
             .filter(|name| !existing.contains_key(*name))
-            .map(|name| NewTopic::new(name, self.partitions, TopicReplication::Fixed(1)))
+            .map(|name| NewTopic::new(name, self.partitions_of(name), TopicReplication::Fixed(1)))
             .collect();
         if topics.is_empty() {
             return Ok(());
@@ -230,7 +244,8 @@ impl KafkaConfig {
         for result in admin.create_topics(&topics, &options).await? {
             match result {
                 Ok(name) => {
-                    tracing::info!(topic = %name, partitions = self.partitions, "created topic")
+                    let partitions = self.partitions_of(&name);
+                    tracing::info!(topic = %name, partitions, "created topic")
                 }
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
@@ -256,6 +271,21 @@ mod tests {
             let error = idempotent_in_flight(requests).unwrap_err().to_string();
             assert!(error.contains("KAFKA_MAX_IN_FLIGHT"), "{error}");
             assert!(error.contains("1 to 5"), "{error}");
+        }
+    }
+
+    #[test]
+    fn commands_and_events_are_shared_out_the_rest_has_one_partition() {
+        let kafka = KafkaConfig {
+            partitions: 6,
+            topic_prefix: "test.".to_owned(),
+            ..KafkaConfig::from_env().unwrap()
+        };
+        let topics = kafka.topics();
+        assert_eq!(kafka.partitions_of(&topics.commands), 6);
+        assert_eq!(kafka.partitions_of(&topics.events), 6);
+        for topic in [&topics.registering_events, &topics.outcomes, &topics.dlq] {
+            assert_eq!(kafka.partitions_of(topic), 1, "{topic}");
         }
     }
 }

@@ -16,6 +16,8 @@ use chrono::Utc;
 use financing_domain::{CommandId, Event};
 use financing_messaging::{EventEnvelope, EventMeta, GroupConsumer, KafkaConfig};
 use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -131,15 +133,37 @@ where
     }
 }
 
+/// Creates `topic` with `partitions` partitions, as an operator may have made it before the
+/// system started (the system creates only the topics that are missing).
+pub async fn create_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        kafka.client_config().create().expect("an admin client");
+    let topics = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
+    for result in admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .expect("the broker answers")
+    {
+        result.expect("the topic is created");
+    }
+}
+
 const END_MARKER: &str = "test-end-marker";
 
 /// Everything on `topic` now, partition by partition in order. The broker's watermarks cannot
 /// tell (Tansu counts batches, not records), so an end marker is written to every partition
 /// and the topic is read from the start until each marker comes back.
 pub async fn read_to_end(kafka: &KafkaConfig, topic: &str) -> Vec<OwnedMessage> {
+    let partitions = kafka
+        .partition_counts(&[topic])
+        .await
+        .expect("the broker tells the topic's partitions")
+        .get(topic)
+        .copied()
+        .unwrap_or(kafka.partitions);
     let producer: FutureProducer = kafka.client_config().create().expect("a producer");
     let marker = Uuid::new_v4().to_string();
-    for partition in 0..kafka.partitions {
+    for partition in 0..partitions {
         let headers = OwnedHeaders::new().insert(Header {
             key: END_MARKER,
             value: Some(&marker),
@@ -159,7 +183,7 @@ pub async fn read_to_end(kafka: &KafkaConfig, topic: &str) -> Vec<OwnedMessage> 
     consumer.subscribe(&[topic]).expect("subscribed");
     let mut ended = 0;
     let mut messages = Vec::new();
-    while ended < kafka.partitions {
+    while ended < partitions {
         let message = tokio::time::timeout(PATIENCE, consumer.recv())
             .await
             .expect("the topic's end markers arrive")
