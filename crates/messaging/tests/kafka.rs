@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use financing_domain::{ClientCommand, CommandId, InvoiceId};
 use financing_messaging::{CommandMessage, KafkaConfig, Publisher, WireForm};
-use financing_testkit::{PATIENCE, own_topics};
+use financing_testkit::{PATIENCE, create_topic, own_topics};
 use rdkafka::consumer::Consumer;
 use uuid::Uuid;
 
@@ -26,11 +26,19 @@ fn approve() -> CommandMessage {
 }
 
 #[tokio::test]
-async fn topics_are_created_idempotently_and_a_message_arrives_with_its_headers() {
+async fn missing_topics_are_created_idempotently_and_a_message_arrives_with_its_headers() {
     let config = config();
     let topics = config.topics();
+    // One made beforehand, as an operator may: it keeps its partitions.
+    create_topic(&config, &topics.outcomes, 3).await;
     config.ensure_topics().await.unwrap();
     config.ensure_topics().await.unwrap();
+    let counts = config.partition_counts(&topics.all()).await.unwrap();
+    assert_eq!(counts[&topics.commands], 2);
+    assert_eq!(counts[&topics.events], 2);
+    assert_eq!(counts[&topics.outcomes], 3);
+    assert_eq!(counts[&topics.registering_events], 1);
+    assert_eq!(counts[&topics.dlq], 1);
 
     let message = approve();
     let publisher = Publisher::new(&config).unwrap();
