@@ -76,7 +76,8 @@ impl System {
         System::start_with(Parts::Everything, 1).await
     }
 
-    /// Starts the parts on topics of `partitions` partitions, and waits until each gRPC
+    /// Starts the parts on commands and events topics of `partitions` partitions (the others
+    /// have one), and waits until each gRPC
     /// service reports SERVING.
     pub async fn start_with(parts: Parts, partitions: i32) -> System {
         financing_runtime::telemetry::init();

@@ -44,8 +44,9 @@ impl Flow {
             system,
         };
         flow.await_investor(balance, 0, 0).await;
-        // Registrations may sit on other partitions than the investor's: a sale before its
-        // issuer is known would rightly be rejected.
+        // The issuer's events and the investor's are handled apart (different aggregates, on
+        // different partitions maybe): a sale before its issuer is known would rightly be
+        // rejected.
         let issuer_id = flow.issuer_id;
         let what = format!("issuer {issuer_id} is known");
         flow.system

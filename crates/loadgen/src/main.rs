@@ -157,7 +157,8 @@ async fn bid_to_read_model(cli: &Cli, kafka: &KafkaConfig) -> anyhow::Result<()>
     poll(reserved, Option::is_some)
         .await
         .context("the investor never showed up: is the system running?")?;
-    // Registrations may be on different partitions: sell once the issuer is known too.
+    // The issuer's and the investor's creations are handled apart: sell once the issuer is
+    // known too.
     let issuer_known = || {
         let mut queries = queries.clone();
         let issuer = GetIssuerRequest {

@@ -20,7 +20,8 @@ use crate::{Group, GroupConsumer};
 pub struct KafkaConfig {
     /// `KAFKA_BROKERS`, a comma-separated bootstrap list.
     pub brokers: String,
-    /// `KAFKA_PARTITIONS`: partitions of each topic this system creates.
+    /// `KAFKA_PARTITIONS`: partitions of `financing.commands` and `financing.events` when this
+    /// system creates them (see [`KafkaConfig::partitions_to_create`]).
     pub partitions: i32,
     /// `KAFKA_TOPIC_PREFIX`: put before every topic name (tests run on their own topics).
     pub topic_prefix: String,
@@ -28,6 +29,8 @@ pub struct KafkaConfig {
     /// acknowledgement before it fails.
     pub delivery_timeout: Duration,
     /// `KAFKA_LINGER_MS`: how long a producer waits for more messages to send in one request.
+    /// None by default: with one request in flight, what comes while it is answered goes
+    /// in the next one anyway.
     pub linger: Duration,
     /// `KAFKA_MAX_IN_FLIGHT`: produce requests a publisher has sent and not yet had answered,
     /// per broker connection (1 to 5, the idempotent producer's limit). A broker answers a
@@ -102,7 +105,7 @@ impl KafkaConfig {
             partitions: var("KAFKA_PARTITIONS", 3)?,
             topic_prefix: text("KAFKA_TOPIC_PREFIX", ""),
             delivery_timeout: Duration::from_millis(var("KAFKA_DELIVERY_TIMEOUT_MS", 5000)?),
-            linger: Duration::from_millis(var("KAFKA_LINGER_MS", 1)?),
+            linger: Duration::from_millis(var("KAFKA_LINGER_MS", 0)?),
             max_in_flight: idempotent_in_flight(var("KAFKA_MAX_IN_FLIGHT", 1)?)?,
             fetch_wait: Duration::from_millis(var("KAFKA_FETCH_WAIT_MS", 25)?),
             session_timeout: Duration::from_millis(var("KAFKA_SESSION_TIMEOUT_MS", 6000)?),
@@ -180,12 +183,13 @@ impl KafkaConfig {
         lookup.await.unwrap_or_else(|_| Err(KafkaError::Canceled))
     }
 
-    /// The partitions this system gives a topic it creates: `KAFKA_PARTITIONS` to the ones
+    /// The partitions this system gives a topic when it creates it (a topic that exists keeps
+    /// its own; [`KafkaConfig::partition_counts`] tells them): `KAFKA_PARTITIONS` to the ones
     /// that carry its volume (commands and events), which instances share out; one to the
     /// others (registrations, outcomes, dead letters), which carry few messages. Every fetch
     /// reads each partition its consumer has on every round, so an idle partition still
     /// costs the broker.
-    pub fn partitions_of(&self, topic: &str) -> i32 {
+    pub fn partitions_to_create(&self, topic: &str) -> i32 {
         let topics = self.topics();
         if topic == topics.commands || topic == topics.events {
             self.partitions
@@ -234,7 +238,13 @@ impl KafkaConfig {
             .all()
             .into_iter()
             .filter(|name| !existing.contains_key(*name))
-            .map(|name| NewTopic::new(name, self.partitions_of(name), TopicReplication::Fixed(1)))
+            .map(|name| {
+                NewTopic::new(
+                    name,
+                    self.partitions_to_create(name),
+                    TopicReplication::Fixed(1),
+                )
+            })
             .collect();
         if topics.is_empty() {
             return Ok(());
@@ -244,7 +254,7 @@ impl KafkaConfig {
         for result in admin.create_topics(&topics, &options).await? {
             match result {
                 Ok(name) => {
-                    let partitions = self.partitions_of(&name);
+                    let partitions = self.partitions_to_create(&name);
                     tracing::info!(topic = %name, partitions, "created topic")
                 }
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -282,10 +292,10 @@ mod tests {
             ..KafkaConfig::from_env().unwrap()
         };
         let topics = kafka.topics();
-        assert_eq!(kafka.partitions_of(&topics.commands), 6);
-        assert_eq!(kafka.partitions_of(&topics.events), 6);
+        assert_eq!(kafka.partitions_to_create(&topics.commands), 6);
+        assert_eq!(kafka.partitions_to_create(&topics.events), 6);
         for topic in [&topics.registering_events, &topics.outcomes, &topics.dlq] {
-            assert_eq!(kafka.partitions_of(topic), 1, "{topic}");
+            assert_eq!(kafka.partitions_to_create(topic), 1, "{topic}");
         }
     }
 }

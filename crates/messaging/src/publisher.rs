@@ -14,7 +14,8 @@ use uuid::Uuid;
 use crate::{KafkaConfig, Record};
 
 /// An idempotent producer (no duplicates or reordering from its own retries), sending each
-/// message as soon as possible. A thread of its own hands each acknowledgement to the publish
+/// message in the next request to its partition's broker (`KAFKA_MAX_IN_FLIGHT` requests at
+/// a time, `KAFKA_LINGER_MS` after it came). A thread of its own hands each acknowledgement to the publish
 /// waiting for it.
 #[derive(Clone)]
 pub struct Publisher {

@@ -1,5 +1,6 @@
 //! Test support: a database and topics of a test's own (tests never share state), waiting
-//! until a condition holds (never a bare sleep), reading a topic to its end, a proxy that
+//! until a condition holds (never a bare sleep), a topic made beforehand with the partitions a
+//! test needs, reading a topic to its end, a proxy that
 //! stages an outage, and a broker of a test's own that it can crash.
 
 mod broker;
@@ -160,7 +161,7 @@ pub async fn read_to_end(kafka: &KafkaConfig, topic: &str) -> Vec<OwnedMessage> 
         .expect("the broker tells the topic's partitions")
         .get(topic)
         .copied()
-        .unwrap_or(kafka.partitions);
+        .unwrap_or_else(|| kafka.partitions_to_create(topic));
     let producer: FutureProducer = kafka.client_config().create().expect("a producer");
     let marker = Uuid::new_v4().to_string();
     for partition in 0..partitions {
