@@ -85,6 +85,8 @@ fn up_serves_commands_and_queries_with_demo_data_until_down_stops_it() {
     let running = Running {
         env: vec![
             ("RUN_DIR", run_dir.display().to_string()),
+            // The handler's log is read below for its stop: whatever the caller's filter.
+            ("RUST_LOG", "info".into()),
             ("PROFILE", "dev".into()),
             ("LISTENER_ADDR", listener.to_string()),
             ("QUERIES_ADDR", queries.to_string()),
