@@ -77,8 +77,7 @@ impl System {
     }
 
     /// Starts the parts on commands and events topics of `partitions` partitions (the others
-    /// have one), and waits until each gRPC
-    /// service reports SERVING.
+    /// have one), and waits until each gRPC service reports SERVING.
     pub async fn start_with(parts: Parts, partitions: i32) -> System {
         financing_runtime::telemetry::init();
         let (services, containers) = services::for_test().await;

@@ -230,33 +230,39 @@ impl KafkaConfig {
 
     /// Creates the system's topics that are missing; existing ones are left as they are.
     pub async fn ensure_topics(&self) -> Result<(), KafkaError> {
-        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
         // Only the missing ones are asked for: a broker may log every refusal as an error.
         let names = self.topics();
         let existing = self.partition_counts(&names.all()).await?;
-        let topics: Vec<NewTopic> = names
+        let missing: Vec<(&str, i32)> = names
             .all()
             .into_iter()
             .filter(|name| !existing.contains_key(*name))
-            .map(|name| {
-                NewTopic::new(
-                    name,
-                    self.partitions_to_create(name),
-                    TopicReplication::Fixed(1),
-                )
-            })
+            .map(|name| (name, self.partitions_to_create(name)))
             .collect();
+        self.create_topics(&missing).await
+    }
+
+    /// Creates these topics, each with its partitions; one that exists already is left as it
+    /// is.
+    pub async fn create_topics(&self, topics: &[(&str, i32)]) -> Result<(), KafkaError> {
         if topics.is_empty() {
             return Ok(());
         }
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let new_topics: Vec<NewTopic> = topics
+            .iter()
+            .map(|&(name, partitions)| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
+            .collect();
         let options =
             AdminOptions::new().request_timeout(Some(Timeout::After(self.delivery_timeout)));
-        for result in admin.create_topics(&topics, &options).await? {
+        for (result, (_, partitions)) in admin
+            .create_topics(&new_topics, &options)
+            .await?
+            .into_iter()
+            .zip(topics)
+        {
             match result {
-                Ok(name) => {
-                    let partitions = self.partitions_to_create(&name);
-                    tracing::info!(topic = %name, partitions, "created topic")
-                }
+                Ok(name) => tracing::info!(topic = %name, partitions, "created topic"),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
                     tracing::warn!(topic = %name, %code, "cannot create topic");

@@ -14,9 +14,9 @@ use uuid::Uuid;
 use crate::{KafkaConfig, Record};
 
 /// An idempotent producer (no duplicates or reordering from its own retries), sending each
-/// message in the next request to its partition's broker (`KAFKA_MAX_IN_FLIGHT` requests at
-/// a time, `KAFKA_LINGER_MS` after it came). A thread of its own hands each acknowledgement to the publish
-/// waiting for it.
+/// message in the next request to its partition's broker (`KAFKA_MAX_IN_FLIGHT` requests at a
+/// time, `KAFKA_LINGER_MS` after it came). A thread of its own hands each acknowledgement to
+/// the publish waiting for it.
 #[derive(Clone)]
 pub struct Publisher {
     producer: Arc<BaseProducer<Acknowledgements>>,

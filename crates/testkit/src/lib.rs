@@ -1,7 +1,7 @@
 //! Test support: a database and topics of a test's own (tests never share state), waiting
 //! until a condition holds (never a bare sleep), a topic made beforehand with the partitions a
-//! test needs, reading a topic to its end, a proxy that
-//! stages an outage, and a broker of a test's own that it can crash.
+//! test needs, reading a topic to its end, a proxy that stages an outage, and a broker of a
+//! test's own that it can crash.
 
 mod broker;
 mod proxy;
@@ -17,8 +17,6 @@ use chrono::Utc;
 use financing_domain::{CommandId, Event};
 use financing_messaging::{EventEnvelope, EventMeta, GroupConsumer, KafkaConfig};
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -137,16 +135,10 @@ where
 /// Creates `topic` with `partitions` partitions, as an operator may have made it before the
 /// system started (the system creates only the topics that are missing).
 pub async fn create_topic(kafka: &KafkaConfig, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        kafka.client_config().create().expect("an admin client");
-    let topics = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
-    for result in admin
-        .create_topics(&topics, &AdminOptions::new())
+    kafka
+        .create_topics(&[(topic, partitions)])
         .await
-        .expect("the broker answers")
-    {
-        result.expect("the topic is created");
-    }
+        .expect("the topic is created");
 }
 
 const END_MARKER: &str = "test-end-marker";
