@@ -31,6 +31,15 @@ pub struct Claim {
     outcomes: Vec<CommandOutcome>,
 }
 
+/// What a claim leaves out, the relayer holding it back (its partition is failing): the events
+/// of these aggregates, and the outcomes under these keys (an outcome's aggregate, or its
+/// command when it names none).
+#[derive(Debug, Clone, Default)]
+pub struct LeftOut {
+    pub events: Vec<Uuid>,
+    pub outcomes: Vec<Uuid>,
+}
+
 /// One thing the broker acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Published {
@@ -96,13 +105,12 @@ impl Outbox {
     }
 
     /// The oldest unpublished events and outcomes, at most `limit` of each, events in position
-    /// order, leaving out the aggregates in `held_back` (their partition is failing); `None`
-    /// while another relayer holds the lock.
+    /// order, but for those `left_out`; `None` while another relayer holds the lock.
     ///
     /// An event whose transaction commits after a later position was published is still
     /// unpublished, so it is picked up by a later claim: nothing is skipped. An aggregate's
     /// versions commit in order, so its events come in order.
-    pub async fn claim(&self, limit: u32, held_back: &[Uuid]) -> Result<Option<Claim>, StoreError> {
+    pub async fn claim(&self, limit: u32, left_out: &LeftOut) -> Result<Option<Claim>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(RELAY_LOCK)
@@ -119,7 +127,7 @@ impl Outbox {
             "ORDER BY global_position LIMIT $1"
         ))
         .bind(i64::from(limit))
-        .bind(held_back)
+        .bind(&left_out.events)
         .fetch_all(&mut *tx)
         .await?;
         let outcomes: Vec<OutcomeRow> = sqlx::query_as(
@@ -129,11 +137,12 @@ impl Outbox {
              WHERE outcome = 'rejected' AND published_at IS NULL AND aggregate_id <> ALL($2)) \
              UNION ALL \
              (SELECT command_id, true, NULL, aggregate_id, reason, failed_at \
-             FROM failed_commands WHERE published_at IS NULL) \
+             FROM failed_commands \
+             WHERE published_at IS NULL AND COALESCE(aggregate_id, command_id) <> ALL($2)) \
              ORDER BY decided_at LIMIT $1",
         )
         .bind(i64::from(limit))
-        .bind(held_back)
+        .bind(&left_out.outcomes)
         .fetch_all(&mut *tx)
         .await?;
         let events = rows.into_iter().map(RecordedEvent::from).collect();

@@ -2,6 +2,7 @@
 //! `DATABASE_URL`) and against the in-memory twin, plus what only Postgres does (wake-ups, the
 //! relayer's outbox).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use financing_domain::{
@@ -10,8 +11,8 @@ use financing_domain::{
 };
 use financing_event_store::{
     Append, CommandMeta, Decided, EVENTS_APPENDED_CHANNEL, EventMetadata, EventStore,
-    InMemoryEventStore, Loaded, MIGRATOR, NewEvent, Outbox, Outcome, Parking, PgEventStore,
-    Received, Rejected, Repository, StoreError, UPDATED_TABLES,
+    InMemoryEventStore, LeftOut, Loaded, MIGRATOR, NewEvent, Outbox, Outcome, Parking,
+    PgEventStore, Received, Rejected, Repository, StoreError, UPDATED_TABLES,
 };
 use financing_runtime::postgres::vacuum_if_autovacuum_off;
 use financing_testkit::wait_until;
@@ -501,7 +502,7 @@ async fn the_outbox_hands_out_unpublished_events_to_one_relayer_at_a_time(pool: 
     let outbox = Outbox::new(pool);
 
     let claim = outbox
-        .claim(3, &[])
+        .claim(3, &LeftOut::default())
         .await
         .unwrap()
         .expect("the lock is free");
@@ -515,7 +516,11 @@ async fn the_outbox_hands_out_unpublished_events_to_one_relayer_at_a_time(pool: 
         [(first.into(), 1), (first.into(), 2), (second.into(), 1)]
     );
     assert!(
-        outbox.claim(3, &[]).await.unwrap().is_none(),
+        outbox
+            .claim(3, &LeftOut::default())
+            .await
+            .unwrap()
+            .is_none(),
         "a second relayer must wait"
     );
 
@@ -526,7 +531,7 @@ async fn the_outbox_hands_out_unpublished_events_to_one_relayer_at_a_time(pool: 
     claim.mark_published(&published, &[], &[]).await.unwrap();
 
     let next = outbox
-        .claim(10, &[])
+        .claim(10, &LeftOut::default())
         .await
         .unwrap()
         .expect("the lock was released");
@@ -539,7 +544,7 @@ async fn the_outbox_hands_out_unpublished_events_to_one_relayer_at_a_time(pool: 
     drop(next);
     // Dropping a claim rolls its transaction back in the background, releasing the lock soon.
     let again = wait_until("the dropped claim's lock is released", || async {
-        outbox.claim(10, &[]).await.unwrap()
+        outbox.claim(10, &LeftOut::default()).await.unwrap()
     })
     .await;
     assert_eq!(again.events().len(), 2, "a dropped claim marks nothing");
@@ -565,7 +570,11 @@ async fn the_outbox_hands_out_rejections_and_failures_until_they_are_marked(pool
     register(&Repository::new(store, 100), 1).await; // applied commands never wait here
     let outbox = Outbox::new(pool);
 
-    let claim = outbox.claim(10, &[]).await.unwrap().unwrap();
+    let claim = outbox
+        .claim(10, &LeftOut::default())
+        .await
+        .unwrap()
+        .unwrap();
     let outcomes: Vec<_> = claim
         .outcomes()
         .iter()
@@ -596,7 +605,11 @@ async fn the_outbox_hands_out_rejections_and_failures_until_they_are_marked(pool
         .mark_published(&[], &[refused], &[failed])
         .await
         .unwrap();
-    let next = outbox.claim(10, &[]).await.unwrap().unwrap();
+    let next = outbox
+        .claim(10, &LeftOut::default())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(next.outcomes().is_empty());
 }
 
@@ -610,7 +623,11 @@ async fn the_outbox_tells_whether_an_event_or_an_outcome_waits_to_be_published(p
     let rejection = investor_rejection(refused, Uuid::new_v4(), "no such investor");
     store.record_rejection(rejection).await.unwrap();
     assert!(outbox.has_unpublished().await.unwrap(), "a rejection");
-    let claim = outbox.claim(10, &[]).await.unwrap().unwrap();
+    let claim = outbox
+        .claim(10, &LeftOut::default())
+        .await
+        .unwrap()
+        .unwrap();
     claim.mark_published(&[], &[refused], &[]).await.unwrap();
     assert!(!outbox.has_unpublished().await.unwrap());
 
@@ -620,13 +637,21 @@ async fn the_outbox_tells_whether_an_event_or_an_outcome_waits_to_be_published(p
         .await
         .unwrap();
     assert!(outbox.has_unpublished().await.unwrap(), "a failure");
-    let claim = outbox.claim(10, &[]).await.unwrap().unwrap();
+    let claim = outbox
+        .claim(10, &LeftOut::default())
+        .await
+        .unwrap()
+        .unwrap();
     claim.mark_published(&[], &[], &[failed]).await.unwrap();
     assert!(!outbox.has_unpublished().await.unwrap());
 
     register(&Repository::new(store, 100), 1).await;
     assert!(outbox.has_unpublished().await.unwrap(), "events");
-    let claim = outbox.claim(10, &[]).await.unwrap().unwrap();
+    let claim = outbox
+        .claim(10, &LeftOut::default())
+        .await
+        .unwrap()
+        .unwrap();
     let positions: Vec<i64> = claim.events().iter().map(|e| e.global_position).collect();
     claim.mark_published(&positions, &[], &[]).await.unwrap();
     assert!(!outbox.has_unpublished().await.unwrap(), "all published");
@@ -655,20 +680,55 @@ async fn events_unpublished_before_the_outbox_table_still_wait_after_it(pool: Pg
 
     MIGRATOR.run(&pool).await.unwrap();
 
-    let claim = Outbox::new(pool).claim(10, &[]).await.unwrap().unwrap();
+    let claim = Outbox::new(pool)
+        .claim(10, &LeftOut::default())
+        .await
+        .unwrap()
+        .unwrap();
     let claimed: Vec<Uuid> = claim.events().iter().map(|e| e.aggregate_id).collect();
     assert_eq!(claimed, [waiting]);
 }
 
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
-async fn the_outbox_leaves_out_the_aggregates_held_back(pool: PgPool) {
-    let repo = Repository::new(PgEventStore::new(pool.clone()), 100);
+async fn the_outbox_leaves_out_the_events_and_outcomes_held_back(pool: PgPool) {
+    // Given two aggregates' events, and outcomes: a rejection and a failure of each, and a
+    // failure naming no aggregate
+    let store = PgEventStore::new(pool.clone());
+    let repo = Repository::new(&store, 100);
     let (held, free) = (register(&repo, 1).await, register(&repo, 2).await);
+    let mut outcomes = HashMap::new();
+    for aggregate in [held, free] {
+        let (rejected, failed) = (CommandId::new_random(), CommandId::new_random());
+        let rejection = investor_rejection(rejected, aggregate.into(), "no");
+        store.record_rejection(rejection).await.unwrap();
+        store
+            .record_failure(failed, Some(aggregate.into()), "cannot decode")
+            .await
+            .unwrap();
+        outcomes.insert(aggregate.as_uuid(), [rejected, failed]);
+    }
+    let anonymous = CommandId::new_random();
+    store
+        .record_failure(anonymous, None, "cannot decode")
+        .await
+        .unwrap();
     let outbox = Outbox::new(pool);
 
-    let claim = outbox.claim(10, &[held.as_uuid()]).await.unwrap().unwrap();
+    // When the events of one are held back, and the outcomes of the other and the anonymous
+    let left_out = LeftOut {
+        events: vec![held.as_uuid()],
+        outcomes: vec![free.as_uuid(), anonymous.as_uuid()],
+    };
+    let claim = outbox.claim(10, &left_out).await.unwrap().unwrap();
+
+    // Then the claim holds the rest, and only the rest
     let aggregates: Vec<Uuid> = claim.events().iter().map(|e| e.aggregate_id).collect();
     assert_eq!(aggregates, [free.as_uuid(), free.as_uuid()]);
+    let mut claimed: Vec<CommandId> = claim.outcomes().iter().map(|o| o.command_id).collect();
+    let mut expected = outcomes[&held.as_uuid()].to_vec();
+    claimed.sort_by_key(CommandId::as_uuid);
+    expected.sort_by_key(CommandId::as_uuid);
+    assert_eq!(claimed, expected);
 }
 
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
@@ -763,11 +823,19 @@ async fn marking_a_command_s_failure_leaves_its_later_rejection_to_publish(pool:
         .await
         .unwrap();
     let outbox = Outbox::new(pool);
-    let claim = outbox.claim(10, &[]).await.unwrap().unwrap();
+    let claim = outbox
+        .claim(10, &LeftOut::default())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(claim.outcomes().len(), 2);
 
     claim.mark_published(&[], &[], &[command]).await.unwrap();
-    let next = outbox.claim(10, &[]).await.unwrap().unwrap();
+    let next = outbox
+        .claim(10, &LeftOut::default())
+        .await
+        .unwrap()
+        .unwrap();
     let left: Vec<(CommandId, bool)> = next
         .outcomes()
         .iter()
@@ -789,7 +857,7 @@ async fn the_updated_tables_are_vacuumed_where_the_server_does_not(pool: PgPool)
     register(&repo, 100).await;
     let outbox = Outbox::new(pool.clone());
     let claim = outbox
-        .claim(10, &[])
+        .claim(10, &LeftOut::default())
         .await
         .unwrap()
         .expect("an event to publish");

@@ -54,13 +54,13 @@ impl HeldBack {
         }
     }
 
-    /// The aggregates the next claim should leave out at `now`: those of partitions held, or
-    /// being probed.
-    pub fn left_out(&self, now: Instant) -> Vec<Uuid> {
+    /// The aggregates whose messages for `topic` the next claim should leave out at `now`:
+    /// those of its partitions held, or being probed.
+    pub fn left_out(&self, topic: &str, now: Instant) -> Vec<Uuid> {
         self.partitions
-            .values()
-            .filter(|hold| hold.until.is_none_or(|until| until > now))
-            .flat_map(|hold| hold.aggregates.iter().copied())
+            .iter()
+            .filter(|((held, _), hold)| held == topic && hold.until.is_none_or(|until| until > now))
+            .flat_map(|(_, hold)| hold.aggregates.iter().copied())
             .take(MOST_LEFT_OUT)
             .collect()
     }
@@ -126,7 +126,7 @@ mod tests {
             Route::Send,
             "other partitions flow"
         );
-        let mut left_out = back.left_out(start);
+        let mut left_out = back.left_out(TOPIC, start);
         left_out.sort();
         let mut expected = vec![held, other];
         expected.sort();
@@ -143,7 +143,7 @@ mod tests {
             "one probe at a time"
         );
         assert_eq!(
-            back.left_out(later).len(),
+            back.left_out(TOPIC, later).len(),
             2,
             "left out while the probe is out"
         );
@@ -168,7 +168,18 @@ mod tests {
 
         back.probed(TOPIC, 0, true, again);
         assert_eq!(back.route(TOPIC, 0, aggregate, again), Route::Send);
-        assert!(back.left_out(again).is_empty());
+        assert!(back.left_out(TOPIC, again).is_empty());
+    }
+
+    #[test]
+    fn a_held_partition_leaves_out_its_aggregates_on_its_own_topic_only() {
+        let aggregate = Uuid::new_v4();
+        let mut back = HeldBack::default();
+        let now = Instant::now();
+        back.refused("financing.outcomes", 0, aggregate, now);
+
+        assert_eq!(back.left_out("financing.outcomes", now), [aggregate]);
+        assert!(back.left_out(TOPIC, now).is_empty(), "its events flow");
     }
 
     #[test]

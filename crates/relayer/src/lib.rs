@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use financing_domain::CommandId;
 use financing_event_store::{
-    EVENTS_APPENDED_CHANNEL, MIGRATOR, Outbox, PgEventStore, Published, RecordedEvent, StoreError,
-    UPDATED_TABLES,
+    EVENTS_APPENDED_CHANNEL, LeftOut, MIGRATOR, Outbox, PgEventStore, Published, RecordedEvent,
+    StoreError, UPDATED_TABLES,
 };
 use financing_messaging::{
     KafkaConfig, Publish, PublishError, Publisher, Record, Topics, WireForm, partition_for,
@@ -243,7 +243,13 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
         let (event_partitions, outcome_partitions) = (count(events_topic)?, count(outcomes_topic)?);
         let mut published = 0;
         loop {
-            let left_out = self.held_back.lock().await.left_out(Instant::now());
+            let left_out = {
+                let (held_back, now) = (self.held_back.lock().await, Instant::now());
+                LeftOut {
+                    events: held_back.left_out(events_topic, now),
+                    outcomes: held_back.left_out(outcomes_topic, now),
+                }
+            };
             let claim = self.outbox.claim(self.config.batch_size, &left_out).await?;
             let Some(claim) = claim else {
                 return Ok(published);
@@ -348,7 +354,9 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
                      others go on"
                 );
             }
-            if !full {
+            // A full claim with nothing to send (more aggregates held than a claim leaves out)
+            // would come back the same at once: the pass ends, the held wait their turn.
+            if !full || sends.is_empty() {
                 return Ok(published);
             }
         }

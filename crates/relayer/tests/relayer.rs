@@ -10,7 +10,9 @@ use financing_messaging::{
     Record, WireForm, partition_for,
 };
 use financing_relayer::{RelayError, Relayer, RelayerConfig};
-use financing_testkit::{PATIENCE, own_database_url, own_topics, read_to_end, wait_until};
+use financing_testkit::{
+    PATIENCE, create_topic, own_database_url, own_topics, read_to_end, wait_until,
+};
 use rdkafka::consumer::Consumer;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -307,11 +309,11 @@ async fn a_rejection_wakes_the_relayer_without_waiting_for_its_next_poll() {
     shutdown.cancel();
 }
 
-/// The broker, but for one partition of `financing.events`, which refuses everything while
-/// it is made to fail; it counts what each aggregate tried to send there.
+/// The broker, but for one partition of `topic`, which refuses everything while it is made to
+/// fail; it counts what each aggregate tried to send there.
 struct PartlyFailing {
     broker: Publisher,
-    events_topic: String,
+    topic: String,
     failing: Mutex<Option<i32>>,
     attempts: Mutex<HashMap<String, usize>>,
 }
@@ -324,7 +326,7 @@ impl Publish for PartlyFailing {
         record: &Record,
     ) -> Result<(), PublishError> {
         let failing = *self.failing.lock().unwrap();
-        if topic == self.events_topic && partition.is_some() && partition == failing {
+        if topic == self.topic && partition.is_some() && partition == failing {
             *self
                 .attempts
                 .lock()
@@ -361,7 +363,7 @@ async fn a_partition_that_refuses_messages_holds_back_only_its_aggregates() {
     let failing = partition_for(stuck, partitions);
     let publisher = std::sync::Arc::new(PartlyFailing {
         broker: Publisher::new(&config.kafka).unwrap(),
-        events_topic: config.kafka.topics().events,
+        topic: config.kafka.topics().events,
         failing: Mutex::new(Some(failing)),
         attempts: Mutex::default(),
     });
@@ -428,4 +430,68 @@ async fn a_partition_that_refuses_messages_holds_back_only_its_aggregates() {
     );
     assert_eq!(received[&newcomer], [1, 2, 3, 4], "in order, once");
     shutdown.cancel();
+}
+
+#[tokio::test]
+async fn outcomes_for_a_refusing_partition_hold_back_only_their_own() {
+    let config = config();
+    // Outcomes on several partitions, as a topic created before one was the default keeps.
+    let (outcomes_topic, partitions, failing) = (config.kafka.topics().outcomes, 3, 0);
+    create_topic(&config.kafka, &outcomes_topic, partitions).await;
+    config.kafka.ensure_topics().await.unwrap();
+    let publisher = std::sync::Arc::new(PartlyFailing {
+        broker: Publisher::new(&config.kafka).unwrap(),
+        topic: outcomes_topic.clone(),
+        failing: Mutex::new(Some(failing)),
+        attempts: Mutex::default(),
+    });
+    let relayer = Relayer::build(config.clone(), CancellationToken::new())
+        .await
+        .unwrap()
+        .unwrap()
+        .publishing_through(std::sync::Arc::clone(&publisher));
+    let pool = PgPool::connect(&config.database_url).await.unwrap();
+    // More failures for the refusing partition than a claim holds, older than the others.
+    let stuck: Vec<Uuid> = (0..config.batch_size + 2)
+        .map(|_| aggregate_on(failing, partitions, false))
+        .collect();
+    for aggregate in &stuck {
+        record_outcome(&pool, Uuid::new_v4(), *aggregate, true).await;
+    }
+    let mut healthy = [
+        aggregate_on(failing, partitions, true),
+        aggregate_on(failing, partitions, true),
+    ];
+    for aggregate in healthy {
+        record_outcome(&pool, Uuid::new_v4(), aggregate, true).await;
+    }
+
+    let published = tokio::time::timeout(PATIENCE, relayer.relay_pending())
+        .await
+        .expect("the pass ends though its oldest failures cannot be sent")
+        .unwrap();
+    assert_eq!(published, healthy.len(), "the other partitions' failures");
+    let mut on_topic: Vec<Uuid> = read_to_end(&config.kafka, &outcomes_topic)
+        .await
+        .iter()
+        .filter_map(|message| CommandOutcome::decode(message).unwrap().aggregate_id)
+        .collect();
+    on_topic.sort();
+    healthy.sort();
+    assert_eq!(on_topic, healthy);
+    let tried: usize = publisher.attempts.lock().unwrap().values().sum();
+    assert_eq!(
+        tried, config.batch_size as usize,
+        "the first claim's failures were tried once each, the rest not at all"
+    );
+
+    // An event of an aggregate whose failure is held back goes to its own topic all the same.
+    insert(&mut pool.acquire().await.unwrap(), stuck[0], 1).await;
+    assert_eq!(relayer.relay_pending().await.unwrap(), 1);
+    let events = read_to_end(&config.kafka, &config.kafka.topics().events).await;
+    let published: Vec<Uuid> = events
+        .iter()
+        .map(|message| EventEnvelope::decode(message).unwrap().meta.aggregate_id)
+        .collect();
+    assert_eq!(published, [stuck[0]]);
 }
