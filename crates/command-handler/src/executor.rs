@@ -5,14 +5,15 @@
 //!
 //! Or many commands at once ([`Executor::execute_all`]): every aggregate they touch loaded in
 //! one query, the commands decided one after the other in memory (each on the state the ones
-//! before it left), and all their effects written in one transaction, all or nothing.
+//! before it left), then the saga's reactions to the events they decided, and all their effects
+//! written in one transaction, all or nothing.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use financing_domain::saga::{Issued, Reaction};
+use financing_domain::saga::{self, EventPosition, Issued, Reaction};
 use financing_domain::{
     Aggregate, ClientCommand, Command, CommandId, Investor, Invoice, Issuer, IssuerId,
 };
@@ -124,39 +125,41 @@ impl<S: EventStore> Executor<S> {
     }
 
     /// Carries out every job as [`Executor::client_command`] and [`Executor::react`] would one
-    /// after the other, in one read and one transaction: each job's outcome. Any error (another
-    /// writer got to an aggregate first, a command id was processed before, an outage) leaves
-    /// the store as it was; the jobs can then be carried out one at a time.
+    /// after the other, then the saga's reactions to the events they applied, round after
+    /// round until it has none left (a bid, the invoice's answer, the surplus released), all
+    /// in one transaction: each job's outcome. A command processed before is not decided again:
+    /// its first outcome stands (the reactions carried out here come back from the broker as
+    /// the events' policies, and find themselves done). Any error (another writer got to an
+    /// aggregate or a command first, an outage) leaves the store as it was; the jobs can then
+    /// be carried out one at a time.
     pub async fn execute_all(&self, jobs: Vec<Job>) -> Result<Vec<Outcome>, StoreError> {
         let started = Instant::now();
-        let mut streams: Vec<(&'static str, Uuid)> = Vec::new();
+        let mut asked: Vec<(CommandId, (&'static str, Uuid))> = Vec::new();
         for job in &jobs {
-            let commands = match job {
+            match job {
                 // Whether the issuer is registered does not change the stream.
-                Job::Client(message) => vec![message.command.clone().into_command(false)],
-                Job::React(reaction, _) => std::iter::once(&reaction.command)
-                    .chain(&reaction.compensation)
-                    .map(|issued| issued.command.clone())
-                    .collect(),
-            };
-            for command in commands {
-                if !streams.contains(&command.stream()) {
-                    streams.push(command.stream());
-                }
+                Job::Client(message) => asked.push((
+                    message.command_id,
+                    message.command.clone().into_command(false).stream(),
+                )),
+                Job::React(reaction, _) => asked.extend(
+                    std::iter::once(&reaction.command)
+                        .chain(&reaction.compensation)
+                        .map(|issued| (issued.id, issued.command.stream())),
+                ),
             }
         }
-        let loaded = self.repository.store().load_streams(&streams).await?;
-        if loaded.len() != streams.len() {
-            return Err(StoreError::Corrupt(format!(
-                "{} streams loaded for {} asked",
-                loaded.len(),
-                streams.len()
-            )));
-        }
+        let ids: Vec<CommandId> = asked.iter().map(|(id, _)| *id).collect();
         let mut batch = Batch {
-            streams: streams.into_iter().zip(loaded).collect(),
+            outcomes: self.store().outcomes(&ids).await?.into_iter().collect(),
             ..Batch::default()
         };
+        let to_decide = asked
+            .into_iter()
+            .filter(|(id, _)| !batch.outcomes.contains_key(id))
+            .map(|(_, stream)| stream)
+            .collect();
+        self.load_into(&mut batch, to_decide).await?;
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in jobs {
             let (command, compensation, origin) = match job {
@@ -166,18 +169,41 @@ impl<S: EventStore> Executor<S> {
                 }
                 Job::React(reaction, origin) => (reaction.command, reaction.compensation, origin),
             };
-            let outcome = self.decide_in(&mut batch, &command, origin).await?;
-            if let (Outcome::Rejected { .. }, Some(compensation)) = (&outcome, compensation) {
-                self.decide_in(&mut batch, &compensation, origin).await?;
+            outcomes.push(
+                self.decide_compensated(&mut batch, &command, compensation, origin)
+                    .await?,
+            );
+        }
+        // Reactions to events decided just now: their ids derive from new versions, so none
+        // was processed before.
+        while !batch.reactions.is_empty() {
+            let reactions = std::mem::take(&mut batch.reactions);
+            let streams = reactions
+                .iter()
+                .flat_map(|(reaction, _)| {
+                    std::iter::once(&reaction.command).chain(&reaction.compensation)
+                })
+                .map(|issued| issued.command.stream())
+                .collect();
+            self.load_into(&mut batch, streams).await?;
+            for (reaction, origin) in reactions {
+                self.decide_compensated(
+                    &mut batch,
+                    &reaction.command,
+                    reaction.compensation,
+                    origin,
+                )
+                .await?;
             }
-            outcomes.push(outcome);
         }
         let results: Vec<_> = batch
             .decided
             .iter()
             .map(|d| (d.aggregate().0, d.result()))
             .collect();
-        self.repository.store().write_all(batch.decided).await?;
+        if !batch.decided.is_empty() {
+            self.store().write_all(batch.decided).await?;
+        }
         for &(aggregate, result) in &results {
             metrics::counter!("financing_commands_decided_total", "aggregate" => aggregate, "outcome" => result)
                 .increment(1);
@@ -189,6 +215,49 @@ impl<S: EventStore> Executor<S> {
             "a batch written"
         );
         Ok(outcomes)
+    }
+
+    /// Reads, in one query, the streams of these aggregates that the batch has not read yet.
+    async fn load_into(
+        &self,
+        batch: &mut Batch,
+        streams: Vec<(&'static str, Uuid)>,
+    ) -> Result<(), StoreError> {
+        let mut missing = Vec::new();
+        for stream in streams {
+            let known = batch.streams.contains_key(&stream) || batch.states.contains_key(&stream);
+            if !known && !missing.contains(&stream) {
+                missing.push(stream);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let loaded = self.store().load_streams(&missing).await?;
+        if loaded.len() != missing.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} streams loaded for {} asked",
+                loaded.len(),
+                missing.len()
+            )));
+        }
+        batch.streams.extend(missing.into_iter().zip(loaded));
+        Ok(())
+    }
+
+    /// Decides a command of the batch, and its compensation if it is rejected.
+    async fn decide_compensated(
+        &self,
+        batch: &mut Batch,
+        command: &Issued,
+        compensation: Option<Issued>,
+        origin: Origin,
+    ) -> Result<Outcome, StoreError> {
+        let outcome = self.decide_in(batch, command, origin).await?;
+        if let (Outcome::Rejected { .. }, Some(compensation)) = (&outcome, compensation) {
+            self.decide_in(batch, &compensation, origin).await?;
+        }
+        Ok(outcome)
     }
 
     /// Decides a command of the batch on the state the ones before it left.
@@ -244,9 +313,25 @@ impl<S: EventStore> Executor<S> {
             .ok_or_else(|| {
                 StoreError::Corrupt(format!("{} {} kept as another type", A::TYPE, key.1))
             })?;
+        let mut reactions = Vec::new();
         let (decided, outcome) = match loaded.state.decide(id, command) {
             Ok(events) => {
                 let append = self.repository.advance(loaded, &events, meta)?;
+                for (version, (event, new)) in
+                    (append.expected_version + 1..).zip(events.into_iter().zip(&append.events))
+                {
+                    let position = EventPosition {
+                        aggregate_id: key.1,
+                        version,
+                    };
+                    if let Some(reaction) = saga::on_event(position, &event.into()) {
+                        let origin = Origin {
+                            correlation_id: meta.correlation_id,
+                            causation_id: new.metadata.event_id,
+                        };
+                        reactions.push((reaction, origin));
+                    }
+                }
                 (Decided::Applied(append), Outcome::Applied)
             }
             Err(rejection) => {
@@ -261,6 +346,7 @@ impl<S: EventStore> Executor<S> {
             }
         };
         batch.decided.push(decided);
+        batch.reactions.extend(reactions);
         Ok(outcome)
     }
 
@@ -370,7 +456,10 @@ struct Batch {
     /// Each aggregate's `Loaded<A>`, as the commands decided so far left it.
     states: HashMap<(&'static str, Uuid), Box<dyn Any + Send + Sync>>,
     decided: Vec<Decided>,
+    /// The outcome of every command decided so far, or processed before.
     outcomes: HashMap<CommandId, Outcome>,
+    /// The saga's reactions to the events decided so far, not decided yet.
+    reactions: Vec<(Reaction, Origin)>,
 }
 
 impl Batch {

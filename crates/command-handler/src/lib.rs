@@ -1,11 +1,13 @@
 //! The command handler. It consumes client commands (`financing.commands`), integration events
 //! (`registering.events`) and domain events (`financing.events`, for the saga's policies), and
 //! applies each resulting command to one aggregate in the event store: the messages its
-//! consumer has ready all together in one transaction, or, if that batch cannot be written
-//! whole, one at a time. Domain rejections are recorded as outcomes. A message whose effect is owed but cannot happen now is parked in the
-//! event store and tried again until it goes through; one that can never be handled goes to
-//! `financing.dlq` with the reason (a client command's outcome is then FAILED). An offset is
-//! stored only once its message's effect is committed.
+//! consumer has ready all together in one transaction, with the saga's reactions to the events
+//! they produce, or, if that batch cannot be written whole, one at a time (the reactions then
+//! wait for the events to come back from the broker). Domain rejections are recorded as
+//! outcomes. A message whose effect is owed but cannot happen now is parked in the event store
+//! and tried again until it goes through; one that can never be handled goes to `financing.dlq`
+//! with the reason (a client command's outcome is then FAILED). An offset is stored only once
+//! its message's effect is committed.
 
 mod consume;
 mod executor;

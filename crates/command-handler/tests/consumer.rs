@@ -297,7 +297,17 @@ async fn a_reaction_whose_aggregate_cannot_be_read_is_parked_and_goes_through_on
     let (shutdown, _running) = setup.start().await;
     let pool = PgPool::connect(&setup.config.database_url).await.unwrap();
 
-    // An investor with 10 reserved by a bid.
+    // An investor with 10 reserved by a bid that financed an invoice asking 10.
+    let issuer_id = IssuerId::new_random();
+    setup
+        .publish(&topics.registering_events, registered(issuer_id))
+        .await;
+    let issuer_created = ["IssuerCreated"];
+    setup
+        .await_events(&pool, issuer_id.as_uuid(), &issuer_created)
+        .await;
+    let (invoice_id, sale) = sell(issuer_id);
+    setup.publish(&topics.commands, sale).await;
     let investor_id = InvestorId::new_random();
     let registration = IntegrationEvent::InvestorRegistered {
         id: investor_id,
@@ -321,7 +331,7 @@ async fn a_reaction_whose_aggregate_cannot_be_read_is_parked_and_goes_through_on
         correlation_id: Uuid::new_v4(),
         command: ClientCommand::BidOnInvoice {
             investor_id,
-            invoice_id: InvoiceId::new_random(),
+            invoice_id,
             bid: Money::units(10),
         },
     };
@@ -329,6 +339,10 @@ async fn a_reaction_whose_aggregate_cannot_be_read_is_parked_and_goes_through_on
     let placed = [&registered[..], &["BidOnInvoicePlaced"]].concat();
     setup
         .await_events(&pool, investor_id.as_uuid(), &placed)
+        .await;
+    let financed = ["InvoiceCreated", "InvoiceFinanced"];
+    setup
+        .await_events(&pool, invoice_id.as_uuid(), &financed)
         .await;
 
     // Its stream becomes unreadable, then the invoice is approved: 10 are owed to committed.
@@ -347,7 +361,6 @@ async fn a_reaction_whose_aggregate_cannot_be_read_is_parked_and_goes_through_on
     damage(serde_json::json!({ "amount": "not money" }))
         .await
         .unwrap();
-    let invoice_id = InvoiceId::new_random();
     let approved = InvoiceEvent::InvoiceApproved {
         invoice_id,
         sold_price: Money::units(10),

@@ -227,7 +227,8 @@ async fn a_batch_decides_each_command_on_the_state_the_ones_before_it_left() {
     let investor_id = register_investor(&executor, 100).await;
     let bid = bids_of(investor_id);
 
-    // When one batch bids 60 twice (the same message delivered twice among them)
+    // When one batch bids 60 twice (the same message delivered twice among them), on an
+    // invoice that does not exist
     let first = bid(60);
     let jobs = vec![
         Job::Client(first.clone()),
@@ -241,31 +242,93 @@ async fn a_batch_decides_each_command_on_the_state_the_ones_before_it_left() {
         reason: "insufficient balance: bid 60.00 but balance is 40.00".into(),
     };
     assert_eq!(outcomes, [Outcome::Applied, Outcome::Applied, refused]);
-    let placed = store.recorded().last().cloned().unwrap();
-    assert_eq!(placed.event_type, "BidOnInvoicePlaced");
+    // And the saga's reaction in the same batch finds no invoice: its compensation gives the
+    // funds back
     assert_eq!(
-        investor_state(&store, investor_id).reserved(),
-        Money::units(60)
-    );
-
-    // When the saga's reaction to it (the invoice does not exist) comes in a batch
-    let (position, event) = decoded(&placed);
-    let reaction = saga::on_event(position, &event).unwrap();
-    let outcomes = executor
-        .execute_all(vec![Job::React(reaction, origin())])
-        .await
-        .unwrap();
-
-    // Then it is refused and its compensation gives the funds back in the same batch
-    assert!(
-        matches!(outcomes[..], [Outcome::Rejected { .. }]),
-        "{outcomes:?}"
+        event_types(&store)[2..],
+        ["BidOnInvoicePlaced", "InvestorFundsReleased"]
     );
     let investor = investor_state(&store, investor_id);
     assert_eq!(
         (investor.balance(), investor.reserved()),
         (Money::units(100), Money::ZERO)
     );
+}
+
+#[tokio::test]
+async fn a_bid_s_saga_runs_in_the_batch_that_placed_it_and_its_events_redelivered_change_nothing() {
+    // Given a registered issuer's invoice asking 50, and an investor with 100
+    let store = InMemoryEventStore::new();
+    let executor = executor(&store);
+    let issuer_id = IssuerId::new_random();
+    let registered = IntegrationEvent::IssuerRegistered {
+        id: issuer_id,
+        name: "ACME".into(),
+    };
+    executor
+        .react(&saga::on_integration_event(&registered), origin())
+        .await
+        .unwrap();
+    let invoice_id = InvoiceId::new_random();
+    let sell = client(ClientCommand::SellInvoice {
+        invoice_id,
+        issuer_id,
+        asking_price: Money::units(50),
+    });
+    executor.client_command(sell).await.unwrap();
+    let investor_id = register_investor(&executor, 100).await;
+    let before = store.recorded().len();
+
+    // When a batch holds a bid of 60 on it
+    let bid = client(ClientCommand::BidOnInvoice {
+        investor_id,
+        invoice_id,
+        bid: Money::units(60),
+    });
+    let correlation_id = bid.correlation_id;
+    let outcomes = executor.execute_all(vec![Job::Client(bid)]).await.unwrap();
+
+    // Then the invoice is financed and the surplus released in the same batch, each step
+    // caused by the one before, all in the client's correlation
+    assert_eq!(outcomes, [Outcome::Applied]);
+    let saga: Vec<RecordedEvent> = store.recorded()[before..].to_vec();
+    let types: Vec<&str> = saga.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "BidOnInvoicePlaced",
+            "InvoiceFinanced",
+            "InvestorFundsReleased"
+        ]
+    );
+    for pair in saga.windows(2) {
+        assert_eq!(pair[1].metadata.causation_id, pair[0].metadata.event_id);
+    }
+    assert!(
+        saga.iter()
+            .all(|e| e.metadata.correlation_id == correlation_id)
+    );
+    let investor = investor_state(&store, investor_id);
+    assert_eq!(
+        (investor.balance(), investor.reserved()),
+        (Money::units(50), Money::units(50))
+    );
+
+    // When the broker delivers those events to the saga, twice, in one batch
+    let reactions: Vec<Job> = saga
+        .iter()
+        .filter_map(|recorded| {
+            let (position, event) = decoded(recorded);
+            saga::on_event(position, &event)
+        })
+        .flat_map(|reaction| [reaction.clone(), reaction])
+        .map(|reaction| Job::React(reaction, origin()))
+        .collect();
+    let outcomes = executor.execute_all(reactions).await.unwrap();
+
+    // Then each reaction reports its first outcome and nothing is written
+    assert_eq!(outcomes, vec![Outcome::Applied; 4]);
+    assert_eq!(store.recorded().len(), before + saga.len());
 }
 
 #[tokio::test]
@@ -294,7 +357,7 @@ async fn a_sale_after_its_issuer_s_registration_in_the_same_batch_applies() {
 }
 
 #[tokio::test]
-async fn a_batch_holding_a_command_processed_before_writes_nothing() {
+async fn a_command_processed_before_keeps_its_first_outcome_in_a_batch_with_new_ones() {
     // Given a bid already carried out
     let store = InMemoryEventStore::new();
     let executor = executor(&store);
@@ -302,18 +365,24 @@ async fn a_batch_holding_a_command_processed_before_writes_nothing() {
     let bid = bids_of(investor_id);
     let done = bid(10);
     executor.client_command(done.clone()).await.unwrap();
-    let before = store.recorded().len();
+    let written_by = |command_id: CommandId| {
+        store
+            .recorded()
+            .iter()
+            .filter(|e| e.metadata.command_id == command_id)
+            .count()
+    };
+    assert_eq!(written_by(done.command_id), 1);
 
-    // When a batch holds a new bid and that one again
-    let jobs = vec![Job::Client(bid(20)), Job::Client(done.clone())];
-    let written = executor.execute_all(jobs).await;
+    // When a batch holds that one again and a new bid
+    let new = bid(20);
+    let jobs = vec![Job::Client(done.clone()), Job::Client(new.clone())];
+    let outcomes = executor.execute_all(jobs).await.unwrap();
 
-    // Then nothing of it is written: the consumer carries them out one at a time instead
-    assert!(
-        matches!(written, Err(StoreError::AlreadyProcessed(id)) if id == done.command_id),
-        "{written:?}"
-    );
-    assert_eq!(store.recorded().len(), before);
+    // Then the first is reported as it was and not applied again; the new one is applied
+    assert_eq!(outcomes, [Outcome::Applied, Outcome::Applied]);
+    assert_eq!(written_by(done.command_id), 1);
+    assert_eq!(written_by(new.command_id), 1);
 }
 
 /// How another writer races ours in a [`Racing`] store.

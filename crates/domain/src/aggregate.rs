@@ -18,7 +18,7 @@ pub trait Aggregate:
     const TYPE: &'static str;
     type Id: Copy + fmt::Display + Into<Uuid> + From<Uuid> + Send + Sync + 'static;
     type Command: fmt::Debug + Send + Sync;
-    type Event: Message + fmt::Debug + Clone + PartialEq + Send + Sync + 'static;
+    type Event: Message + fmt::Debug + Clone + PartialEq + Send + Sync + Into<Event> + 'static;
 
     /// The events a command produces on this state, or why it is refused. Never an empty list.
     fn decide(&self, id: Self::Id, command: &Self::Command) -> Result<Vec<Self::Event>, Rejection>;
@@ -99,6 +99,24 @@ pub enum Event {
     Issuer(IssuerEvent),
     Investor(InvestorEvent),
     Invoice(InvoiceEvent),
+}
+
+impl From<IssuerEvent> for Event {
+    fn from(event: IssuerEvent) -> Event {
+        Event::Issuer(event)
+    }
+}
+
+impl From<InvestorEvent> for Event {
+    fn from(event: InvestorEvent) -> Event {
+        Event::Investor(event)
+    }
+}
+
+impl From<InvoiceEvent> for Event {
+    fn from(event: InvoiceEvent) -> Event {
+        Event::Invoice(event)
+    }
 }
 
 impl Event {

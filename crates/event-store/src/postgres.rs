@@ -272,14 +272,38 @@ impl EventStore for PgEventStore {
                 .bind(command_id.as_uuid())
                 .fetch_optional(&self.pool)
                 .await?;
-        row.map(|(outcome, reason)| match (outcome.as_str(), reason) {
-            ("applied", _) => Ok(Outcome::Applied),
-            ("rejected", reason) => Ok(Outcome::Rejected {
-                reason: reason.unwrap_or_default(),
-            }),
-            (other, _) => Err(StoreError::Corrupt(format!("unknown outcome {other:?}"))),
-        })
-        .transpose()
+        row.map(|(outcome, reason)| stored_outcome(&outcome, reason))
+            .transpose()
+    }
+
+    async fn outcomes(
+        &self,
+        command_ids: &[CommandId],
+    ) -> Result<Vec<(CommandId, Outcome)>, StoreError> {
+        let ids: Vec<Uuid> = command_ids.iter().map(CommandId::as_uuid).collect();
+        let rows: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
+            "SELECT command_id, outcome, reason FROM processed_commands \
+             WHERE command_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, outcome, reason)| {
+                Ok((CommandId::from(id), stored_outcome(&outcome, reason)?))
+            })
+            .collect()
+    }
+}
+
+/// An outcome as `processed_commands` keeps it.
+fn stored_outcome(outcome: &str, reason: Option<String>) -> Result<Outcome, StoreError> {
+    match (outcome, reason) {
+        ("applied", _) => Ok(Outcome::Applied),
+        ("rejected", reason) => Ok(Outcome::Rejected {
+            reason: reason.unwrap_or_default(),
+        }),
+        (other, _) => Err(StoreError::Corrupt(format!("unknown outcome {other:?}"))),
     }
 }
 

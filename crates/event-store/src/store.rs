@@ -233,6 +233,22 @@ pub trait EventStore: Send + Sync {
         &self,
         command_id: CommandId,
     ) -> impl Future<Output = Result<Option<Outcome>, StoreError>> + Send;
+
+    /// What became of those of these commands that were processed.
+    fn outcomes(
+        &self,
+        command_ids: &[CommandId],
+    ) -> impl Future<Output = Result<Vec<(CommandId, Outcome)>, StoreError>> + Send {
+        async move {
+            let mut known = Vec::new();
+            for &command_id in command_ids {
+                if let Some(outcome) = self.outcome(command_id).await? {
+                    known.push((command_id, outcome));
+                }
+            }
+            Ok(known)
+        }
+    }
 }
 
 /// A shared store is a store: several users (an executor and a test) can write through one.
@@ -284,5 +300,12 @@ impl<S: EventStore> EventStore for &S {
         command_id: CommandId,
     ) -> impl Future<Output = Result<Option<Outcome>, StoreError>> + Send {
         (**self).outcome(command_id)
+    }
+
+    fn outcomes(
+        &self,
+        command_ids: &[CommandId],
+    ) -> impl Future<Output = Result<Vec<(CommandId, Outcome)>, StoreError>> + Send {
+        (**self).outcomes(command_ids)
     }
 }

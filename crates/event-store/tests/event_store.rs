@@ -449,6 +449,43 @@ async fn a_batch_with_a_conflict_or_a_known_command_writes_nothing<S: EventStore
     );
 }
 
+async fn the_outcomes_of_several_commands_are_told_at_once<S: EventStore>(store: S) {
+    // Given a command applied and one rejected
+    let repo = Repository::new(&store, 100);
+    let applied = meta();
+    let create = InvestorCommand::Create {
+        name: "Ada".into(),
+        funds: Money::units(100),
+    };
+    execute(&repo, InvestorId::new_random(), create, applied)
+        .await
+        .unwrap();
+    let rejected = CommandId::new_random();
+    store
+        .record_rejection(investor_rejection(rejected, Uuid::new_v4(), "no"))
+        .await
+        .unwrap();
+
+    // When asked for those and one never seen
+    let mut told = store
+        .outcomes(&[rejected, CommandId::new_random(), applied.command_id])
+        .await
+        .unwrap();
+
+    // Then the two processed are told, as they were decided
+    told.sort_by_key(|(id, _)| *id != applied.command_id);
+    let rejection = Outcome::Rejected {
+        reason: "no".into(),
+    };
+    assert_eq!(
+        told,
+        [
+            (applied.command_id, Outcome::Applied),
+            (rejected, rejection)
+        ]
+    );
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod in_memory {
@@ -483,6 +520,7 @@ contract!(
     a_stream_holding_an_impossible_event_does_not_load,
     a_batch_is_written_in_order_and_loads_back_with_each_stream,
     a_batch_with_a_conflict_or_a_known_command_writes_nothing,
+    the_outcomes_of_several_commands_are_told_at_once,
 );
 
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]

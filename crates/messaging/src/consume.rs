@@ -36,8 +36,8 @@ pub trait HandleMessage: Sync {
         message: &BorrowedMessage<'_>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Handles several messages at once (what the consumer had ready; one key's in order), all
-    /// or none: `true` once every one is handled. `false` (the default) leaves every one of
+    /// Handles the messages the consumer had ready (one or more; one key's in order) at once,
+    /// all or none: `true` once every one is handled. `false` (the default) leaves every one of
     /// them to [`HandleMessage::handle`], one at a time, so nothing of theirs may have been
     /// done.
     fn handle_all(&self, messages: &[BorrowedMessage<'_>]) -> impl Future<Output = bool> + Send {
@@ -97,7 +97,7 @@ pub(crate) async fn consume<H: HandleMessage>(
             }
         }
         record_delays(&messages);
-        let all_at_once = messages.len() > 1 && take_all_at_once(handler, &messages).await;
+        let all_at_once = take_all_at_once(handler, &messages).await;
         let handled = if all_at_once {
             vec![true; messages.len()]
         } else {
