@@ -134,32 +134,22 @@ impl<S: EventStore> Executor<S> {
     /// be carried out one at a time.
     pub async fn execute_all(&self, jobs: Vec<Job>) -> Result<Vec<Outcome>, StoreError> {
         let started = Instant::now();
-        let mut asked: Vec<(CommandId, (&'static str, Uuid))> = Vec::new();
-        for job in &jobs {
-            match job {
-                // Whether the issuer is registered does not change the stream.
-                Job::Client(message) => asked.push((
-                    message.command_id,
-                    message.command.clone().into_command(false).stream(),
-                )),
-                Job::React(reaction, _) => asked.extend(
-                    std::iter::once(&reaction.command)
-                        .chain(&reaction.compensation)
-                        .map(|issued| (issued.id, issued.command.stream())),
-                ),
-            }
-        }
-        let ids: Vec<CommandId> = asked.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<CommandId> = jobs
+            .iter()
+            .flat_map(|job| match job {
+                Job::Client(message) => vec![message.command_id],
+                Job::React(reaction, _) => std::iter::once(&reaction.command)
+                    .chain(&reaction.compensation)
+                    .map(|issued| issued.id)
+                    .collect(),
+            })
+            .collect();
         let mut batch = Batch {
             outcomes: self.store().outcomes(&ids).await?.into_iter().collect(),
             ..Batch::default()
         };
-        let to_decide = asked
-            .into_iter()
-            .filter(|(id, _)| !batch.outcomes.contains_key(id))
-            .map(|(_, stream)| stream)
-            .collect();
-        self.load_into(&mut batch, to_decide).await?;
+        let streams = jobs.iter().flat_map(|job| batch.to_read_for(job)).collect();
+        self.load_into(&mut batch, streams).await?;
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in jobs {
             let (command, compensation, origin) = match job {
@@ -463,6 +453,28 @@ struct Batch {
 }
 
 impl Batch {
+    /// The streams a job of the batch needs read: none for a command processed before; a
+    /// compensation's unless its command is known to have applied.
+    fn to_read_for(&self, job: &Job) -> Vec<(&'static str, Uuid)> {
+        let unknown = |issued: &&Issued| !self.outcomes.contains_key(&issued.id);
+        match job {
+            Job::Client(message) if !self.outcomes.contains_key(&message.command_id) => {
+                // Whether the issuer is registered does not change the stream.
+                vec![message.command.clone().into_command(false).stream()]
+            }
+            Job::Client(_) => Vec::new(),
+            Job::React(reaction, _) => {
+                let applied = self.outcomes.get(&reaction.command.id) == Some(&Outcome::Applied);
+                let compensation = reaction.compensation.as_ref().filter(|_| !applied);
+                std::iter::once(&reaction.command)
+                    .chain(compensation)
+                    .filter(unknown)
+                    .map(|issued| issued.command.stream())
+                    .collect()
+            }
+        }
+    }
+
     /// An aggregate as the commands decided so far left it, if any touched it.
     fn state<A: Aggregate>(&self, id: A::Id) -> Option<&Loaded<A>> {
         let state = self.states.get(&(A::TYPE, id.into()))?;

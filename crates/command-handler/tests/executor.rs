@@ -324,10 +324,12 @@ async fn a_bid_s_saga_runs_in_the_batch_that_placed_it_and_its_events_redelivere
         .flat_map(|reaction| [reaction.clone(), reaction])
         .map(|reaction| Job::React(reaction, origin()))
         .collect();
-    let outcomes = executor.execute_all(reactions).await.unwrap();
+    let watched = Racing::new(&store, Race::Never);
+    let outcomes = self::executor(&watched).execute_all(reactions).await.unwrap();
 
-    // Then each reaction reports its first outcome and nothing is written
+    // Then each reaction reports its first outcome, no stream is read and nothing is written
     assert_eq!(outcomes, vec![Outcome::Applied; 4]);
+    assert_eq!(watched.streams_read(), 0);
     assert_eq!(store.recorded().len(), before + saga.len());
 }
 
@@ -387,22 +389,39 @@ async fn a_command_processed_before_keeps_its_first_outcome_in_a_batch_with_new_
 
 /// How another writer races ours in a [`Racing`] store.
 enum Race {
+    /// It does not.
+    Never,
     /// It appends to the aggregate just before our first append.
     WonOnce,
     /// It has always just appended: every append of ours conflicts.
     AlwaysWon,
 }
 
-/// The in-memory store with another writer racing ours; counts our appends.
+/// The in-memory store with another writer racing ours; counts our appends and the streams we
+/// read in batches.
 struct Racing<'a> {
     inner: &'a InMemoryEventStore,
     race: Race,
     appends: AtomicU32,
+    streams_read: AtomicU32,
 }
 
 impl Racing<'_> {
+    fn new(inner: &InMemoryEventStore, race: Race) -> Racing<'_> {
+        Racing {
+            inner,
+            race,
+            appends: AtomicU32::new(0),
+            streams_read: AtomicU32::new(0),
+        }
+    }
+
     fn appends(&self) -> u32 {
         self.appends.load(Ordering::SeqCst)
+    }
+
+    fn streams_read(&self) -> u32 {
+        self.streams_read.load(Ordering::SeqCst)
     }
 }
 
@@ -415,6 +434,8 @@ impl EventStore for Racing<'_> {
         &self,
         aggregates: &[(&'static str, Uuid)],
     ) -> Result<Vec<Stream>, StoreError> {
+        let read = u32::try_from(aggregates.len()).unwrap();
+        self.streams_read.fetch_add(read, Ordering::SeqCst);
         self.inner.load_streams(aggregates).await
     }
 
@@ -440,7 +461,7 @@ impl EventStore for Racing<'_> {
                 self.inner.append(competing).await?;
                 self.inner.append(append).await
             }
-            Race::WonOnce => self.inner.append(append).await,
+            Race::WonOnce | Race::Never => self.inner.append(append).await,
             Race::AlwaysWon => Err(StoreError::Conflict {
                 aggregate_id: append.aggregate_id,
                 expected_version: append.expected_version,
@@ -461,11 +482,7 @@ impl EventStore for Racing<'_> {
 async fn a_version_conflict_is_decided_again_on_the_new_state() {
     let store = InMemoryEventStore::new();
     let investor_id = register_investor(&executor(&store), 100).await;
-    let racing = Racing {
-        inner: &store,
-        race: Race::WonOnce,
-        appends: AtomicU32::new(0),
-    };
+    let racing = Racing::new(&store, Race::WonOnce);
     let bid = Issued {
         id: CommandId::new_random(),
         command: Command::Investor(
@@ -495,11 +512,7 @@ async fn a_version_conflict_is_decided_again_on_the_new_state() {
 #[tokio::test]
 async fn conflicts_past_the_bound_are_returned_to_be_retried_later() {
     let store = InMemoryEventStore::new();
-    let racing = Racing {
-        inner: &store,
-        race: Race::AlwaysWon,
-        appends: AtomicU32::new(0),
-    };
+    let racing = Racing::new(&store, Race::AlwaysWon);
     let executor = Executor::new(Repository::new(&racing, 3), 4);
     let register = saga::on_integration_event(&IntegrationEvent::IssuerRegistered {
         id: IssuerId::new_random(),
