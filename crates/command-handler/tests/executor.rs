@@ -325,7 +325,10 @@ async fn a_bid_s_saga_runs_in_the_batch_that_placed_it_and_its_events_redelivere
         .map(|reaction| Job::React(reaction, origin()))
         .collect();
     let watched = Racing::new(&store, Race::Never);
-    let outcomes = self::executor(&watched).execute_all(reactions).await.unwrap();
+    let outcomes = self::executor(&watched)
+        .execute_all(reactions)
+        .await
+        .unwrap();
 
     // Then each reaction reports its first outcome, no stream is read and nothing is written
     assert_eq!(outcomes, vec![Outcome::Applied; 4]);

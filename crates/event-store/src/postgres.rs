@@ -308,11 +308,14 @@ fn stored_outcome(outcome: &str, reason: Option<String>) -> Result<Outcome, Stor
 }
 
 /// Writes commands' effects in one statement: every command id as processed, then, only if
-/// every one of them was new, the events and each aggregate's latest snapshot. Rows go in
-/// aggregate by aggregate (each one's in the order given), so that two batches touching the
-/// same aggregates take their locks in the same order rather than deadlock. The ids that were
-/// new; a clash on an aggregate's version is a [`StoreError::Conflict`] (on the first aggregate
-/// appended to, when there are several).
+/// every one of them was new, the events and each aggregate's latest snapshot. The command ids
+/// go in aggregate by aggregate, so that two batches holding the same commands take their
+/// locks in the same order rather than deadlock; the events go in the order given, so that a
+/// saga's reaction decided in the batch of its cause follows it in the global order too (two
+/// writers appending to the same aggregates in different orders can deadlock: PostgreSQL ends
+/// one, whose batch then goes one command at a time). The ids that were new; a clash on an
+/// aggregate's version is a [`StoreError::Conflict`] (on the first aggregate appended to, when
+/// there are several).
 async fn write<'c>(
     executor: impl sqlx::PgExecutor<'c>,
     decided: &[Decided],
@@ -321,7 +324,6 @@ async fn write<'c>(
     let mut events = Events::default();
     let mut snapshots: Vec<(&'static str, Uuid, &Snapshot)> = Vec::new();
     let mut by_aggregate: Vec<&Decided> = decided.iter().collect();
-    // Stable: one aggregate's writes keep their order.
     by_aggregate.sort_by_key(|write| write.aggregate());
     for write in by_aggregate {
         match write {
@@ -333,14 +335,6 @@ async fn write<'c>(
                 );
                 commands.outcomes.push("applied");
                 commands.reasons.push(None);
-                events.push(append);
-                if let Some(snapshot) = &append.snapshot {
-                    // The latest of an aggregate's only: a row cannot be upserted twice.
-                    snapshots.retain(|(kind, id, _)| {
-                        (*kind, *id) != (append.aggregate_type, append.aggregate_id)
-                    });
-                    snapshots.push((append.aggregate_type, append.aggregate_id, snapshot));
-                }
             }
             Decided::Rejected(rejected) => {
                 commands.push(
@@ -351,6 +345,19 @@ async fn write<'c>(
                 commands.outcomes.push("rejected");
                 commands.reasons.push(Some(&rejected.reason));
             }
+        }
+    }
+    for write in decided {
+        let Decided::Applied(append) = write else {
+            continue;
+        };
+        events.push(append);
+        if let Some(snapshot) = &append.snapshot {
+            // The latest of an aggregate's only: a row cannot be upserted twice.
+            snapshots.retain(|(kind, id, _)| {
+                (*kind, *id) != (append.aggregate_type, append.aggregate_id)
+            });
+            snapshots.push((append.aggregate_type, append.aggregate_id, snapshot));
         }
     }
     let conflict = decided.iter().find_map(|write| match write {

@@ -350,11 +350,10 @@ async fn a_batch_is_written_in_order_and_loads_back_with_each_stream<S: EventSto
     let mut bob_now = repo.load::<Investor>(bob).await.unwrap();
 
     // When a batch bids twice for Ada (two snapshots of one aggregate), is refused for Bob
-    // and bids once for him
+    // and bids once for him in between
     let refused = CommandId::new_random();
     let batch = vec![
         advanced(&repo, &mut ada_now, bid(10)),
-        advanced(&repo, &mut ada_now, bid(20)),
         Decided::Rejected(Rejected {
             command_id: refused,
             aggregate_type: Investor::TYPE,
@@ -362,10 +361,24 @@ async fn a_batch_is_written_in_order_and_loads_back_with_each_stream<S: EventSto
             reason: "insufficient balance".into(),
         }),
         advanced(&repo, &mut bob_now, bid(5)),
+        advanced(&repo, &mut ada_now, bid(20)),
     ];
     repo.store().write_all(batch).await.unwrap();
 
-    // Then each stream holds its events in order, the states are as decided (from the latest
+    // Then the events take the global order given, across aggregates
+    let mut written = Vec::new();
+    for id in [ada, bob] {
+        let history = repo.store().load_events(Investor::TYPE, id.into(), 2);
+        written.extend(history.await.unwrap());
+    }
+    written.sort_by_key(|e| e.global_position);
+    let order: Vec<(Uuid, u64)> = written
+        .iter()
+        .map(|e| (e.aggregate_id, e.version))
+        .collect();
+    assert_eq!(order, [(ada.into(), 3), (bob.into(), 3), (ada.into(), 4)]);
+
+    // And each stream holds its events in order, the states are as decided (from the latest
     // snapshots), the refusal is recorded, and one load reads both streams in the order asked
     assert_eq!(repo.load::<Investor>(ada).await.unwrap(), ada_now);
     assert_eq!(repo.load::<Investor>(bob).await.unwrap(), bob_now);
