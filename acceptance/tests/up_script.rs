@@ -146,7 +146,7 @@ fn up_serves_commands_and_queries_with_demo_data_until_down_stops_it() {
         ),
         (
             "COMMAND_HANDLER_METRICS_ADDR",
-            "financing_decide_seconds_bucket",
+            "financing_batch_seconds_bucket",
         ),
         (
             "COMMAND_HANDLER_METRICS_ADDR",
