@@ -127,27 +127,33 @@ impl<S: EventStore> Executor<S> {
     /// Carries out every job as [`Executor::client_command`] and [`Executor::react`] would one
     /// after the other, then the saga's reactions to the events they applied, round after
     /// round until it has none left (a bid, the invoice's answer, the surplus released), all
-    /// in one transaction: each job's outcome. A command processed before is not decided again:
-    /// its first outcome stands (the reactions carried out here come back from the broker as
-    /// the events' policies, and find themselves done). Any error (another writer got to an
-    /// aggregate or a command first, an outage) leaves the store as it was; the jobs can then
-    /// be carried out one at a time.
+    /// in one transaction: each job's outcome. A reaction processed before is not decided
+    /// again: its first outcome stands (the reactions carried out here come back from the
+    /// broker as the events' policies, and find themselves done). Any error (another writer got
+    /// to an aggregate first, a client's command was processed before, an outage) leaves the
+    /// store as it was; the jobs can then be carried out one at a time.
     pub async fn execute_all(&self, jobs: Vec<Job>) -> Result<Vec<Outcome>, StoreError> {
         let started = Instant::now();
-        let ids: Vec<CommandId> = jobs
+        // Reactions come back from the broker after they were decided with their cause: they
+        // are looked up. A client's command is seldom sent again; when it is, the write fails.
+        let reactions: Vec<CommandId> = jobs
             .iter()
-            .flat_map(|job| match job {
-                Job::Client(message) => vec![message.command_id],
-                Job::React(reaction, _) => std::iter::once(&reaction.command)
-                    .chain(&reaction.compensation)
-                    .map(|issued| issued.id)
-                    .collect(),
+            .filter_map(|job| match job {
+                Job::React(reaction, _) => Some(reaction),
+                Job::Client(_) => None,
             })
+            .flat_map(|reaction| std::iter::once(&reaction.command).chain(&reaction.compensation))
+            .map(|issued| issued.id)
             .collect();
-        let mut batch = Batch {
-            outcomes: self.store().outcomes(&ids).await?.into_iter().collect(),
-            ..Batch::default()
-        };
+        let mut batch = Batch::default();
+        if !reactions.is_empty() {
+            batch.outcomes = self
+                .store()
+                .outcomes(&reactions)
+                .await?
+                .into_iter()
+                .collect();
+        }
         let streams = jobs.iter().flat_map(|job| batch.to_read_for(job)).collect();
         self.load_into(&mut batch, streams).await?;
         let mut outcomes = Vec::with_capacity(jobs.len());
@@ -453,16 +459,13 @@ struct Batch {
 }
 
 impl Batch {
-    /// The streams a job of the batch needs read: none for a command processed before; a
+    /// The streams a job of the batch needs read: none for a reaction processed before; a
     /// compensation's unless its command is known to have applied.
     fn to_read_for(&self, job: &Job) -> Vec<(&'static str, Uuid)> {
         let unknown = |issued: &&Issued| !self.outcomes.contains_key(&issued.id);
         match job {
-            Job::Client(message) if !self.outcomes.contains_key(&message.command_id) => {
-                // Whether the issuer is registered does not change the stream.
-                vec![message.command.clone().into_command(false).stream()]
-            }
-            Job::Client(_) => Vec::new(),
+            // Whether the issuer is registered does not change the stream.
+            Job::Client(message) => vec![message.command.clone().into_command(false).stream()],
             Job::React(reaction, _) => {
                 let applied = self.outcomes.get(&reaction.command.id) == Some(&Outcome::Applied);
                 let compensation = reaction.compensation.as_ref().filter(|_| !applied);

@@ -34,7 +34,7 @@ pub struct Claim {
 /// What a claim leaves out, the relayer holding it back (its partition is failing): the events
 /// of these aggregates, and the outcomes under these keys (an outcome's aggregate, or its
 /// command when it names none).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeftOut {
     pub events: Vec<Uuid>,
     pub outcomes: Vec<Uuid>,

@@ -308,14 +308,13 @@ fn stored_outcome(outcome: &str, reason: Option<String>) -> Result<Outcome, Stor
 }
 
 /// Writes commands' effects in one statement: every command id as processed, then, only if
-/// every one of them was new, the events and each aggregate's latest snapshot. The command ids
-/// go in aggregate by aggregate, so that two batches holding the same commands take their
-/// locks in the same order rather than deadlock; the events go in the order given, so that a
-/// saga's reaction decided in the batch of its cause follows it in the global order too (two
-/// writers appending to the same aggregates in different orders can deadlock: PostgreSQL ends
-/// one, whose batch then goes one command at a time). The ids that were new; a clash on an
-/// aggregate's version is a [`StoreError::Conflict`] (on the first aggregate appended to, when
-/// there are several).
+/// every one of them was new, the events and each aggregate's latest snapshot. Rows go in
+/// aggregate by aggregate (each one's in the order given), so that two batches touching the
+/// same aggregates take their locks in the same order rather than deadlock; the events' global
+/// positions, drawn for the whole batch, follow the order given, so that a saga's reaction
+/// decided in the batch of its cause comes after it across aggregates too. The ids that were
+/// new; a clash on an aggregate's version is a [`StoreError::Conflict`] (naming the first
+/// aggregate appended to, when there are several).
 async fn write<'c>(
     executor: impl sqlx::PgExecutor<'c>,
     decided: &[Decided],
@@ -323,10 +322,23 @@ async fn write<'c>(
     let mut commands = Commands::default();
     let mut events = Events::default();
     let mut snapshots: Vec<(&'static str, Uuid, &Snapshot)> = Vec::new();
-    let mut by_aggregate: Vec<&Decided> = decided.iter().collect();
-    by_aggregate.sort_by_key(|write| write.aggregate());
-    for write in by_aggregate {
-        match write {
+    // Where each decision's first event goes in the order given.
+    let mut next_place = 1;
+    let first_places: Vec<i64> = decided
+        .iter()
+        .map(|write| {
+            let first = next_place;
+            if let Decided::Applied(append) = write {
+                next_place += i64::try_from(append.events.len()).unwrap_or(i64::MAX);
+            }
+            first
+        })
+        .collect();
+    let mut by_aggregate: Vec<usize> = (0..decided.len()).collect();
+    // Stable: one aggregate's writes keep their order.
+    by_aggregate.sort_by_key(|&index| decided[index].aggregate());
+    for index in by_aggregate {
+        match &decided[index] {
             Decided::Applied(append) => {
                 commands.push(
                     append.command_id,
@@ -335,6 +347,14 @@ async fn write<'c>(
                 );
                 commands.outcomes.push("applied");
                 commands.reasons.push(None);
+                events.push(append, first_places[index]);
+                if let Some(snapshot) = &append.snapshot {
+                    // The latest of an aggregate's only: a row cannot be upserted twice.
+                    snapshots.retain(|(kind, id, _)| {
+                        (*kind, *id) != (append.aggregate_type, append.aggregate_id)
+                    });
+                    snapshots.push((append.aggregate_type, append.aggregate_id, snapshot));
+                }
             }
             Decided::Rejected(rejected) => {
                 commands.push(
@@ -345,19 +365,6 @@ async fn write<'c>(
                 commands.outcomes.push("rejected");
                 commands.reasons.push(Some(&rejected.reason));
             }
-        }
-    }
-    for write in decided {
-        let Decided::Applied(append) = write else {
-            continue;
-        };
-        events.push(append);
-        if let Some(snapshot) = &append.snapshot {
-            // The latest of an aggregate's only: a row cannot be upserted twice.
-            snapshots.retain(|(kind, id, _)| {
-                (*kind, *id) != (append.aggregate_type, append.aggregate_id)
-            });
-            snapshots.push((append.aggregate_type, append.aggregate_id, snapshot));
         }
     }
     let conflict = decided.iter().find_map(|write| match write {
@@ -375,16 +382,25 @@ async fn write<'c>(
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[]) \
              ON CONFLICT (command_id) DO NOTHING \
              RETURNING command_id), \
+         positions AS ( \
+             SELECT row_number() OVER (ORDER BY position) AS place, position \
+             FROM (SELECT nextval(pg_get_serial_sequence('events', 'global_position')) \
+                       AS position \
+                   FROM generate_series(1, cardinality($21::bigint[]))) drawn \
+             WHERE (SELECT count(*) FROM processed) = $20), \
          appended AS ( \
-             INSERT INTO events (aggregate_type, aggregate_id, version, event_type, \
-                 schema_version, payload, event_id, command_id, correlation_id, causation_id) \
-             SELECT kind, id, version, event_type, schema_version, payload, event_id, \
-                 command_id, correlation_id, causation_id \
+             INSERT INTO events (global_position, aggregate_type, aggregate_id, version, \
+                 event_type, schema_version, payload, event_id, command_id, correlation_id, \
+                 causation_id) \
+             OVERRIDING SYSTEM VALUE \
+             SELECT position, kind, id, version, event_type, schema_version, payload, \
+                 event_id, command_id, correlation_id, causation_id \
              FROM UNNEST($6::text[], $7::uuid[], $8::bigint[], $9::text[], $10::int[], \
-                 $11::jsonb[], $12::uuid[], $13::uuid[], $14::uuid[], $15::uuid[]) \
+                 $11::jsonb[], $12::uuid[], $13::uuid[], $14::uuid[], $15::uuid[], \
+                 $21::bigint[]) \
                  WITH ORDINALITY AS e (kind, id, version, event_type, schema_version, payload, \
-                     event_id, command_id, correlation_id, causation_id, n) \
-             WHERE (SELECT count(*) FROM processed) = $20 \
+                     event_id, command_id, correlation_id, causation_id, place, n) \
+             JOIN positions USING (place) \
              ORDER BY n), \
          snapshot AS ( \
              INSERT INTO snapshots (aggregate_type, aggregate_id, version, state) \
@@ -430,6 +446,7 @@ async fn write<'c>(
             .collect::<Vec<_>>(),
     )
     .bind(all)
+    .bind(events.places)
     .fetch_one(executor)
     .await
     .map_err(|error| match (error, conflict) {
@@ -470,12 +487,17 @@ struct Events<'a> {
     command_ids: Vec<Uuid>,
     correlation_ids: Vec<Uuid>,
     causation_ids: Vec<Uuid>,
+    /// Each event's place in the order the batch gave.
+    places: Vec<i64>,
 }
 
 impl<'a> Events<'a> {
-    /// An append's events, numbered from the version after the one it expected.
-    fn push(&mut self, append: &'a Append) {
-        for (event, version) in append.events.iter().zip(append.expected_version + 1..) {
+    /// An append's events, numbered from the version after the one it expected, placed from
+    /// `first_place` on.
+    fn push(&mut self, append: &'a Append, first_place: i64) {
+        let numbered = append.events.iter().zip(append.expected_version + 1..);
+        for ((event, version), place) in numbered.zip(first_place..) {
+            self.places.push(place);
             self.types.push(append.aggregate_type);
             self.aggregates.push(append.aggregate_id);
             self.versions.push(to_db(version));

@@ -242,14 +242,8 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
         let (events_topic, outcomes_topic) = (&self.topics.events, &self.topics.outcomes);
         let (event_partitions, outcome_partitions) = (count(events_topic)?, count(outcomes_topic)?);
         let mut published = 0;
+        let mut left_out = self.left_out().await;
         loop {
-            let left_out = {
-                let (held_back, now) = (self.held_back.lock().await, Instant::now());
-                LeftOut {
-                    events: held_back.left_out(events_topic, now),
-                    outcomes: held_back.left_out(outcomes_topic, now),
-                }
-            };
             let claim = self.outbox.claim(self.config.batch_size, &left_out).await?;
             let Some(claim) = claim else {
                 return Ok(published);
@@ -354,11 +348,26 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
                      others go on"
                 );
             }
-            // A full claim with nothing to send (more aggregates held than a claim leaves out)
-            // would come back the same at once: the pass ends, the held wait their turn.
-            if !full || sends.is_empty() {
+            if !full {
                 return Ok(published);
             }
+            // A full claim that sent nothing and met no held aggregate it had not left out (more
+            // are held than a claim leaves out) would come back the same at once: the pass
+            // ends, the held wait their turn.
+            let next = self.left_out().await;
+            if sends.is_empty() && next == left_out {
+                return Ok(published);
+            }
+            left_out = next;
+        }
+    }
+
+    /// What the next claim leaves out: the aggregates held back, per topic.
+    async fn left_out(&self) -> LeftOut {
+        let (held_back, now) = (self.held_back.lock().await, Instant::now());
+        LeftOut {
+            events: held_back.left_out(&self.topics.events, now),
+            outcomes: held_back.left_out(&self.topics.outcomes, now),
         }
     }
 

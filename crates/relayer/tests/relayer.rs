@@ -451,8 +451,9 @@ async fn outcomes_for_a_refusing_partition_hold_back_only_their_own() {
         .unwrap()
         .publishing_through(std::sync::Arc::clone(&publisher));
     let pool = PgPool::connect(&config.database_url).await.unwrap();
-    // More failures for the refusing partition than a claim holds, older than the others.
-    let stuck: Vec<Uuid> = (0..config.batch_size + 2)
+    // More failures for the refusing partition than two claims hold, older than the others:
+    // the first claim's are refused, the second's not even tried.
+    let stuck: Vec<Uuid> = (0..config.batch_size * 2 + 2)
         .map(|_| aggregate_on(failing, partitions, false))
         .collect();
     for aggregate in &stuck {
