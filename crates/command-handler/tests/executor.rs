@@ -37,6 +37,19 @@ fn origin() -> Origin {
     }
 }
 
+async fn register_issuer<S: EventStore>(executor: &Executor<S>) -> IssuerId {
+    let issuer_id = IssuerId::new_random();
+    let registered = IntegrationEvent::IssuerRegistered {
+        id: issuer_id,
+        name: "ACME".into(),
+    };
+    executor
+        .react(&saga::on_integration_event(&registered), origin())
+        .await
+        .unwrap();
+    issuer_id
+}
+
 async fn register_investor<S: EventStore>(executor: &Executor<S>, funds: u64) -> InvestorId {
     let id = InvestorId::new_random();
     register(executor, id, funds).await;
@@ -122,15 +135,7 @@ async fn selling_for_an_unregistered_issuer_is_rejected_and_recorded_without_eve
 async fn a_sale_by_a_registered_issuer_creates_the_invoice_in_the_client_s_correlation() {
     let store = InMemoryEventStore::new();
     let executor = executor(&store);
-    let issuer_id = IssuerId::new_random();
-    let registered = IntegrationEvent::IssuerRegistered {
-        id: issuer_id,
-        name: "ACME".into(),
-    };
-    executor
-        .react(&saga::on_integration_event(&registered), origin())
-        .await
-        .unwrap();
+    let issuer_id = register_issuer(&executor).await;
     let sell = client(ClientCommand::SellInvoice {
         invoice_id: InvoiceId::new_random(),
         issuer_id,
@@ -260,15 +265,7 @@ async fn a_bid_s_saga_runs_in_the_batch_that_placed_it_and_its_events_redelivere
     // Given a registered issuer's invoice asking 50, and an investor with 100
     let store = InMemoryEventStore::new();
     let executor = executor(&store);
-    let issuer_id = IssuerId::new_random();
-    let registered = IntegrationEvent::IssuerRegistered {
-        id: issuer_id,
-        name: "ACME".into(),
-    };
-    executor
-        .react(&saga::on_integration_event(&registered), origin())
-        .await
-        .unwrap();
+    let issuer_id = register_issuer(&executor).await;
     let invoice_id = InvoiceId::new_random();
     let sell = client(ClientCommand::SellInvoice {
         invoice_id,
