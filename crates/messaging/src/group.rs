@@ -11,6 +11,7 @@ use financing_runtime::retry::Chain;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +39,37 @@ impl GroupContext {
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
+    /// Takes or gives up the partitions as rdkafka's default does, without first asking
+    /// librdkafka which rebalance protocol is in use: that question is never answered once the
+    /// consumer is closing (librdkafka issue 4041), so dropping a consumer hung for good (seen
+    /// in the acceptance suite, a test's thread stuck in `rd_kafka_rebalance_protocol`). These
+    /// consumers use the default assignment strategies, whose protocol is eager.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let partitions = &*partitions;
+        let (rebalance, taken) = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                (Rebalance::Assign(partitions), consumer.assign(partitions))
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                (Rebalance::Revoke(partitions), consumer.unassign())
+            }
+            other => (
+                Rebalance::Error(KafkaError::Rebalance(other.into())),
+                consumer.unassign(),
+            ),
+        };
+        if let Err(error) = taken {
+            let (group, member) = (&self.group, self.member);
+            tracing::warn!(group, member, error = %Chain(&error), "cannot apply a rebalance");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let (group, member) = (&self.group, self.member);
         match rebalance {
