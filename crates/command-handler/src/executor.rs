@@ -142,7 +142,7 @@ impl<S: EventStore> Executor<S> {
                 Job::React(reaction, _) => Some(reaction),
                 Job::Client(_) => None,
             })
-            .flat_map(|reaction| std::iter::once(&reaction.command).chain(&reaction.compensation))
+            .flat_map(Reaction::issued)
             .map(|issued| issued.id)
             .collect();
         let mut batch = Batch::default();
@@ -154,43 +154,12 @@ impl<S: EventStore> Executor<S> {
                 .into_iter()
                 .collect();
         }
-        let streams = jobs.iter().flat_map(|job| batch.to_read_for(job)).collect();
-        self.load_into(&mut batch, streams).await?;
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let (command, compensation, origin) = match job {
-                Job::Client(message) => {
-                    let (issued, origin) = self.issue(message, Some(&batch)).await?;
-                    (issued, None, origin)
-                }
-                Job::React(reaction, origin) => (reaction.command, reaction.compensation, origin),
-            };
-            outcomes.push(
-                self.decide_compensated(&mut batch, &command, compensation, origin)
-                    .await?,
-            );
-        }
+        let outcomes = self.decide_round(&mut batch, jobs).await?;
         // Reactions to events decided just now: their ids derive from new versions, so none
         // was processed before.
         while !batch.reactions.is_empty() {
             let reactions = std::mem::take(&mut batch.reactions);
-            let streams = reactions
-                .iter()
-                .flat_map(|(reaction, _)| {
-                    std::iter::once(&reaction.command).chain(&reaction.compensation)
-                })
-                .map(|issued| issued.command.stream())
-                .collect();
-            self.load_into(&mut batch, streams).await?;
-            for (reaction, origin) in reactions {
-                self.decide_compensated(
-                    &mut batch,
-                    &reaction.command,
-                    reaction.compensation,
-                    origin,
-                )
-                .await?;
-            }
+            self.decide_round(&mut batch, reactions).await?;
         }
         let results: Vec<_> = batch
             .decided
@@ -213,32 +182,46 @@ impl<S: EventStore> Executor<S> {
         Ok(outcomes)
     }
 
-    /// Reads, in one query, the streams of these aggregates that the batch has not read yet.
-    async fn load_into(
+    /// Decides `jobs` in the batch, after reading in one query the streams they need that the
+    /// batch has not read yet: each job's outcome.
+    async fn decide_round(
         &self,
         batch: &mut Batch,
-        streams: Vec<(&'static str, Uuid)>,
-    ) -> Result<(), StoreError> {
+        jobs: Vec<Job>,
+    ) -> Result<Vec<Outcome>, StoreError> {
         let mut missing = Vec::new();
-        for stream in streams {
+        for stream in jobs.iter().flat_map(|job| batch.to_read_for(job)) {
             let known = batch.streams.contains_key(&stream) || batch.states.contains_key(&stream);
             if !known && !missing.contains(&stream) {
                 missing.push(stream);
             }
         }
-        if missing.is_empty() {
-            return Ok(());
+        if !missing.is_empty() {
+            let loaded = self.store().load_streams(&missing).await?;
+            if loaded.len() != missing.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "{} streams loaded for {} asked",
+                    loaded.len(),
+                    missing.len()
+                )));
+            }
+            batch.streams.extend(missing.into_iter().zip(loaded));
         }
-        let loaded = self.store().load_streams(&missing).await?;
-        if loaded.len() != missing.len() {
-            return Err(StoreError::Corrupt(format!(
-                "{} streams loaded for {} asked",
-                loaded.len(),
-                missing.len()
-            )));
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let (command, compensation, origin) = match job {
+                Job::Client(message) => {
+                    let (issued, origin) = self.issue(message, Some(batch)).await?;
+                    (issued, None, origin)
+                }
+                Job::React(reaction, origin) => (reaction.command, reaction.compensation, origin),
+            };
+            outcomes.push(
+                self.decide_compensated(batch, &command, compensation, origin)
+                    .await?,
+            );
         }
-        batch.streams.extend(missing.into_iter().zip(loaded));
-        Ok(())
+        Ok(outcomes)
     }
 
     /// Decides a command of the batch, and its compensation if it is rejected.
@@ -325,7 +308,7 @@ impl<S: EventStore> Executor<S> {
                             correlation_id: meta.correlation_id,
                             causation_id: new.metadata.event_id,
                         };
-                        reactions.push((reaction, origin));
+                        reactions.push(Job::React(reaction, origin));
                     }
                 }
                 (Decided::Applied(append), Outcome::Applied)
@@ -455,7 +438,7 @@ struct Batch {
     /// The outcome of every command decided so far, or processed before.
     outcomes: HashMap<CommandId, Outcome>,
     /// The saga's reactions to the events decided so far, not decided yet.
-    reactions: Vec<(Reaction, Origin)>,
+    reactions: Vec<Job>,
 }
 
 impl Batch {
@@ -468,9 +451,11 @@ impl Batch {
             Job::Client(message) => vec![message.command.clone().into_command(false).stream()],
             Job::React(reaction, _) => {
                 let applied = self.outcomes.get(&reaction.command.id) == Some(&Outcome::Applied);
-                let compensation = reaction.compensation.as_ref().filter(|_| !applied);
-                std::iter::once(&reaction.command)
-                    .chain(compensation)
+                // Once the command applied, its compensation is never issued.
+                let needed = if applied { 1 } else { 2 };
+                reaction
+                    .issued()
+                    .take(needed)
                     .filter(unknown)
                     .map(|issued| issued.command.stream())
                     .collect()

@@ -26,6 +26,13 @@ pub struct Reaction {
     pub compensation: Option<Issued>,
 }
 
+impl Reaction {
+    /// Its command, then its compensation if it has one.
+    pub fn issued(&self) -> impl Iterator<Item = &Issued> {
+        std::iter::once(&self.command).chain(&self.compensation)
+    }
+}
+
 /// Where an event sits in its aggregate's stream; reaction ids derive from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventPosition {
