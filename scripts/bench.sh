@@ -6,8 +6,8 @@
 #   - one command at a time: SellInvoice -> InvoiceCreated and BidOnInvoice -> reserved funds
 #     shown (loadgen command-to-event, bid-to-read-model),
 #   - a soak at --rate for --seconds (loadgen soak), with the CPU it costs (--rate 0: none);
-#   - with --throughput N, N SellInvoice from 32 clients as fast as they go, each until its
-#     InvoiceCreated is read from the topic (loadgen throughput);
+#   - with --throughput N, N SellInvoice from 32 clients as fast as they go, until the query
+#     service shows every invoice (loadgen throughput);
 #   - with --sagas N, N bid sagas a second for --seconds (loadgen sagas), and where a saga's
 #     time went (scripts/hops.sql);
 # then stops it (scripts/down.sh).
@@ -15,8 +15,9 @@
 # Usage: scripts/bench.sh [--rate N] [--throughput N] [--sagas N] [--seconds N] [--samples N]
 #        SETTING...
 # A SETTING is environment assignments for up.sh and loadgen, e.g. "KAFKA_PARTITIONS=1",
-# "BROKER_STORAGE=memory://nisshi/ KAFKA_FETCH_WAIT_MS=100" or "BIN_DIR=/tmp/before" (an
-# earlier build, to compare with); "" is the defaults.
+# "BROKER_STORAGE=memory://nisshi/ KAFKA_FETCH_WAIT_MS=100", "BIN_DIR=/tmp/before" (an
+# earlier build of the services, to compare with) or "LOADGEN=/tmp/before/loadgen" (an earlier
+# load generator; target/release/loadgen otherwise); "" is the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -59,25 +60,26 @@ for setting in "$@"; do
         [ -n "$setting" ] && export $setting
         # Whatever up.sh started is stopped, even if it failed halfway.
         trap 'scripts/down.sh >/dev/null 2>&1' EXIT
+        loadgen=${LOADGEN:-target/release/loadgen}
         scripts/up.sh --detach >"$RUN_DIR/up.out"
         sleep 5
         echo "-- idle, over 10 s"
         scripts/usage.sh 10
-        target/release/loadgen --samples "$samples" command-to-event
-        target/release/loadgen --samples "$samples" bid-to-read-model
+        "$loadgen" --samples "$samples" command-to-event
+        "$loadgen" --samples "$samples" bid-to-read-model
         if ((rate > 0)); then
             echo "-- soak, $rate commands/s for $seconds s; usage over its first $((seconds / 2)) s"
             scripts/usage.sh $((seconds / 2)) >"$RUN_DIR/usage.out" &
-            target/release/loadgen soak --rate "$rate" --seconds "$seconds" || true
+            "$loadgen" soak --rate "$rate" --seconds "$seconds" || true
             wait
             cat "$RUN_DIR/usage.out"
         fi
         if ((throughput > 0)); then
-            target/release/loadgen --samples "$throughput" throughput --clients 32 || true
+            "$loadgen" --samples "$throughput" throughput --clients 32 || true
         fi
         if ((sagas > 0)); then
             echo "-- bid sagas, $sagas a second for $seconds s"
-            target/release/loadgen sagas --rate "$sagas" --seconds "$seconds" || true
+            "$loadgen" sagas --rate "$sagas" --seconds "$seconds" || true
             echo "-- where the sagas' time went (ms)"
             psql -q "$DATABASE_URL" -f scripts/hops.sql
             echo "-- relay since start: an event's recording -> the broker's acknowledgement"

@@ -159,18 +159,9 @@ async fn set_up(
         .await
         .context("cannot register the investors")?;
     let issuer_id = registered.issuers[0].1;
-    crate::poll(
-        || {
-            let mut queries = queries.clone();
-            let issuer = v1::GetIssuerRequest {
-                id: Some(to_proto_id(issuer_id)),
-            };
-            async move { queries.get_issuer(issuer).await.is_ok() }
-        },
-        |known| *known,
-    )
-    .await
-    .context("the issuer never showed up: is the system running?")?;
+    crate::issuer_shown(queries, issuer_id)
+        .await
+        .context("the issuer never showed up: is the system running?")?;
     let invoices: Vec<InvoiceId> = futures::stream::iter(0..count)
         .map(|_| {
             let mut commands = commands.clone();
