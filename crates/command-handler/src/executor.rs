@@ -6,7 +6,8 @@
 //! Or many commands at once ([`Executor::execute_all`]): every aggregate they touch loaded in
 //! one query, the commands decided one after the other in memory (each on the state the ones
 //! before it left), then the saga's reactions to the events they decided, and all their effects
-//! written in one transaction, all or nothing.
+//! written in one transaction, all or nothing; after a version clash, once more without the
+//! reactions.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -129,11 +130,33 @@ impl<S: EventStore> Executor<S> {
     /// round until it has none left (a bid, the invoice's answer, the surplus released), all
     /// in one transaction: each job's outcome. A reaction processed before is not decided
     /// again: its first outcome stands (the reactions carried out here come back from the
-    /// broker as the events' policies, and find themselves done). Any error (another writer got
-    /// to an aggregate first, a client's command was processed before, an outage) leaves the
-    /// store as it was; the jobs can then be carried out one at a time.
+    /// broker as the events' policies, and find themselves done). When another writer got to
+    /// an aggregate first, the jobs are decided once more on the new states, without the
+    /// saga's reactions (they then come back from the broker as the policies of the events
+    /// written, as after one message at a time): a clash on an aggregate only a reaction
+    /// touched does not cost the batch. Any other error (a client's command was processed
+    /// before, an outage), or a second clash, leaves the store as it was; the jobs can then be
+    /// carried out one at a time.
     pub async fn execute_all(&self, jobs: Vec<Job>) -> Result<Vec<Outcome>, StoreError> {
         let started = Instant::now();
+        let outcomes = match self.write_batch(jobs.clone(), Rounds::Decided).await {
+            Err(StoreError::Conflict { aggregate_id, .. }) => {
+                tracing::debug!(%aggregate_id, "a batch clashed: decided again without the saga's reactions");
+                self.write_batch(jobs, Rounds::LeftToTheBroker).await
+            }
+            result => result,
+        }?;
+        metrics::histogram!("financing_batch_seconds").record(started.elapsed().as_secs_f64());
+        Ok(outcomes)
+    }
+
+    /// Decides the jobs (and, with [`Rounds::Decided`], the saga's reactions to them) and writes
+    /// them in one transaction: each job's outcome.
+    async fn write_batch(
+        &self,
+        jobs: Vec<Job>,
+        rounds: Rounds,
+    ) -> Result<Vec<Outcome>, StoreError> {
         // Reactions come back from the broker after they were decided with their cause: they
         // are looked up. A client's command is seldom sent again; when it is, the write fails.
         let reactions: Vec<CommandId> = jobs
@@ -157,7 +180,7 @@ impl<S: EventStore> Executor<S> {
         let outcomes = self.decide_round(&mut batch, jobs).await?;
         // Reactions to events decided just now: their ids derive from new versions, so none
         // was processed before.
-        while !batch.reactions.is_empty() {
+        while rounds == Rounds::Decided && !batch.reactions.is_empty() {
             let reactions = std::mem::take(&mut batch.reactions);
             self.decide_round(&mut batch, reactions).await?;
         }
@@ -173,7 +196,6 @@ impl<S: EventStore> Executor<S> {
             metrics::counter!("financing_commands_decided_total", "aggregate" => aggregate, "outcome" => result)
                 .increment(1);
         }
-        metrics::histogram!("financing_batch_seconds").record(started.elapsed().as_secs_f64());
         tracing::debug!(
             jobs = outcomes.len(),
             decided = results.len(),
@@ -425,6 +447,14 @@ impl<S: EventStore> Executor<S> {
             }
         }
     }
+}
+
+/// Whether a batch decides the saga's reactions to its own events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rounds {
+    Decided,
+    /// Left to the broker's delivery of the events, as one message at a time leaves them.
+    LeftToTheBroker,
 }
 
 /// Commands of a batch decided so far, and the states they left.

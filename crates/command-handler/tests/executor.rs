@@ -334,6 +334,56 @@ async fn a_bid_s_saga_runs_in_the_batch_that_placed_it_and_its_events_redelivere
 }
 
 #[tokio::test]
+async fn a_clash_on_an_aggregate_only_a_reaction_touched_leaves_the_saga_to_the_broker() {
+    // Given an invoice asking 50 and an investor with 100
+    let store = InMemoryEventStore::new();
+    let executor = executor(&store);
+    let issuer_id = register_issuer(&executor).await;
+    let invoice_id = InvoiceId::new_random();
+    let sell = client(ClientCommand::SellInvoice {
+        invoice_id,
+        issuer_id,
+        asking_price: Money::units(50),
+    });
+    executor.client_command(sell).await.unwrap();
+    let investor_id = register_investor(&executor, 100).await;
+    let before = store.recorded().len();
+
+    // When a batch holds a bid of 60 on it, and another writer gets to the invoice between
+    // the batch's reads and its write
+    let racing = Racing::new(&store, Race::WonTheBatchOn(invoice_id.into()));
+    let bid = client(ClientCommand::BidOnInvoice {
+        investor_id,
+        invoice_id,
+        bid: Money::units(60),
+    });
+    let outcomes = self::executor(&racing)
+        .execute_all(vec![Job::Client(bid)])
+        .await
+        .unwrap();
+
+    // Then the bid is written in a second batch, without the saga's reactions: the invoice's
+    // answer to it is left to the broker's delivery of the bid's event
+    assert_eq!(outcomes, [Outcome::Applied]);
+    assert_eq!(racing.batches(), 2);
+    let ours: Vec<RecordedEvent> = store.recorded()[before..]
+        .iter()
+        .filter(|recorded| recorded.aggregate_id == Uuid::from(investor_id))
+        .cloned()
+        .collect();
+    let types: Vec<&str> = ours.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["BidOnInvoicePlaced"]);
+    let investor = investor_state(&store, investor_id);
+    assert_eq!(
+        (investor.balance(), investor.reserved()),
+        (Money::units(40), Money::units(60))
+    );
+    let (position, placed) = decoded(&ours[0]);
+    let reaction = saga::on_event(position, &placed).expect("the invoice is asked to answer");
+    assert_eq!(store.outcome(reaction.command.id).await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn a_sale_after_its_issuer_s_registration_in_the_same_batch_applies() {
     let store = InMemoryEventStore::new();
     let executor = executor(&store);
@@ -389,14 +439,17 @@ enum Race {
     WonOnce,
     /// It has always just appended: every append of ours conflicts.
     AlwaysWon,
+    /// It writes to this aggregate just before our first batch that touches it.
+    WonTheBatchOn(Uuid),
 }
 
-/// The in-memory store with another writer racing ours; counts our appends and the streams we
-/// read in batches.
+/// The in-memory store with another writer racing ours; counts our appends, our batches
+/// written and the streams we read in batches.
 struct Racing<'a> {
     inner: &'a InMemoryEventStore,
     race: Race,
     appends: AtomicU32,
+    batches: AtomicU32,
     streams_read: AtomicU32,
 }
 
@@ -406,12 +459,17 @@ impl Racing<'_> {
             inner,
             race,
             appends: AtomicU32::new(0),
+            batches: AtomicU32::new(0),
             streams_read: AtomicU32::new(0),
         }
     }
 
     fn appends(&self) -> u32 {
         self.appends.load(Ordering::SeqCst)
+    }
+
+    fn batches(&self) -> u32 {
+        self.batches.load(Ordering::SeqCst)
     }
 
     fn streams_read(&self) -> u32 {
@@ -443,6 +501,18 @@ impl EventStore for Racing<'_> {
     }
 
     async fn write_all(&self, decided: Vec<Decided>) -> Result<(), StoreError> {
+        let first = self.batches.fetch_add(1, Ordering::SeqCst) == 0;
+        if let (Race::WonTheBatchOn(aggregate_id), true) = (&self.race, first) {
+            let ours = decided.iter().find_map(|decided| match decided {
+                Decided::Applied(append) if append.aggregate_id == *aggregate_id => Some(append),
+                _ => None,
+            });
+            if let Some(ours) = ours {
+                let mut competing = ours.clone();
+                competing.command_id = CommandId::new_random();
+                self.inner.append(competing).await?;
+            }
+        }
         self.inner.write_all(decided).await
     }
 
@@ -455,7 +525,7 @@ impl EventStore for Racing<'_> {
                 self.inner.append(competing).await?;
                 self.inner.append(append).await
             }
-            Race::WonOnce | Race::Never => self.inner.append(append).await,
+            Race::WonOnce | Race::Never | Race::WonTheBatchOn(_) => self.inner.append(append).await,
             Race::AlwaysWon => Err(StoreError::Conflict {
                 aggregate_id: append.aggregate_id,
                 expected_version: append.expected_version,
