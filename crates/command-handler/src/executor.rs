@@ -6,8 +6,8 @@
 //! Or many commands at once ([`Executor::execute_all`]): every aggregate they touch loaded in
 //! one query, the commands decided one after the other in memory (each on the state the ones
 //! before it left), then the saga's reactions to the events they decided, and all their effects
-//! written in one transaction, all or nothing; after a version clash, once more without the
-//! reactions.
+//! written in one transaction, all or nothing; tried once more when a client's command was
+//! processed before, or another writer got to an aggregate first.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -130,19 +130,23 @@ impl<S: EventStore> Executor<S> {
     /// round until it has none left (a bid, the invoice's answer, the surplus released), all
     /// in one transaction: each job's outcome. A reaction processed before is not decided
     /// again: its first outcome stands (the reactions carried out here come back from the
-    /// broker as the events' policies, and find themselves done). When another writer got to
-    /// an aggregate first, the jobs are decided once more on the new states, without the
+    /// broker as the events' policies, and find themselves done). When the write finds a
+    /// client's command processed before, the batch is decided once more with every job's
+    /// first outcome looked up (such a command then reports it, as one at a time); when
+    /// another writer got to an aggregate first, once more on the new states and without the
     /// saga's reactions (they then come back from the broker as the policies of the events
-    /// written, as after one message at a time): a clash on an aggregate only a reaction
-    /// touched does not cost the batch. Any other error (a client's command was processed
-    /// before, an outage), or a second clash, leaves the store as it was; the jobs can then be
-    /// carried out one at a time.
+    /// written, as after one message at a time). Any other error (an outage), or a second
+    /// failure, leaves the store as it was; the jobs can then be carried out one at a time.
     pub async fn execute_all(&self, jobs: Vec<Job>) -> Result<Vec<Outcome>, StoreError> {
         let started = Instant::now();
-        let outcomes = match self.write_batch(jobs.clone(), Rounds::Decided).await {
+        let outcomes = match self.write_batch(jobs.clone(), Attempt::First).await {
+            Err(StoreError::AlreadyProcessed(command_id)) => {
+                tracing::debug!(%command_id, "a batch held a command processed before: decided again");
+                self.write_batch(jobs, Attempt::AfterProcessedBefore).await
+            }
             Err(StoreError::Conflict { aggregate_id, .. }) => {
                 tracing::debug!(%aggregate_id, "a batch clashed: decided again without the saga's reactions");
-                self.write_batch(jobs, Rounds::LeftToTheBroker).await
+                self.write_batch(jobs, Attempt::AfterClash).await
             }
             result => result,
         }?;
@@ -150,37 +154,32 @@ impl<S: EventStore> Executor<S> {
         Ok(outcomes)
     }
 
-    /// Decides the jobs (and, with [`Rounds::Decided`], the saga's reactions to them) and writes
+    /// Decides the jobs (and the saga's reactions to them, unless after a clash) and writes
     /// them in one transaction: each job's outcome.
     async fn write_batch(
         &self,
         jobs: Vec<Job>,
-        rounds: Rounds,
+        attempt: Attempt,
     ) -> Result<Vec<Outcome>, StoreError> {
         // Reactions come back from the broker after they were decided with their cause: they
-        // are looked up. A client's command is seldom sent again; when it is, the write fails.
-        let reactions: Vec<CommandId> = jobs
+        // are looked up. A client's command is seldom sent again: it is looked up only after a
+        // write found one processed before.
+        let known: Vec<CommandId> = jobs
             .iter()
-            .filter_map(|job| match job {
-                Job::React(reaction, _) => Some(reaction),
-                Job::Client(_) => None,
+            .flat_map(|job| match job {
+                Job::React(reaction, _) => reaction.issued().map(|issued| issued.id).collect(),
+                Job::Client(message) if attempt != Attempt::First => vec![message.command_id],
+                Job::Client(_) => vec![],
             })
-            .flat_map(Reaction::issued)
-            .map(|issued| issued.id)
             .collect();
         let mut batch = Batch::default();
-        if !reactions.is_empty() {
-            batch.outcomes = self
-                .store()
-                .outcomes(&reactions)
-                .await?
-                .into_iter()
-                .collect();
+        if !known.is_empty() {
+            batch.outcomes = self.store().outcomes(&known).await?.into_iter().collect();
         }
         let outcomes = self.decide_round(&mut batch, jobs).await?;
         // Reactions to events decided just now: their ids derive from new versions, so none
         // was processed before.
-        while rounds == Rounds::Decided && !batch.reactions.is_empty() {
+        while attempt != Attempt::AfterClash && !batch.reactions.is_empty() {
             let reactions = std::mem::take(&mut batch.reactions);
             self.decide_round(&mut batch, reactions).await?;
         }
@@ -449,12 +448,18 @@ impl<S: EventStore> Executor<S> {
     }
 }
 
-/// Whether a batch decides the saga's reactions to its own events.
+/// Which try at writing a batch this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rounds {
-    Decided,
-    /// Left to the broker's delivery of the events, as one message at a time leaves them.
-    LeftToTheBroker,
+enum Attempt {
+    /// The reactions' first outcomes looked up; the saga's reactions decided in the batch.
+    First,
+    /// After a client's command was found processed before: every job's first outcome looked
+    /// up.
+    AfterProcessedBefore,
+    /// After another writer got to an aggregate first: every job's first outcome looked up,
+    /// the saga's reactions left to the broker's delivery of the events, as one message at a
+    /// time leaves them.
+    AfterClash,
 }
 
 /// Commands of a batch decided so far, and the states they left.
@@ -472,11 +477,12 @@ struct Batch {
 }
 
 impl Batch {
-    /// The streams a job of the batch needs read: none for a reaction processed before; a
+    /// The streams a job of the batch needs read: none for a command processed before; a
     /// compensation's unless its command is known to have applied.
     fn to_read_for(&self, job: &Job) -> Vec<(&'static str, Uuid)> {
         let unknown = |issued: &&Issued| !self.outcomes.contains_key(&issued.id);
         match job {
+            Job::Client(message) if self.outcomes.contains_key(&message.command_id) => vec![],
             // Whether the issuer is registered does not change the stream.
             Job::Client(message) => vec![message.command.clone().into_command(false).stream()],
             Job::React(reaction, _) => {
