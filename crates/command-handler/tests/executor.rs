@@ -69,6 +69,21 @@ async fn register<S: EventStore>(executor: &Executor<S>, id: InvestorId, funds: 
 }
 
 /// The investor's bids, each on an invoice of its own.
+/// A registered issuer's invoice asking 50, and an investor with 100.
+async fn an_invoice_asking_50_and_an_investor_with_100<S: EventStore>(
+    executor: &Executor<S>,
+) -> (InvoiceId, InvestorId) {
+    let issuer_id = register_issuer(executor).await;
+    let invoice_id = InvoiceId::new_random();
+    let sell = client(ClientCommand::SellInvoice {
+        invoice_id,
+        issuer_id,
+        asking_price: Money::units(50),
+    });
+    executor.client_command(sell).await.unwrap();
+    (invoice_id, register_investor(executor, 100).await)
+}
+
 fn bids_of(investor_id: InvestorId) -> impl Fn(u64) -> CommandMessage {
     move |units| {
         client(ClientCommand::BidOnInvoice {
@@ -265,15 +280,7 @@ async fn a_bid_s_saga_runs_in_the_batch_that_placed_it_and_its_events_redelivere
     // Given a registered issuer's invoice asking 50, and an investor with 100
     let store = InMemoryEventStore::new();
     let executor = executor(&store);
-    let issuer_id = register_issuer(&executor).await;
-    let invoice_id = InvoiceId::new_random();
-    let sell = client(ClientCommand::SellInvoice {
-        invoice_id,
-        issuer_id,
-        asking_price: Money::units(50),
-    });
-    executor.client_command(sell).await.unwrap();
-    let investor_id = register_investor(&executor, 100).await;
+    let (invoice_id, investor_id) = an_invoice_asking_50_and_an_investor_with_100(&executor).await;
     let before = store.recorded().len();
 
     // When a batch holds a bid of 60 on it
@@ -335,18 +342,10 @@ async fn a_bid_s_saga_runs_in_the_batch_that_placed_it_and_its_events_redelivere
 
 #[tokio::test]
 async fn a_clash_on_an_aggregate_only_a_reaction_touched_leaves_the_saga_to_the_broker() {
-    // Given an invoice asking 50 and an investor with 100
+    // Given a registered issuer's invoice asking 50, and an investor with 100
     let store = InMemoryEventStore::new();
-    let executor = executor(&store);
-    let issuer_id = register_issuer(&executor).await;
-    let invoice_id = InvoiceId::new_random();
-    let sell = client(ClientCommand::SellInvoice {
-        invoice_id,
-        issuer_id,
-        asking_price: Money::units(50),
-    });
-    executor.client_command(sell).await.unwrap();
-    let investor_id = register_investor(&executor, 100).await;
+    let (invoice_id, investor_id) =
+        an_invoice_asking_50_and_an_investor_with_100(&executor(&store)).await;
     let before = store.recorded().len();
 
     // When a batch holds a bid of 60 on it, and another writer gets to the invoice between
