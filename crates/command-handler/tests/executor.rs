@@ -68,7 +68,6 @@ async fn register<S: EventStore>(executor: &Executor<S>, id: InvestorId, funds: 
     assert_eq!(outcome.unwrap(), Outcome::Applied);
 }
 
-/// The investor's bids, each on an invoice of its own.
 /// A registered issuer's invoice asking 50, and an investor with 100.
 async fn an_invoice_asking_50_and_an_investor_with_100<S: EventStore>(
     executor: &Executor<S>,
@@ -84,6 +83,7 @@ async fn an_invoice_asking_50_and_an_investor_with_100<S: EventStore>(
     (invoice_id, register_investor(executor, 100).await)
 }
 
+/// The investor's bids, each on an invoice of its own.
 fn bids_of(investor_id: InvestorId) -> impl Fn(u64) -> CommandMessage {
     move |units| {
         client(ClientCommand::BidOnInvoice {
@@ -410,17 +410,18 @@ async fn a_sale_after_its_issuer_s_registration_in_the_same_batch_applies() {
 #[tokio::test]
 async fn a_batch_holding_a_command_processed_before_reports_its_first_outcome_and_writes_the_rest()
 {
-    // Given a bid already carried out
+    // Given a bid of 90 of an investor's 100 already carried out
     let store = InMemoryEventStore::new();
     let investor_id = register_investor(&executor(&store), 100).await;
     let bid = bids_of(investor_id);
-    let done = bid(10);
+    let done = bid(90);
     executor(&store).client_command(done.clone()).await.unwrap();
     let before = store.recorded().len();
 
-    // When a batch holds a new bid and that one again
+    // When a batch holds a new bid and that one again (decided now, it would be refused: 10
+    // left)
     let watched = Racing::new(&store, Race::Never);
-    let jobs = vec![Job::Client(bid(20)), Job::Client(done.clone())];
+    let jobs = vec![Job::Client(bid(5)), Job::Client(done.clone())];
     let outcomes = executor(&watched).execute_all(jobs).await.unwrap();
 
     // Then the second write of the batch holds only the new bid and its saga (its invoice is
@@ -434,7 +435,7 @@ async fn a_batch_holding_a_command_processed_before_reports_its_first_outcome_an
     let investor = investor_state(&store, investor_id);
     assert_eq!(
         (investor.balance(), investor.reserved()),
-        (Money::units(90), Money::units(10))
+        (Money::units(10), Money::units(90))
     );
 }
 
