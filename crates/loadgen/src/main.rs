@@ -3,6 +3,7 @@
 //! command loop in-process on the event store alone (`in-process`).
 
 mod in_process;
+mod listings;
 mod open_loop;
 mod sagas;
 mod soak;
@@ -211,8 +212,7 @@ async fn bid_to_read_model(cli: &Cli, kafka: &KafkaConfig) -> anyhow::Result<()>
 async fn throughput(cli: &Cli, kafka: &KafkaConfig, clients: usize) -> anyhow::Result<()> {
     let registered = financing_populate::register(kafka, 1, 0, Money::ZERO).await?;
     let issuer_id = registered.issuers[0].1;
-    let queries =
-        QueriesClient::new(channel(&cli.queries).await?).max_decoding_message_size(usize::MAX);
+    let queries = listings::client(&cli.queries).await?;
     issuer_shown(&queries, issuer_id)
         .await
         .context("the issuer never showed up: is the system running?")?;
@@ -285,13 +285,8 @@ async fn all_shown(
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let listed = queries
-            .clone()
-            .all_invoices(v1::Page::default())
+        let shown: std::collections::HashSet<String> = listings::all_invoices(queries)
             .await?
-            .into_inner();
-        let shown: std::collections::HashSet<String> = listed
-            .invoices
             .into_iter()
             .filter_map(|invoice| invoice.id.map(|id| id.value))
             .collect();

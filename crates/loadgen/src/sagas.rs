@@ -66,8 +66,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let count = usize::try_from(u64::from(args.rate) * args.seconds)?;
     let commands = CommandsClient::new(crate::channel(listener).await?);
-    let queries =
-        QueriesClient::new(crate::channel(queries).await?).max_decoding_message_size(usize::MAX);
+    let queries = crate::listings::client(queries).await?;
     println!("Bid sagas: setting up {count} investors and invoices");
     let setup = Instant::now();
     let sagas = set_up(kafka, &commands, &queries, count).await?;
@@ -312,24 +311,14 @@ async fn shown(
     queries: &QueriesClient<Channel>,
 ) -> anyhow::Result<(HashMap<String, State>, HashMap<String, v1::InvoiceStatus>)> {
     let id = |id: Option<v1::Uuid>| id.map(|id| id.value).unwrap_or_default();
-    let investors = queries
-        .clone()
-        .all_investors(v1::Page::default())
-        .await?
-        .into_inner();
-    let invoices = queries
-        .clone()
-        .all_invoices(v1::Page::default())
-        .await?
-        .into_inner();
+    let investors = crate::listings::all_investors(queries).await?;
+    let invoices = crate::listings::all_invoices(queries).await?;
     Ok((
         investors
-            .investors
             .into_iter()
             .map(|investor| (id(investor.id.clone()), State::of(&investor)))
             .collect(),
         invoices
-            .invoices
             .into_iter()
             .map(|invoice| (id(invoice.id.clone()), invoice.status()))
             .collect(),

@@ -25,6 +25,7 @@ use rand::seq::IndexedRandom;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
+use crate::listings::{all_investors, all_invoices};
 use crate::open_loop;
 use crate::stats::{Samples, next_look};
 
@@ -72,8 +73,7 @@ pub async fn run(
     let registered = financing_populate::register(kafka, 3, args.investors, balance)
         .await
         .context("cannot register the soak's issuers and investors")?;
-    let queries =
-        QueriesClient::new(crate::channel(queries).await?).max_decoding_message_size(usize::MAX);
+    let queries = crate::listings::client(queries).await?;
     let issuers: Vec<IssuerId> = registered.issuers.iter().map(|(_, id)| *id).collect();
     let investors: Vec<InvestorId> = registered.investors.iter().map(|(_, id)| *id).collect();
     wait_for_registrations(&queries, &issuers, &investors).await?;
@@ -678,12 +678,7 @@ async fn check_money(
     funds: Money,
 ) -> anyhow::Result<MoneyCheck> {
     let shown = all_investors(queries).await?;
-    let invoices = queries
-        .clone()
-        .all_invoices(v1::Page::default())
-        .await?
-        .into_inner()
-        .invoices;
+    let invoices = all_invoices(queries).await?;
     let mut violations = Vec::new();
     let cents = |money: Option<v1::Money>| {
         let amount = money.map_or(0.0, |m| m.amount);
@@ -767,13 +762,4 @@ async fn check_money(
         summary,
         violations,
     })
-}
-
-async fn all_investors(queries: &QueriesClient<Channel>) -> Result<Vec<v1::Investor>, Status> {
-    Ok(queries
-        .clone()
-        .all_investors(v1::Page::default())
-        .await?
-        .into_inner()
-        .investors)
 }
