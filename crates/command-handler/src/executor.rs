@@ -164,14 +164,14 @@ impl<S: EventStore> Executor<S> {
         // Reactions come back from the broker after they were decided with their cause: they
         // are looked up. A client's command is seldom sent again: it is looked up only after a
         // write found one processed before.
-        let known: Vec<CommandId> = jobs
-            .iter()
-            .flat_map(|job| match job {
-                Job::React(reaction, _) => reaction.issued().map(|issued| issued.id).collect(),
-                Job::Client(message) if attempt != Attempt::First => vec![message.command_id],
-                Job::Client(_) => vec![],
-            })
-            .collect();
+        let mut known: Vec<CommandId> = Vec::new();
+        for job in &jobs {
+            match job {
+                Job::React(reaction, _) => known.extend(reaction.issued().map(|issued| issued.id)),
+                Job::Client(message) if attempt != Attempt::First => known.push(message.command_id),
+                Job::Client(_) => {}
+            }
+        }
         let mut batch = Batch::default();
         if !known.is_empty() {
             batch.outcomes = self.store().outcomes(&known).await?.into_iter().collect();
