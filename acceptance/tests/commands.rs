@@ -108,11 +108,11 @@ async fn bid(system: &System, investor_id: InvestorId, invoice_id: InvoiceId, am
         .expect("the command is queued");
 }
 
-fn placed(investor_id: InvestorId, invoice_id: InvoiceId, bid_amount: Money) -> Event {
+fn placed(investor_id: InvestorId, invoice_id: InvoiceId, amount: Money) -> Event {
     Event::Investor(InvestorEvent::BidOnInvoicePlaced {
         investor_id,
         invoice_id,
-        bid_amount,
+        amount,
     })
 }
 

@@ -160,7 +160,7 @@ mod event {
         Event::Investor(InvestorEvent::BidOnInvoicePlaced {
             investor_id,
             invoice_id,
-            bid_amount: Money::units(units),
+            amount: Money::units(units),
         })
     }
     pub fn released(investor_id: InvestorId, units: u64) -> Event {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::DateTime;
 use clap::Subcommand;
-use financing_messaging::{KafkaConfig, Publisher, headers, headers_of, kafka_headers};
+use financing_messaging::{KafkaConfig, Publisher, glimpse, headers, headers_of, kafka_headers};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
@@ -165,7 +165,7 @@ fn list(letters: &[DeadLetter]) -> anyhow::Result<()> {
             letter.position.to_string(),
             letter.when(),
             letter.origin(),
-            letter.header(headers::TYPE).unwrap_or_else(|| "?".into()),
+            glimpse(&letter.message).kind.unwrap_or_else(|| "?".into()),
             letter
                 .header(headers::DLQ_REASON)
                 .unwrap_or_else(|| "?".into()),

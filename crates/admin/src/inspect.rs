@@ -5,7 +5,7 @@
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
-use financing_domain::{Aggregate, Investor, Invoice, Issuer, Message};
+use financing_domain::{Aggregate, Investor, Invoice, Issuer, schema};
 use financing_event_store::{PgEventStore, Repository, StoredEvent};
 use financing_read_model::ReadModel;
 use uuid::Uuid;
@@ -79,24 +79,44 @@ pub async fn run(id: Uuid, store: PgEventStore, read_model: &ReadModel) -> anyho
     Ok(())
 }
 
+/// Each event as the domain reads it: an event stored at an older schema version is shown
+/// upcast, with the version it was stored at (`1 as 2`).
 fn print_events(history: &[StoredEvent]) {
     println!(
-        "\n{:>7}  {:<22}  {:<19}  {:<9}  {:>8}  {:<36}  {:<36}  payload",
-        "version", "type", "recorded at", "published", "position", "command id", "correlation id"
+        "\n{:>7}  {:<22}  {:<6}  {:<19}  {:<9}  {:>8}  {:<36}  {:<36}  payload",
+        "version",
+        "type",
+        "schema",
+        "recorded at",
+        "published",
+        "position",
+        "command id",
+        "correlation id"
     );
     for stored in history {
         let event = &stored.event;
         let published = if stored.published { "yes" } else { "not yet" };
+        let (read_as, payload) = schema::upcast(
+            &event.event_type,
+            event.schema_version,
+            event.payload.clone(),
+        );
+        let schema = if read_as == event.schema_version {
+            read_as.to_string()
+        } else {
+            format!("{} as {read_as}", event.schema_version)
+        };
         println!(
-            "{:>7}  {:<22}  {:<19}  {:<9}  {:>8}  {:<36}  {:<36}  {}",
+            "{:>7}  {:<22}  {:<6}  {:<19}  {:<9}  {:>8}  {:<36}  {:<36}  {}",
             event.version,
             event.event_type,
+            schema,
             time(event.recorded_at),
             published,
             event.global_position,
             event.metadata.command_id,
             event.metadata.correlation_id,
-            event.payload
+            payload
         );
     }
 }
@@ -147,8 +167,12 @@ async fn folded<A: Aggregate>(
     let mut state = A::default();
     for stored in history.iter().filter(|s| s.event.aggregate_type == A::TYPE) {
         let event = &stored.event;
-        let decoded = A::Event::from_payload(&event.event_type, event.payload.clone())
-            .with_context(|| format!("version {} cannot be read", event.version))?;
+        let decoded = schema::decode::<A::Event>(
+            &event.event_type,
+            event.schema_version,
+            event.payload.clone(),
+        )
+        .with_context(|| format!("version {} cannot be read", event.version))?;
         state
             .apply(&decoded)
             .with_context(|| format!("version {} does not fold", event.version))?;

@@ -3,7 +3,9 @@
 
 use std::process::Command;
 
-use financing_messaging::{DeadLetters, KafkaConfig, Publisher, Record, headers};
+use financing_messaging::{
+    CLOUDEVENTS_JSON, CONTENT_TYPE, DeadLetters, KafkaConfig, Publisher, Record,
+};
 use financing_testkit::{PATIENCE, own_topics, read_to_end};
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
@@ -27,13 +29,19 @@ async fn a_dead_letter_is_listed_shown_and_sent_back_to_its_topic() {
     kafka.ensure_topics().await.unwrap();
     let topic = kafka.topics().commands;
     let command_id = Uuid::new_v4().to_string();
+    let envelope = serde_json::json!({
+        "specversion": "1.0",
+        "id": command_id,
+        "source": "/financing/commands",
+        "type": "financing.command.SellInvoice",
+        "commandid": command_id,
+        "correlationid": command_id,
+        "data": { "asking_price": "ten" },
+    });
     let original = Record {
         key: Uuid::new_v4().to_string(),
-        payload: br#"{"asking_price": "ten"}"#.to_vec(),
-        headers: vec![
-            (headers::TYPE.into(), "SellInvoice".into()),
-            (headers::COMMAND_ID.into(), command_id.clone()),
-        ],
+        payload: envelope.to_string().into_bytes(),
+        headers: vec![(CONTENT_TYPE.into(), CLOUDEVENTS_JSON.into())],
     };
     Publisher::new(&kafka)
         .unwrap()
@@ -59,11 +67,14 @@ async fn a_dead_letter_is_listed_shown_and_sent_back_to_its_topic() {
         received[0].offset()
     );
     assert!(line.contains(&origin), "{line}");
-    assert!(line.contains("SellInvoice"), "{line}");
+    assert!(line.contains("financing.command.SellInvoice"), "{line}");
     let position = line.split_whitespace().next().unwrap();
 
     let shown = financing(&kafka, &["dead-letters", "show", position]);
-    assert!(shown.contains(r#"{"asking_price": "ten"}"#), "{shown}");
+    assert!(
+        shown.contains(r#""data":{"asking_price":"ten"}"#),
+        "{shown}"
+    );
     assert!(shown.contains(&original.key), "{shown}");
     assert!(shown.contains(&command_id), "{shown}");
 
@@ -81,11 +92,7 @@ async fn a_dead_letter_is_listed_shown_and_sent_back_to_its_topic() {
         .headers()
         .map(|all| all.iter().map(|h| h.key).collect())
         .unwrap_or_default();
-    assert_eq!(
-        names,
-        [headers::TYPE, headers::COMMAND_ID],
-        "without dlq-* headers"
-    );
+    assert_eq!(names, [CONTENT_TYPE], "without dlq-* headers");
 }
 
 #[tokio::test]

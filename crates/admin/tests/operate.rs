@@ -12,8 +12,8 @@ use financing_api::v1::{self, BidOnInvoiceCommand, GetInvestorRequest, SellInvoi
 use financing_domain::saga::{self, EventPosition};
 use financing_domain::{InvestorId, IssuerId, Money};
 use financing_event_store::PgEventStore;
-use financing_messaging::{Publisher, Record, headers};
-use financing_testkit::wait_until;
+use financing_messaging::{CLOUDEVENTS_JSON, CONTENT_TYPE, Publisher, Record};
+use financing_testkit::{as_written_at_schema_version_1, wait_until};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -257,6 +257,11 @@ async fn inspect_shows_the_stream_beside_its_view_and_a_rebuild_repairs_a_damage
     market.sell_and_bid(0, 1_000).await;
     market.await_settled().await;
     let investor = market.investors[0].as_uuid().to_string();
+    // The bid kept as the version before its schema version 2 stored it: inspect, the rebuild
+    // and the handler's next load below read it as version 2.
+    let store = PgPool::connect(market.system.databases().0).await.unwrap();
+    let aged = as_written_at_schema_version_1(&store, market.investors[0].as_uuid()).await;
+    assert_eq!(aged, 1);
 
     let shown = financing(&market.system, &["inspect", &investor]).await;
     for expected in [
@@ -274,6 +279,11 @@ async fn inspect_shows_the_stream_beside_its_view_and_a_rebuild_repairs_a_damage
         !shown.contains("not yet"),
         "every event is published:\n{shown}"
     );
+    let bid = shown.lines().find(|l| l.contains("BidOnInvoicePlaced"));
+    assert!(
+        bid.is_some_and(|bid| bid.contains("1 as 2") && bid.contains(r#""amount":"20.00""#)),
+        "the bid is shown as schema version 2 reads it:\n{shown}"
+    );
 
     let views = market.read_models().await;
     let outcomes = || async {
@@ -284,7 +294,6 @@ async fn inspect_shows_the_stream_beside_its_view_and_a_rebuild_repairs_a_damage
                 .unwrap();
         rows
     };
-    let store = PgPool::connect(market.system.databases().0).await.unwrap();
     let decided = wait_until(
         "every decision has its outcome, a rejection among them",
         || async {
@@ -346,7 +355,7 @@ async fn status_reports_nothing_pending_once_the_system_has_settled_and_counts_d
             &Record {
                 key: Uuid::new_v4().to_string(),
                 payload: b"not a command".to_vec(),
-                headers: vec![(headers::TYPE.into(), "SellInvoice".into())],
+                headers: vec![(CONTENT_TYPE.into(), CLOUDEVENTS_JSON.into())],
             },
         )
         .await

@@ -9,14 +9,14 @@ use std::time::Duration;
 use financing_domain::saga;
 use financing_event_store::{Parked, Received, StoreError};
 use financing_messaging::{
-    CommandMessage, EventEnvelope, HandleMessage, PublishError, Undecodable, WireForm, headers,
+    CommandMessage, EventEnvelope, HandleMessage, PublishError, Undecodable, WireForm, glimpse,
     headers_of, integration_event,
 };
 use financing_runtime::retry::Chain;
 use futures::FutureExt;
 use rdkafka::Message;
 use rdkafka::Timestamp;
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -189,13 +189,7 @@ impl CommandHandler {
         if message.topic() != self.topics.commands {
             return Ok(());
         }
-        let header = |name| {
-            message
-                .headers()
-                .and_then(|all| all.iter().find(|h| h.key == name))
-                .and_then(|h| std::str::from_utf8(h.value?).ok())
-        };
-        let Some(command_id) = header(headers::COMMAND_ID).and_then(|id| id.parse().ok()) else {
+        let Some(command_id) = glimpse(message).command_id else {
             return Ok(());
         };
         let aggregate_id = message

@@ -5,11 +5,12 @@ mod common;
 
 use financing_command_handler::{CommandHandler, HandlerConfig};
 use financing_domain::{
-    Bid, ClientCommand, CommandId, Event, IntegrationEvent, InvestorId, InvoiceEvent, InvoiceId,
-    IssuerEvent, IssuerId, Money,
+    Bid, ClientCommand, CommandId, Event, EventMeta, IntegrationEvent, InvestorEvent, InvestorId,
+    InvoiceEvent, InvoiceId, IssuerEvent, IssuerId, Money,
 };
 use financing_messaging::{
-    CommandMessage, KafkaConfig, Publisher, Record, WireForm, headers, integration_record,
+    CLOUDEVENTS_JSON, CONTENT_TYPE, CommandMessage, KafkaConfig, Publisher, Record, WireForm,
+    headers, integration_record, legacy_record,
 };
 use financing_testkit::{
     PATIENCE, as_published, own_database_url, own_topics, read_to_end, wait_until,
@@ -100,14 +101,22 @@ async fn a_poison_message_is_dead_lettered_once_with_its_reason_and_the_rest_is_
     let (shutdown, running) = setup.start().await;
     let pool = PgPool::connect(&setup.config.database_url).await.unwrap();
 
+    // A command whose envelope names it, with data no SellInvoice has.
+    let poison_id = Uuid::new_v4();
     let poison = Record {
         key: "k".into(),
-        payload: b"{not json".to_vec(),
-        headers: vec![
-            (headers::TYPE.into(), "SellInvoice".into()),
-            (headers::COMMAND_ID.into(), Uuid::new_v4().to_string()),
-            (headers::CORRELATION_ID.into(), Uuid::new_v4().to_string()),
-        ],
+        payload: serde_json::json!({
+            "specversion": "1.0",
+            "id": poison_id,
+            "source": "/financing/commands",
+            "type": "financing.command.SellInvoice",
+            "commandid": poison_id,
+            "correlationid": poison_id,
+            "data": { "asking_price": "ten" },
+        })
+        .to_string()
+        .into_bytes(),
+        headers: vec![(CONTENT_TYPE.into(), CLOUDEVENTS_JSON.into())],
     };
     setup.publish(&topics.commands, poison.clone()).await;
     let issuer_id = IssuerId::new_random();
@@ -137,12 +146,11 @@ async fn a_poison_message_is_dead_lettered_once_with_its_reason_and_the_rest_is_
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
     let reason = header(headers::DLQ_REASON).unwrap();
-    assert!(reason.starts_with("the payload is not JSON"), "{reason}");
+    assert!(reason.starts_with("cannot decode SellInvoice"), "{reason}");
     assert_eq!(
         header(headers::DLQ_TOPIC).as_deref(),
         Some(topics.commands.as_str())
     );
-    let poison_id: Uuid = header(headers::COMMAND_ID).unwrap().parse().unwrap();
     let failure: (Option<Uuid>, String) =
         sqlx::query_as("SELECT aggregate_id, reason FROM failed_commands WHERE command_id = $1")
             .bind(poison_id)
@@ -150,7 +158,7 @@ async fn a_poison_message_is_dead_lettered_once_with_its_reason_and_the_rest_is_
             .await
             .unwrap();
     assert!(
-        failure.1.starts_with("the payload is not JSON"),
+        failure.1.starts_with("cannot decode SellInvoice"),
         "the client is told its command FAILED, and why: {failure:?}"
     );
 
@@ -255,13 +263,13 @@ async fn parked_messages(pool: &PgPool) -> Vec<(String, String)> {
 }
 
 #[tokio::test]
-async fn an_event_the_saga_cannot_decode_is_parked_not_dropped() {
+async fn an_event_of_a_schema_newer_than_the_saga_reads_is_parked_not_dropped() {
     let setup = Setup::new();
     let topics = setup.config.kafka.topics();
     let (shutdown, _running) = setup.start().await;
     let pool = PgPool::connect(&setup.config.database_url).await.unwrap();
 
-    let mut unreadable = as_published(
+    let readable = as_published(
         Event::Issuer(IssuerEvent::IssuerCreated {
             issuer_id: IssuerId::new_random(),
             name: "ACME".into(),
@@ -270,7 +278,12 @@ async fn an_event_the_saga_cannot_decode_is_parked_not_dropped() {
         1,
     )
     .record();
-    unreadable.payload = b"{written by a newer handler".to_vec();
+    let mut envelope: serde_json::Value = serde_json::from_slice(&readable.payload).unwrap();
+    envelope["schemaversion"] = 2.into();
+    let unreadable = Record {
+        payload: envelope.to_string().into_bytes(),
+        ..readable
+    };
     setup.publish(&topics.events, unreadable).await;
 
     let parked = wait_until("the event is parked", || async {
@@ -280,7 +293,9 @@ async fn an_event_the_saga_cannot_decode_is_parked_not_dropped() {
     .await;
     assert_eq!(parked[0].0, topics.events);
     assert!(
-        parked[0].1.starts_with("the payload is not JSON"),
+        parked[0]
+            .1
+            .contains("schema version 2 is newer than this version reads"),
         "{parked:?}"
     );
     assert!(
@@ -393,4 +408,113 @@ async fn a_reaction_whose_aggregate_cannot_be_read_is_parked_and_goes_through_on
     .await;
     assert!(setup.dead_letters().await.is_empty());
     shutdown.cancel();
+}
+
+/// What the handler's three topics may hold during a rolling upgrade: messages an earlier
+/// version wrote in the header form, then CloudEvents. Every one is handled.
+#[tokio::test]
+async fn topics_holding_the_earlier_form_then_cloudevents_are_consumed_whole() {
+    let setup = Setup::new();
+    let topics = setup.config.kafka.topics();
+    let (shutdown, _running) = setup.start().await;
+    let pool = PgPool::connect(&setup.config.database_url).await.unwrap();
+
+    // registering.events
+    let (old_issuer, new_issuer) = (IssuerId::new_random(), IssuerId::new_random());
+    let old_registration = IntegrationEvent::IssuerRegistered {
+        id: old_issuer,
+        name: "Old".into(),
+    };
+    setup
+        .publish(
+            &topics.registering_events,
+            legacy_record::integration(&old_registration),
+        )
+        .await;
+    setup
+        .publish(&topics.registering_events, registered(new_issuer))
+        .await;
+    for issuer in [old_issuer, new_issuer] {
+        setup
+            .await_events(&pool, issuer.as_uuid(), &["IssuerCreated"])
+            .await;
+    }
+
+    // financing.commands
+    let (old_invoice, old_sale) = sell(old_issuer);
+    let old_sale = CommandMessage::decode(&as_received(&old_sale)).unwrap();
+    setup
+        .publish(&topics.commands, legacy_record::command(&old_sale))
+        .await;
+    let (new_invoice, new_sale) = sell(new_issuer);
+    setup.publish(&topics.commands, new_sale).await;
+    for invoice in [old_invoice, new_invoice] {
+        setup
+            .await_events(&pool, invoice.as_uuid(), &["InvoiceCreated"])
+            .await;
+    }
+
+    // financing.events: a bid an earlier relayer published (schema version 1: `bid_amount`),
+    // then one a new relayer did; the saga answers each on its invoice.
+    let investor_id = InvestorId::new_random();
+    let placed = |invoice_id, version| {
+        as_published(
+            Event::Investor(InvestorEvent::BidOnInvoicePlaced {
+                investor_id,
+                invoice_id,
+                amount: Money::units(25),
+            }),
+            investor_id.as_uuid(),
+            version,
+        )
+    };
+    let old_bid = placed(old_invoice, 3);
+    let old_meta = EventMeta {
+        schema_version: 1,
+        ..old_bid.meta.clone()
+    };
+    let version_1 = serde_json::json!({
+        "investor_id": investor_id,
+        "invoice_id": old_invoice,
+        "bid_amount": "25.00",
+    });
+    setup
+        .publish(
+            &topics.events,
+            legacy_record::event(&old_meta, "BidOnInvoicePlaced", &version_1),
+        )
+        .await;
+    setup
+        .publish(&topics.events, placed(new_invoice, 4).record())
+        .await;
+    let financed = ["InvoiceCreated", "InvoiceFinanced"];
+    for invoice in [old_invoice, new_invoice] {
+        setup
+            .await_events(&pool, invoice.as_uuid(), &financed)
+            .await;
+        let bid: serde_json::Value = sqlx::query_scalar(
+            "SELECT payload->'bid'->'amount' FROM events WHERE aggregate_id = $1 AND version = 2",
+        )
+        .bind(invoice.as_uuid())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(bid, "25.00", "the bid's amount is read in either form");
+    }
+    assert!(setup.dead_letters().await.is_empty());
+    assert!(parked_messages(&pool).await.is_empty());
+    shutdown.cancel();
+}
+
+/// A record as a consumer receives it.
+fn as_received(record: &Record) -> OwnedMessage {
+    OwnedMessage::new(
+        Some(record.payload.clone()),
+        Some(record.key.clone().into_bytes()),
+        String::new(),
+        rdkafka::Timestamp::NotAvailable,
+        0,
+        0,
+        Some(record.kafka_headers()),
+    )
 }

@@ -103,13 +103,7 @@ fn decoded(recorded: &RecordedEvent) -> (EventPosition, Event) {
         aggregate_id: recorded.aggregate_id,
         version: recorded.version,
     };
-    let event = Event::decode(
-        &recorded.aggregate_type,
-        &recorded.event_type,
-        recorded.payload.clone(),
-    )
-    .unwrap();
-    (position, event)
+    (position, recorded.envelope().unwrap().event)
 }
 
 fn investor_state(store: &InMemoryEventStore, id: InvestorId) -> Investor {

@@ -146,16 +146,26 @@ impl Event {
         }
     }
 
+    /// The schema version it is written at (see [`crate::schema`]).
+    pub fn schema_version(&self) -> i32 {
+        crate::schema::current_version(self.type_name())
+    }
+
+    /// An event of an aggregate type as stored or published, at any schema version this
+    /// domain knows (see [`crate::schema::decode`]).
     pub fn decode(
         aggregate_type: &str,
         event_type: &str,
+        schema_version: i32,
         payload: serde_json::Value,
     ) -> Result<Event, DecodeError> {
+        use crate::schema::decode;
         use crate::{Investor, Invoice, Issuer};
+        let (event_type, version) = (event_type, schema_version);
         match aggregate_type {
-            Issuer::TYPE => IssuerEvent::from_payload(event_type, payload).map(Event::Issuer),
-            Investor::TYPE => InvestorEvent::from_payload(event_type, payload).map(Event::Investor),
-            Invoice::TYPE => InvoiceEvent::from_payload(event_type, payload).map(Event::Invoice),
+            Issuer::TYPE => decode(event_type, version, payload).map(Event::Issuer),
+            Investor::TYPE => decode(event_type, version, payload).map(Event::Investor),
+            Invoice::TYPE => decode(event_type, version, payload).map(Event::Invoice),
             other => Err(DecodeError {
                 type_name: event_type.to_owned(),
                 reason: format!("unknown aggregate type {other:?}"),

@@ -49,11 +49,12 @@ pub enum InvestorEvent {
         investor_id: InvestorId,
         amount: Money,
     },
-    /// Moves `bid_amount` from balance to reserved.
+    /// Moves `amount` from balance to reserved (schema version 2; version 1 named it
+    /// `bid_amount`).
     BidOnInvoicePlaced {
         investor_id: InvestorId,
         invoice_id: InvoiceId,
-        bid_amount: Money,
+        amount: Money,
     },
     /// Moves `amount` from reserved to balance.
     InvestorFundsReleased {
@@ -172,7 +173,7 @@ impl Aggregate for Investor {
             InvestorCommand::PlaceBid { invoice_id, amount } => Ok(vec![BidOnInvoicePlaced {
                 investor_id,
                 invoice_id: *invoice_id,
-                bid_amount: *amount,
+                amount: *amount,
             }]),
             InvestorCommand::ReleaseFunds { amount } => {
                 self.take_from_reserved(*amount)?;
@@ -201,8 +202,8 @@ impl Aggregate for Investor {
             }
             _ if !self.registered => Err("the investor does not exist".into()),
             InvestorFundsAdded { amount, .. } => self.move_money(None, Column::Balance, *amount),
-            BidOnInvoicePlaced { bid_amount, .. } => {
-                self.move_money(Some(Column::Balance), Column::Reserved, *bid_amount)
+            BidOnInvoicePlaced { amount, .. } => {
+                self.move_money(Some(Column::Balance), Column::Reserved, *amount)
             }
             InvestorFundsReleased { amount, .. } => {
                 self.move_money(Some(Column::Reserved), Column::Balance, *amount)
@@ -251,7 +252,7 @@ mod tests {
         history.push(BidOnInvoicePlaced {
             investor_id: id,
             invoice_id: InvoiceId::new_random(),
-            bid_amount: Money::units(bid),
+            amount: Money::units(bid),
         });
         history
     }
@@ -305,7 +306,7 @@ mod tests {
             .then([BidOnInvoicePlaced {
                 investor_id: id,
                 invoice_id,
-                bid_amount: Money::units(20),
+                amount: Money::units(20),
             }]);
         assert_eq!(investor.balance(), Money::units(80));
         assert_eq!(investor.reserved(), Money::units(20));
@@ -323,7 +324,7 @@ mod tests {
             .then([BidOnInvoicePlaced {
                 investor_id: id,
                 invoice_id,
-                bid_amount: Money::units(100),
+                amount: Money::units(100),
             }]);
         assert_eq!(investor.balance(), Money::ZERO);
     }
@@ -455,7 +456,7 @@ mod tests {
         let bid = BidOnInvoicePlaced {
             investor_id: id,
             invoice_id: InvoiceId::new_random(),
-            bid_amount: Money::units(11),
+            amount: Money::units(11),
         };
         assert!(investor.apply(&bid).is_err());
         assert_eq!(investor.balance(), Money::units(10));

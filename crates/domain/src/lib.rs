@@ -13,6 +13,7 @@ mod issuer;
 mod message;
 mod money;
 pub mod saga;
+pub mod schema;
 #[cfg(test)]
 mod testing;
 

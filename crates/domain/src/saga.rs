@@ -85,7 +85,7 @@ pub fn on_event(position: EventPosition, event: &Event) -> Option<Reaction> {
         Event::Investor(InvestorEvent::BidOnInvoicePlaced {
             investor_id,
             invoice_id,
-            bid_amount,
+            amount,
         }) => Some(Reaction {
             command: position.issue(
                 "process-bid",
@@ -94,14 +94,14 @@ pub fn on_event(position: EventPosition, event: &Event) -> Option<Reaction> {
                     InvoiceCommand::ProcessBid {
                         bid: crate::Bid {
                             investor_id: *investor_id,
-                            amount: *bid_amount,
+                            amount: *amount,
                         },
                     },
                 ),
             ),
             compensation: Some(position.issue(
                 "release-bid-on-missing-invoice",
-                release(*investor_id, *bid_amount),
+                release(*investor_id, *amount),
             )),
         }),
         Event::Invoice(InvoiceEvent::BidOnInvoiceRejected { bid, .. }) => Some(only(
@@ -179,7 +179,7 @@ mod tests {
         let placed = Event::Investor(InvestorEvent::BidOnInvoicePlaced {
             investor_id: INVESTOR,
             invoice_id: INVOICE,
-            bid_amount: Money::units(20),
+            amount: Money::units(20),
         });
         let reaction = on_event(at(3), &placed).expect("a reaction");
         assert_eq!(

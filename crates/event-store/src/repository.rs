@@ -1,13 +1,10 @@
 //! Typed access to aggregates over any [`EventStore`]: load = latest snapshot + later events,
 //! save = append with the expected version, plus a snapshot every `snapshot_every` events.
 
-use financing_domain::{Aggregate, CommandId, Message};
+use financing_domain::{Aggregate, CommandId, Message, schema};
 use uuid::Uuid;
 
 use crate::store::{Append, EventMetadata, EventStore, NewEvent, Snapshot, StoreError, Stream};
-
-/// The schema version written with every event today; an upcaster would key on it.
-const SCHEMA_VERSION: i32 = 1;
 
 /// The command an append belongs to, and where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +77,12 @@ impl<S: EventStore> Repository<S> {
                 tracing::error!(%error, "an aggregate's stored events cannot be replayed");
                 error
             };
-            let event = A::Event::from_payload(&recorded.event_type, recorded.payload)
-                .map_err(|e| corrupt(e.to_string()))?;
+            let event = schema::decode::<A::Event>(
+                &recorded.event_type,
+                recorded.schema_version,
+                recorded.payload,
+            )
+            .map_err(|e| corrupt(e.to_string()))?;
             state.apply(&event).map_err(|e| corrupt(e.to_string()))?;
             version = recorded.version;
         }
@@ -131,7 +132,7 @@ impl<S: EventStore> Repository<S> {
             .iter()
             .map(|event| NewEvent {
                 event_type: event.type_name().to_owned(),
-                schema_version: SCHEMA_VERSION,
+                schema_version: schema::current_version(event.type_name()),
                 payload: event.to_payload(),
                 metadata: EventMetadata {
                     event_id: Uuid::new_v4(),

@@ -57,14 +57,20 @@ impl RecordedEvent {
 }
 
 impl RecordedEvent {
-    /// The domain event with its metadata, as the relayer publishes it; an error if this
-    /// version of the domain cannot read it.
+    /// The domain event with its metadata, upcast to the current schema version; an error if
+    /// this version of the domain cannot read it.
     pub fn envelope(&self) -> Result<EventEnvelope, DecodeError> {
-        let event = Event::decode(&self.aggregate_type, &self.event_type, self.payload.clone())?;
-        Ok(EventEnvelope {
-            meta: self.meta(),
-            event,
-        })
+        let event = Event::decode(
+            &self.aggregate_type,
+            &self.event_type,
+            self.schema_version,
+            self.payload.clone(),
+        )?;
+        let meta = EventMeta {
+            schema_version: event.schema_version(),
+            ..self.meta()
+        };
+        Ok(EventEnvelope { meta, event })
     }
 }
 

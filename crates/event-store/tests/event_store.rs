@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use financing_domain::{
-    Aggregate, CommandId, Investor, InvestorCommand, InvestorEvent, InvestorId, Invoice, InvoiceId,
-    Issuer, IssuerCommand, IssuerId, Message, Money,
+    Aggregate, CommandId, Event, Investor, InvestorCommand, InvestorEvent, InvestorId, Invoice,
+    InvoiceId, Issuer, IssuerCommand, IssuerId, Message, Money,
 };
 use financing_event_store::{
     Append, CommandMeta, Decided, EVENTS_APPENDED_CHANNEL, EventMetadata, EventStore,
@@ -15,7 +15,7 @@ use financing_event_store::{
     PgEventStore, Received, Rejected, Repository, StoreError, UPDATED_TABLES,
 };
 use financing_runtime::postgres::vacuum_if_autovacuum_off;
-use financing_testkit::wait_until;
+use financing_testkit::{as_written_at_schema_version_1, wait_until};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
@@ -535,6 +535,55 @@ contract!(
     a_batch_with_a_conflict_or_a_known_command_writes_nothing,
     the_outcomes_of_several_commands_are_told_at_once,
 );
+
+#[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
+async fn rows_of_an_older_schema_version_load_as_the_current_one(pool: PgPool) {
+    let repo = Repository::new(PgEventStore::new(pool.clone()), 1000);
+    let id = register(&repo, 100).await;
+    let bid = bid(30);
+    let InvestorCommand::PlaceBid { invoice_id, .. } = bid else {
+        unreachable!()
+    };
+    execute(&repo, id, bid, meta()).await.unwrap();
+    let stored = repo
+        .store()
+        .load_events(Investor::TYPE, id.into(), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored[0].schema_version, 2,
+        "written at the current version"
+    );
+
+    assert_eq!(as_written_at_schema_version_1(&pool, id.as_uuid()).await, 1);
+
+    let loaded = repo.load::<Investor>(id).await.unwrap();
+    assert_eq!(
+        (
+            loaded.version,
+            loaded.state.balance(),
+            loaded.state.reserved()
+        ),
+        (3, Money::units(70), Money::units(30)),
+        "the handler's load reads version 1 as version 2"
+    );
+    let stored = repo
+        .store()
+        .load_events(Investor::TYPE, id.into(), 2)
+        .await
+        .unwrap();
+    assert_eq!(stored[0].schema_version, 1, "the row is kept as it was");
+    let envelope = stored[0].envelope().unwrap();
+    assert_eq!(envelope.meta.schema_version, 2);
+    assert_eq!(
+        envelope.event,
+        Event::Investor(InvestorEvent::BidOnInvoicePlaced {
+            investor_id: id,
+            invoice_id,
+            amount: Money::units(30),
+        })
+    );
+}
 
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
 async fn committed_events_wake_the_relayer_channel(pool: PgPool) {

@@ -22,7 +22,7 @@ use rdkafka::message::BorrowedMessage;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{GroupConsumer, KafkaConfig, PublishError, Publisher, correlation_of, dead_letter};
+use crate::{GroupConsumer, KafkaConfig, PublishError, Publisher, dead_letter, glimpse};
 
 /// What a component does with each message it consumes.
 pub trait HandleMessage: Sync {
@@ -201,7 +201,7 @@ async fn handle_until_done<H: HandleMessage>(
     shutdown: &CancellationToken,
 ) -> bool {
     // Every line logged while handling it names the chain of work it belongs to.
-    let span = match correlation_of(message) {
+    let span = match glimpse(message).correlation_id {
         Some(correlation_id) => tracing::info_span!("message", %correlation_id),
         None => tracing::info_span!("message"),
     };

@@ -1,14 +1,11 @@
 //! Trace context across the hops: every message that belongs to a chain of work (a client
 //! command, the events it causes, the saga's reactions to them) carries a W3C `traceparent`
-//! header whose trace id is the chain's correlation id, and each consumer handles a message
-//! inside a span with that `correlation_id`, so every log line of every component about one
-//! chain can be found by one id, and a tracing system reading Kafka headers sees one trace.
+//! (the CloudEvents distributed-tracing extension attribute) whose trace id is the chain's
+//! correlation id, and each consumer handles a message inside a span with that
+//! `correlation_id`, so every log line of every component about one chain can be found by one
+//! id, and a tracing system sees one trace.
 
-use rdkafka::Message;
 use uuid::Uuid;
-
-use crate::headers;
-use crate::wire::header;
 
 /// The W3C trace context header, on Kafka messages and on gRPC requests.
 pub const TRACEPARENT: &str = "traceparent";
@@ -44,15 +41,6 @@ pub fn correlation_of_traceparent(value: &str) -> Option<Uuid> {
         && trace.bytes().any(|b| b != b'0')
         && parent.bytes().any(|b| b != b'0');
     well_formed.then(|| Uuid::parse_str(trace).ok()).flatten()
-}
-
-/// The correlation id a received message carries: from its `traceparent`, or else its
-/// `correlation-id` header.
-pub fn correlation_of(message: &impl Message) -> Option<Uuid> {
-    header(message, TRACEPARENT)
-        .ok()
-        .and_then(correlation_of_traceparent)
-        .or_else(|| header(message, headers::CORRELATION_ID).ok()?.parse().ok())
 }
 
 #[cfg(test)]

@@ -132,11 +132,11 @@ async fn project_on(
                  WHERE id = $1 AND version = $2 - 1",
         )
         .bind(cents(*amount)?),
-        Investor(InvestorEvent::BidOnInvoicePlaced { bid_amount, .. }) => step(
+        Investor(InvestorEvent::BidOnInvoicePlaced { amount, .. }) => step(
             "UPDATE investors SET balance = balance - $3, reserved = reserved + $3, \
                  version = $2 WHERE id = $1 AND version = $2 - 1",
         )
-        .bind(cents(*bid_amount)?),
+        .bind(cents(*amount)?),
         Investor(InvestorEvent::InvestorFundsReleased { amount, .. }) => step(
             "UPDATE investors SET reserved = reserved - $3, balance = balance + $3, \
                  version = $2 WHERE id = $1 AND version = $2 - 1",

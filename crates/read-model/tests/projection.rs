@@ -70,7 +70,7 @@ fn investor_history(id: InvestorId) -> Vec<EventEnvelope> {
             Event::Investor(InvestorEvent::BidOnInvoicePlaced {
                 investor_id: id,
                 invoice_id,
-                bid_amount: Money::units(20),
+                amount: Money::units(20),
             }),
         ),
         at(

@@ -1,7 +1,7 @@
 //! Test support: a database and topics of a test's own (tests never share state), waiting
 //! until a condition holds (never a bare sleep), a topic made beforehand with the partitions a
-//! test needs, reading a topic to its end, a proxy that stages an outage, and a broker of a
-//! test's own that it can crash.
+//! test needs, reading a topic to its end, a proxy that stages an outage, a broker of a test's
+//! own that it can crash, and events as an earlier version stored them.
 
 mod broker;
 mod proxy;
@@ -102,7 +102,7 @@ pub fn as_published(event: Event, aggregate_id: Uuid, version: u64) -> EventEnve
             aggregate_type: event.aggregate_type().into(),
             aggregate_id,
             version,
-            schema_version: 1,
+            schema_version: event.schema_version(),
             event_id: Uuid::new_v4(),
             command_id: CommandId::new_random(),
             correlation_id: Uuid::new_v4(),
@@ -111,6 +111,22 @@ pub fn as_published(event: Event, aggregate_id: Uuid, version: u64) -> EventEnve
         },
         event,
     }
+}
+
+/// Turns the aggregate's stored `BidOnInvoicePlaced` events into what the version before schema
+/// version 2 wrote (`bid_amount` for `amount`, schema version 1), as rows kept from then are.
+/// Returns how many it changed.
+pub async fn as_written_at_schema_version_1(event_store: &sqlx::PgPool, aggregate_id: Uuid) -> u64 {
+    sqlx::query(
+        "UPDATE events SET schema_version = 1, \
+         payload = (payload - 'amount') || jsonb_build_object('bid_amount', payload->'amount') \
+         WHERE aggregate_id = $1 AND event_type = 'BidOnInvoicePlaced' AND schema_version = 2",
+    )
+    .bind(aggregate_id)
+    .execute(event_store)
+    .await
+    .expect("the rows are rewritten")
+    .rows_affected()
 }
 
 /// Polls `condition` until it returns `Some`, failing the test after [`PATIENCE`].

@@ -1,0 +1,103 @@
+//! The projector against the real broker and PostgreSQL: a database for the event store and one
+//! for the read models of a test's own, and topics of one partition.
+
+use financing_domain::{Aggregate, CommandId, Investor, InvestorCommand, InvestorId, Money};
+use financing_event_store::{CommandMeta, EventStore, MIGRATOR, PgEventStore, Repository};
+use financing_messaging::{EventEnvelope, KafkaConfig, Publisher, Record, WireForm};
+use financing_projector::{Projector, ProjectorConfig};
+use financing_read_model::ReadModel;
+use financing_runtime::postgres::connect_and_migrate;
+use financing_testkit::{own_database_url, own_topics};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub struct Setup {
+    pub store: Repository<PgEventStore>,
+    pub event_store: PgPool,
+    pub publisher: Publisher,
+    pub kafka: KafkaConfig,
+    pub read_model: ReadModel,
+    pub shutdown: CancellationToken,
+}
+
+impl Setup {
+    pub async fn start() -> Setup {
+        let kafka = KafkaConfig {
+            partitions: 1,
+            ..own_topics()
+        };
+        let event_store_url = own_database_url();
+        let event_store = connect_and_migrate(&event_store_url, &MIGRATOR, 2)
+            .await
+            .unwrap();
+        let config = ProjectorConfig {
+            database_url: own_database_url(),
+            event_store_url,
+            group_id: format!("{}projector", kafka.topic_prefix),
+            consumers: 1,
+            kafka: kafka.clone(),
+        };
+        let shutdown = CancellationToken::new();
+        let projector = Projector::build(config.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        tokio::spawn(projector.run_until_stopped());
+        let read_models = PgPool::connect(&config.database_url).await.unwrap();
+        Setup {
+            store: Repository::new(PgEventStore::new(event_store.clone()), 100),
+            event_store,
+            publisher: Publisher::new(&kafka).unwrap(),
+            kafka,
+            read_model: ReadModel::new(read_models),
+            shutdown,
+        }
+    }
+
+    /// A new investor with 100 (versions 1 and 2 of its stream).
+    pub async fn register(&self) -> InvestorId {
+        let id = InvestorId::new_random();
+        let create = InvestorCommand::Create {
+            name: "Ada".into(),
+            funds: Money::units(100),
+        };
+        self.execute(id, create).await;
+        id
+    }
+
+    pub async fn execute(&self, id: InvestorId, command: InvestorCommand) {
+        let loaded = self.store.load::<Investor>(id).await.unwrap();
+        let events = loaded.state.decide(id, &command).unwrap();
+        let meta = CommandMeta {
+            command_id: CommandId::new_random(),
+            correlation_id: Uuid::new_v4(),
+            causation_id: Uuid::new_v4(),
+        };
+        self.store.save(&loaded, &events, meta).await.unwrap();
+    }
+
+    /// The stored version `version` of the investor's stream, as the relayer publishes it.
+    pub async fn stored(&self, id: InvestorId, version: u64) -> EventEnvelope {
+        let stored = self
+            .store
+            .store()
+            .load_events(Investor::TYPE, id.into(), version - 1)
+            .await
+            .unwrap();
+        stored[0].envelope().unwrap()
+    }
+
+    pub async fn publish(&self, message: &EventEnvelope) {
+        self.publish_record(&self.kafka.topics().events, &message.record())
+            .await;
+    }
+
+    pub async fn publish_record(&self, topic: &str, record: &Record) {
+        self.publisher.publish(topic, record).await.unwrap();
+    }
+
+    /// Publishes the stored version `version` of the investor's stream, as the relayer would.
+    pub async fn relay(&self, id: InvestorId, version: u64) {
+        self.publish(&self.stored(id, version).await).await;
+    }
+}
