@@ -4,37 +4,19 @@
 mod common;
 
 use common::Setup;
-use financing_domain::{InvestorCommand, InvoiceId, Money};
+use financing_domain::Money;
 use financing_testkit::{as_written_at_schema_version_1, wait_until};
 
 #[tokio::test]
 async fn an_event_after_versions_the_bus_lost_brings_them_from_the_event_store() {
     let setup = Setup::start().await;
-    let id = setup.register().await;
-    let bid = InvestorCommand::PlaceBid {
-        invoice_id: InvoiceId::new_random(),
-        amount: Money::units(20),
-    };
-    setup.execute(id, bid).await;
-    let release = InvestorCommand::ReleaseFunds {
-        amount: Money::units(5),
-    };
-    setup.execute(id, release).await;
+    let id = setup.investor_with_a_bid_and_a_release().await;
 
     // Versions 2 and 3 never come over the bus.
     setup.relay(id, 1).await;
     setup.relay(id, 4).await;
 
-    let shown = wait_until("the view shows version 4", || async {
-        let view = setup.read_model.investor(id).await.ok()??;
-        (view.reserved == Money::units(15)).then_some(view)
-    })
-    .await;
-    assert_eq!(
-        (shown.balance, shown.reserved, shown.committed),
-        (Money::units(85), Money::units(15), Money::ZERO)
-    );
-    assert!(setup.read_model.stuck_views().await.unwrap().is_empty());
+    setup.await_bid_and_release_shown(id).await;
     setup.shutdown.cancel();
 }
 
@@ -79,16 +61,7 @@ async fn a_gap_the_event_store_cannot_fill_is_recorded_as_stuck_until_the_view_m
 #[tokio::test]
 async fn a_gap_is_filled_with_rows_of_an_older_schema_version_read_as_the_current_one() {
     let setup = Setup::start().await;
-    let id = setup.register().await;
-    let bid = InvestorCommand::PlaceBid {
-        invoice_id: InvoiceId::new_random(),
-        amount: Money::units(20),
-    };
-    setup.execute(id, bid).await;
-    let release = InvestorCommand::ReleaseFunds {
-        amount: Money::units(5),
-    };
-    setup.execute(id, release).await;
+    let id = setup.investor_with_a_bid_and_a_release().await;
     let last = setup.stored(id, 4).await;
     // The bid (version 3) was stored before its schema version 2.
     assert_eq!(
@@ -100,15 +73,6 @@ async fn a_gap_is_filled_with_rows_of_an_older_schema_version_read_as_the_curren
     setup.relay(id, 1).await;
     setup.publish(&last).await;
 
-    let shown = wait_until("the view shows version 4", || async {
-        let view = setup.read_model.investor(id).await.ok()??;
-        (view.reserved == Money::units(15)).then_some(view)
-    })
-    .await;
-    assert_eq!(
-        (shown.balance, shown.reserved),
-        (Money::units(85), Money::units(15))
-    );
-    assert!(setup.read_model.stuck_views().await.unwrap().is_empty());
+    setup.await_bid_and_release_shown(id).await;
     setup.shutdown.cancel();
 }

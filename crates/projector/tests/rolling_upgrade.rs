@@ -5,9 +5,7 @@
 mod common;
 
 use common::Setup;
-use financing_domain::{
-    Aggregate, CommandId, CommandOutcome, Investor, InvestorCommand, InvoiceId, Money,
-};
+use financing_domain::{Aggregate, CommandId, CommandOutcome, Investor};
 use financing_event_store::EventStore;
 use financing_messaging::{WireForm, legacy_record};
 use financing_read_model::CommandStatus;
@@ -18,20 +16,7 @@ use uuid::Uuid;
 async fn events_and_outcomes_of_the_earlier_form_then_cloudevents_are_all_projected() {
     let setup = Setup::start().await;
     let topics = setup.kafka.topics();
-    let id = setup.register().await;
-    let bid = InvestorCommand::PlaceBid {
-        invoice_id: InvoiceId::new_random(),
-        amount: Money::units(20),
-    };
-    setup.execute(id, bid).await;
-    setup
-        .execute(
-            id,
-            InvestorCommand::ReleaseFunds {
-                amount: Money::units(5),
-            },
-        )
-        .await;
+    let id = setup.investor_with_a_bid_and_a_release().await;
     as_written_at_schema_version_1(&setup.event_store, id.as_uuid()).await;
     let stored = setup
         .store
@@ -64,15 +49,7 @@ async fn events_and_outcomes_of_the_earlier_form_then_cloudevents_are_all_projec
         .await;
     setup.publish_record(&topics.outcomes, &new.record()).await;
 
-    let shown = wait_until("the view shows version 4", || async {
-        let view = setup.read_model.investor(id).await.ok()??;
-        (view.reserved == Money::units(15)).then_some(view)
-    })
-    .await;
-    assert_eq!(
-        (shown.balance, shown.reserved),
-        (Money::units(85), Money::units(15))
-    );
+    setup.await_bid_and_release_shown(id).await;
     let status = |id| setup.read_model.command_status(id);
     wait_until("both outcomes are shown", || async {
         let shown = (
@@ -86,6 +63,5 @@ async fn events_and_outcomes_of_the_earlier_form_then_cloudevents_are_all_projec
         .then_some(())
     })
     .await;
-    assert!(setup.read_model.stuck_views().await.unwrap().is_empty());
     setup.shutdown.cancel();
 }

@@ -1,13 +1,15 @@
 //! The projector against the real broker and PostgreSQL: a database for the event store and one
 //! for the read models of a test's own, and topics of one partition.
 
-use financing_domain::{Aggregate, CommandId, Investor, InvestorCommand, InvestorId, Money};
+use financing_domain::{
+    Aggregate, CommandId, Investor, InvestorCommand, InvestorId, InvoiceId, Money,
+};
 use financing_event_store::{CommandMeta, EventStore, MIGRATOR, PgEventStore, Repository};
 use financing_messaging::{EventEnvelope, KafkaConfig, Publisher, Record, WireForm};
 use financing_projector::{Projector, ProjectorConfig};
 use financing_read_model::ReadModel;
 use financing_runtime::postgres::connect_and_migrate;
-use financing_testkit::{own_database_url, own_topics};
+use financing_testkit::{own_database_url, own_topics, wait_until};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -63,6 +65,37 @@ impl Setup {
         };
         self.execute(id, create).await;
         id
+    }
+
+    /// A new investor with 100 that bid 20 and had 5 of it released (versions 1 to 4 of its
+    /// stream: 85 balance, 15 reserved).
+    pub async fn investor_with_a_bid_and_a_release(&self) -> InvestorId {
+        let id = self.register().await;
+        let bid = InvestorCommand::PlaceBid {
+            invoice_id: InvoiceId::new_random(),
+            amount: Money::units(20),
+        };
+        self.execute(id, bid).await;
+        let release = InvestorCommand::ReleaseFunds {
+            amount: Money::units(5),
+        };
+        self.execute(id, release).await;
+        id
+    }
+
+    /// Waits until the investor's view shows version 4 of [`Setup::investor_with_a_bid_and_a_release`],
+    /// and checks that no view is stuck.
+    pub async fn await_bid_and_release_shown(&self, id: InvestorId) {
+        let shown = wait_until("the view shows version 4", || async {
+            let view = self.read_model.investor(id).await.ok()??;
+            (view.reserved == Money::units(15)).then_some(view)
+        })
+        .await;
+        assert_eq!(
+            (shown.balance, shown.reserved, shown.committed),
+            (Money::units(85), Money::units(15), Money::ZERO)
+        );
+        assert!(self.read_model.stuck_views().await.unwrap().is_empty());
     }
 
     pub async fn execute(&self, id: InvestorId, command: InvestorCommand) {
