@@ -6,14 +6,15 @@
 #   - one command at a time: SellInvoice -> InvoiceCreated and BidOnInvoice -> reserved funds
 #     shown (loadgen command-to-event, bid-to-read-model),
 #   - a soak at --rate for --seconds (loadgen soak), with the CPU it costs (--rate 0: none);
-#   - with --throughput N, N SellInvoice from 32 clients as fast as they go, until the query
-#     service shows every invoice (loadgen throughput);
+#   - with --throughput N, N SellInvoice from --clients clients (default 64) as fast as they
+#     go, until the query service shows every invoice (loadgen throughput), with the CPU each
+#     process used over its first 10 s;
 #   - with --sagas N, N bid sagas a second for --seconds (loadgen sagas), and where a saga's
 #     time went (scripts/hops.sql);
 # then stops it (scripts/down.sh).
 #
-# Usage: scripts/bench.sh [--rate N] [--throughput N] [--sagas N] [--seconds N] [--samples N]
-#        SETTING...
+# Usage: scripts/bench.sh [--rate N] [--throughput N] [--clients N] [--sagas N] [--seconds N]
+#        [--samples N] SETTING...
 # A SETTING is environment assignments for up.sh and loadgen, e.g. "KAFKA_PARTITIONS=1",
 # "BROKER_STORAGE=memory://nisshi/ KAFKA_FETCH_WAIT_MS=100", "BIN_DIR=/tmp/before" (an
 # earlier build of the services, to compare with) or "LOADGEN=/tmp/before/loadgen" (an earlier
@@ -22,11 +23,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-rate=300 throughput=0 sagas=0 seconds=60 samples=200
+rate=300 throughput=0 clients=64 sagas=0 seconds=60 samples=200
 while [[ "${1:-}" == --* ]]; do
     case "$1" in
         --rate) rate=$2 ;;
         --throughput) throughput=$2 ;;
+        --clients) clients=$2 ;;
         --sagas) sagas=$2 ;;
         --seconds) seconds=$2 ;;
         --samples) samples=$2 ;;
@@ -75,7 +77,11 @@ for setting in "$@"; do
             cat "$RUN_DIR/usage.out"
         fi
         if ((throughput > 0)); then
-            "$loadgen" --samples "$throughput" throughput --clients 32 || true
+            scripts/usage.sh 10 >"$RUN_DIR/usage.out" &
+            "$loadgen" --samples "$throughput" throughput --clients "$clients" || true
+            wait
+            echo "-- usage over the throughput run's first 10 s"
+            cat "$RUN_DIR/usage.out"
         fi
         if ((sagas > 0)); then
             echo "-- bid sagas, $sagas a second for $seconds s"

@@ -1,10 +1,11 @@
 //! Applying one command to one aggregate: load, decide, append with the expected version,
 //! reloading on a version conflict a bounded number of times. A rejection is recorded as the
 //! command's outcome; a command id seen before changes nothing and reports its first outcome.
-//! Issuers found registered are remembered: issuers are never removed.
+//! Issuers found registered are remembered: issuers are never removed. A command that creates
+//! its aggregate is decided on no history, unread (see `Read`).
 //!
-//! Or many commands at once ([`Executor::execute_all`]): every aggregate they touch loaded in
-//! one query, the commands decided one after the other in memory (each on the state the ones
+//! Or many commands at once ([`Executor::execute_all`]): every aggregate they touch (but those
+//! they create) loaded in one query, the commands decided one after the other in memory (each on the state the ones
 //! before it left), then the saga's reactions to the events they decided, and all their effects
 //! written in one transaction, all or nothing; tried once more when a client's command was
 //! processed before, or another writer got to an aggregate first.
@@ -172,7 +173,10 @@ impl<S: EventStore> Executor<S> {
                 Job::Client(_) => {}
             }
         }
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            attempt,
+            ..Batch::default()
+        };
         if !known.is_empty() {
             batch.outcomes = self.store().outcomes(&known).await?.into_iter().collect();
         }
@@ -276,15 +280,19 @@ impl<S: EventStore> Executor<S> {
             correlation_id: origin.correlation_id,
             causation_id: origin.causation_id,
         };
+        let read = batch.read_for(&issued.command);
         let outcome = match &issued.command {
             Command::Issuer(id, command) => {
-                self.decide_one::<Issuer>(batch, *id, command, meta).await
+                self.decide_one::<Issuer>(batch, *id, command, meta, read)
+                    .await
             }
             Command::Investor(id, command) => {
-                self.decide_one::<Investor>(batch, *id, command, meta).await
+                self.decide_one::<Investor>(batch, *id, command, meta, read)
+                    .await
             }
             Command::Invoice(id, command) => {
-                self.decide_one::<Invoice>(batch, *id, command, meta).await
+                self.decide_one::<Invoice>(batch, *id, command, meta, read)
+                    .await
             }
         }?;
         batch.outcomes.insert(issued.id, outcome.clone());
@@ -297,12 +305,22 @@ impl<S: EventStore> Executor<S> {
         id: A::Id,
         command: &A::Command,
         meta: CommandMeta,
+        read: Read,
     ) -> Result<Outcome, StoreError> {
         let key = (A::TYPE, id.into());
+        let unread = !batch.states.contains_key(&key) && !batch.streams.contains_key(&key);
         if !batch.states.contains_key(&key) {
-            let stream = batch.streams.remove(&key).ok_or_else(|| {
-                StoreError::Corrupt(format!("{} {} was not loaded", A::TYPE, key.1))
-            })?;
+            let stream = match batch.streams.remove(&key) {
+                Some(stream) => stream,
+                None if read == Read::NotForACreation => Stream::default(),
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "{} {} was not loaded",
+                        A::TYPE,
+                        key.1
+                    )));
+                }
+            };
             let loaded = self.repository.fold::<A>(id, stream).await?;
             batch.states.insert(key, Box::new(loaded));
         }
@@ -313,8 +331,15 @@ impl<S: EventStore> Executor<S> {
             .ok_or_else(|| {
                 StoreError::Corrupt(format!("{} {} kept as another type", A::TYPE, key.1))
             })?;
+        let mut decision = loaded.state.decide(id, command);
+        if decision.is_err() && unread {
+            // A creation refused on no history is decided again on what is stored.
+            let stream = self.store().load_stream(A::TYPE, key.1).await?;
+            *loaded = self.repository.fold::<A>(id, stream).await?;
+            decision = loaded.state.decide(id, command);
+        }
         let mut reactions = Vec::new();
-        let (decided, outcome) = match loaded.state.decide(id, command) {
+        let (decided, outcome) = match decision {
             Ok(events) => {
                 let append = self.repository.advance(loaded, &events, meta)?;
                 for (version, (event, new)) in
@@ -351,15 +376,19 @@ impl<S: EventStore> Executor<S> {
     }
 
     pub async fn execute(&self, issued: &Issued, origin: Origin) -> Result<Outcome, StoreError> {
+        let read = Read::for_command(&issued.command);
         match &issued.command {
             Command::Issuer(id, command) => {
-                self.run::<Issuer>(*id, command, issued.id, origin).await
+                self.run::<Issuer>(*id, command, issued.id, origin, read)
+                    .await
             }
             Command::Investor(id, command) => {
-                self.run::<Investor>(*id, command, issued.id, origin).await
+                self.run::<Investor>(*id, command, issued.id, origin, read)
+                    .await
             }
             Command::Invoice(id, command) => {
-                self.run::<Invoice>(*id, command, issued.id, origin).await
+                self.run::<Invoice>(*id, command, issued.id, origin, read)
+                    .await
             }
         }
     }
@@ -371,6 +400,7 @@ impl<S: EventStore> Executor<S> {
         command: &A::Command,
         command_id: CommandId,
         origin: Origin,
+        read: Read,
     ) -> Result<Outcome, StoreError> {
         let meta = CommandMeta {
             command_id,
@@ -378,7 +408,7 @@ impl<S: EventStore> Executor<S> {
             causation_id: origin.causation_id,
         };
         let started = std::time::Instant::now();
-        let outcome = self.decide::<A>(id, command, command_id, meta).await;
+        let outcome = self.decide::<A>(id, command, meta, read).await;
         let result = outcome.as_ref().map_or("error", Outcome::result);
         metrics::counter!("financing_commands_decided_total", "aggregate" => A::TYPE, "outcome" => result)
             .increment(1);
@@ -387,18 +417,32 @@ impl<S: EventStore> Executor<S> {
         outcome
     }
 
-    /// Load, decide, write; again on a version clash, a bounded number of times.
+    /// Load, decide, write; again on a version clash, a bounded number of times. A command
+    /// that creates its aggregate is first decided on no history, unread: its write fails if
+    /// the aggregate exists, and a rejection is only ever decided on what was read.
     async fn decide<A: Aggregate>(
         &self,
         id: A::Id,
         command: &A::Command,
-        command_id: CommandId,
         meta: CommandMeta,
+        mut read: Read,
     ) -> Result<Outcome, StoreError> {
+        let command_id = meta.command_id;
         let mut attempt = 1;
         loop {
-            let loaded = self.repository.load::<A>(id).await?;
+            let loaded = match read {
+                Read::First => self.repository.load::<A>(id).await?,
+                Read::NotForACreation => Loaded {
+                    id,
+                    state: A::default(),
+                    version: 0,
+                },
+            };
             let written = match loaded.state.decide(id, command) {
+                Err(_) if read == Read::NotForACreation => {
+                    read = Read::First;
+                    continue;
+                }
                 Ok(events) => {
                     let saved = self.repository.save(&loaded, &events, meta).await;
                     saved.map(|()| {
@@ -431,6 +475,7 @@ impl<S: EventStore> Executor<S> {
                 Err(StoreError::Conflict { .. }) if attempt < self.max_attempts => {
                     tracing::debug!(attempt, "version conflict, deciding again");
                     attempt += 1;
+                    read = Read::First;
                 }
                 Err(StoreError::AlreadyProcessed(_)) => {
                     let outcome = self.repository.store().outcome(command_id).await?;
@@ -448,10 +493,31 @@ impl<S: EventStore> Executor<S> {
     }
 }
 
-/// Which try at writing a batch this is.
+/// Whether a command's aggregate is read before the command is decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    First,
+    /// A command that creates its aggregate is decided on no history: its write expects
+    /// version 0 and fails if the aggregate exists after all (the command is then decided
+    /// again on what is read), and a rejection is decided again on what is read.
+    NotForACreation,
+}
+
+impl Read {
+    fn for_command(command: &Command) -> Read {
+        if command.creates_its_aggregate() {
+            Read::NotForACreation
+        } else {
+            Read::First
+        }
+    }
+}
+
+/// Which try at writing a batch this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Attempt {
     /// The reactions' first outcomes looked up; the saga's reactions decided in the batch.
+    #[default]
     First,
     /// After a client's command was found processed before: every job's first outcome looked
     /// up.
@@ -465,6 +531,7 @@ enum Attempt {
 /// Commands of a batch decided so far, and the states they left.
 #[derive(Default)]
 struct Batch {
+    attempt: Attempt,
     /// The streams loaded, until their aggregate's state is first needed.
     streams: HashMap<(&'static str, Uuid), Stream>,
     /// Each aggregate's `Loaded<A>`, as the commands decided so far left it.
@@ -477,14 +544,32 @@ struct Batch {
 }
 
 impl Batch {
-    /// The streams a job of the batch needs read: none for a command processed before; a
-    /// compensation's unless its command is known to have applied.
+    /// Whether a command's aggregate is read before the command is decided: always after a
+    /// clash.
+    fn read_for(&self, command: &Command) -> Read {
+        match self.attempt {
+            Attempt::AfterClash => Read::First,
+            Attempt::First | Attempt::AfterProcessedBefore => Read::for_command(command),
+        }
+    }
+
+    /// The streams a job of the batch needs read: none for a command processed before, nor
+    /// for one that creates its aggregate; a compensation's unless its command is known to
+    /// have applied.
     fn to_read_for(&self, job: &Job) -> Vec<(&'static str, Uuid)> {
         let unknown = |issued: &&Issued| !self.outcomes.contains_key(&issued.id);
+        let needs_reading = |command: &Command| self.read_for(command) == Read::First;
         match job {
             Job::Client(message) if self.outcomes.contains_key(&message.command_id) => vec![],
-            // Whether the issuer is registered does not change the stream.
-            Job::Client(message) => vec![message.command.clone().into_command(false).stream()],
+            Job::Client(message) => {
+                // Whether the issuer is registered does not change the stream.
+                let command = message.command.clone().into_command(false);
+                if needs_reading(&command) {
+                    vec![command.stream()]
+                } else {
+                    vec![]
+                }
+            }
             Job::React(reaction, _) => {
                 let applied = self.outcomes.get(&reaction.command.id) == Some(&Outcome::Applied);
                 // Once the command applied, its compensation is never issued.
@@ -493,6 +578,7 @@ impl Batch {
                     .issued()
                     .take(needed)
                     .filter(unknown)
+                    .filter(|issued| needs_reading(&issued.command))
                     .map(|issued| issued.command.stream())
                     .collect()
             }

@@ -446,13 +446,36 @@ enum Race {
 }
 
 /// The in-memory store with another writer racing ours; counts our appends, our batches
-/// written and the streams we read in batches.
+/// written and the streams we read (one at a time, or in batches).
 struct Racing<'a> {
     inner: &'a InMemoryEventStore,
     race: Race,
     appends: AtomicU32,
     batches: AtomicU32,
     streams_read: AtomicU32,
+}
+
+/// A sale of a new invoice by `issuer_id`.
+fn sale(issuer_id: IssuerId) -> CommandMessage {
+    client(ClientCommand::SellInvoice {
+        invoice_id: InvoiceId::new_random(),
+        issuer_id,
+        asking_price: Money::units(10),
+    })
+}
+
+/// The command that registers `investor_id` with `funds`, under an id of its own.
+fn create_investor(investor_id: InvestorId, funds: u64) -> Issued {
+    Issued {
+        id: CommandId::new_random(),
+        command: Command::Investor(
+            investor_id,
+            InvestorCommand::Create {
+                name: "Ada".into(),
+                funds: Money::units(funds),
+            },
+        ),
+    }
 }
 
 impl Racing<'_> {
@@ -481,6 +504,7 @@ impl Racing<'_> {
 
 impl EventStore for Racing<'_> {
     async fn load_stream(&self, kind: &'static str, id: Uuid) -> Result<Stream, StoreError> {
+        self.streams_read.fetch_add(1, Ordering::SeqCst);
         self.inner.load_stream(kind, id).await
     }
 
@@ -573,6 +597,126 @@ async fn a_version_conflict_is_decided_again_on_the_new_state() {
         (investor.balance(), investor.reserved()),
         (Money::units(40), Money::units(60))
     );
+}
+
+#[tokio::test]
+async fn a_sale_is_decided_and_written_without_reading_its_new_invoice() {
+    let store = InMemoryEventStore::new();
+    let issuer_id = register_issuer(&executor(&store)).await;
+    let racing = Racing::new(&store, Race::Never);
+    let executor = executor(&racing);
+    executor.client_command(sale(issuer_id)).await.unwrap();
+    let read = racing.streams_read();
+    assert_eq!(read, 1, "the issuer, once");
+
+    let outcomes = [
+        executor.client_command(sale(issuer_id)).await.unwrap(),
+        executor
+            .execute_all(vec![Job::Client(sale(issuer_id))])
+            .await
+            .unwrap()[0]
+            .clone(),
+    ];
+
+    assert_eq!(outcomes, [Outcome::Applied, Outcome::Applied]);
+    assert_eq!(
+        racing.streams_read(),
+        read,
+        "no stream read for either sale"
+    );
+    assert_eq!(
+        event_types(&store),
+        [
+            "IssuerCreated",
+            "InvoiceCreated",
+            "InvoiceCreated",
+            "InvoiceCreated"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_creation_of_an_aggregate_that_exists_fails_its_write_and_is_rejected_on_what_is_read() {
+    let store = InMemoryEventStore::new();
+    let investor_id = register_investor(&executor(&store), 100).await;
+    let racing = Racing::new(&store, Race::Never);
+    let executor = executor(&racing);
+
+    let one_at_a_time = executor
+        .execute(&create_investor(investor_id, 5), origin())
+        .await
+        .unwrap();
+    let in_a_batch = executor
+        .execute_all(vec![Job::React(
+            saga::Reaction {
+                command: create_investor(investor_id, 7),
+                compensation: None,
+            },
+            origin(),
+        )])
+        .await
+        .unwrap();
+
+    for outcome in [&one_at_a_time, &in_a_batch[0]] {
+        assert!(
+            matches!(outcome, Outcome::Rejected { reason } if reason.contains("already exists")),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(
+        racing.appends(),
+        1,
+        "written unread once, then read and rejected"
+    );
+    assert_eq!(
+        racing.batches(),
+        2,
+        "the batch's write clashed, then its retry wrote"
+    );
+    let investor = investor_state(&store, investor_id);
+    assert_eq!(
+        investor.balance(),
+        Money::units(100),
+        "the funds added once"
+    );
+}
+
+#[tokio::test]
+async fn a_creation_refused_on_no_history_is_decided_again_on_what_is_stored() {
+    let store = InMemoryEventStore::new();
+    let executor = executor(&store);
+    let issuer_id = register_issuer(&executor).await;
+    let first = sale(issuer_id);
+    let ClientCommand::SellInvoice { invoice_id, .. } = first.command else {
+        unreachable!()
+    };
+    executor.client_command(first).await.unwrap();
+    // Another command for the same invoice, by an issuer nobody registered: on no history it
+    // would be refused for its issuer; the invoice exists.
+    let again = || {
+        client(ClientCommand::SellInvoice {
+            invoice_id,
+            issuer_id: IssuerId::new_random(),
+            asking_price: Money::units(10),
+        })
+    };
+
+    let outcomes = [
+        executor.client_command(again()).await.unwrap(),
+        executor
+            .execute_all(vec![Job::Client(again())])
+            .await
+            .unwrap()[0]
+            .clone(),
+    ];
+
+    for outcome in outcomes {
+        assert!(
+            matches!(&outcome, Outcome::Rejected { reason } if reason.contains("already exists")),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(event_types(&store), ["IssuerCreated", "InvoiceCreated"]);
 }
 
 #[tokio::test]

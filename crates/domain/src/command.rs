@@ -26,6 +26,18 @@ impl Command {
             Command::Invoice(id, _) => (Invoice::TYPE, id.as_uuid()),
         }
     }
+
+    /// Whether it creates its aggregate: it applies only where there is no aggregate yet and is
+    /// rejected on any history. Applied on no history, it needs no read first, provided its
+    /// write checks that the aggregate is still at version 0.
+    pub fn creates_its_aggregate(&self) -> bool {
+        matches!(
+            self,
+            Command::Issuer(_, IssuerCommand::Create { .. })
+                | Command::Investor(_, InvestorCommand::Create { .. })
+                | Command::Invoice(_, InvoiceCommand::Sell { .. })
+        )
+    }
 }
 
 /// A client's request as it travels on the `financing.commands` topic, already checked for
@@ -115,6 +127,7 @@ impl Message for ClientCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Rejection;
 
     #[test]
     fn a_client_command_travels_as_type_and_payload() {
@@ -128,6 +141,54 @@ mod tests {
         assert_eq!(
             ClientCommand::from_payload(command.type_name(), payload),
             Ok(command)
+        );
+    }
+
+    #[test]
+    fn a_command_that_creates_its_aggregate_is_rejected_on_any_history() {
+        use crate::testing::given;
+        let (issuer_id, investor_id) = (IssuerId::new_random(), InvestorId::new_random());
+        let invoice_id = InvoiceId::new_random();
+        let sell = InvoiceCommand::Sell {
+            issuer_id,
+            asking_price: Money::units(10),
+            issuer_registered: true,
+        };
+        let create_investor = InvestorCommand::Create {
+            name: "Ada".into(),
+            funds: Money::units(1),
+        };
+        let create_issuer = IssuerCommand::Create {
+            name: "ACME".into(),
+        };
+        let creations = [
+            Command::Invoice(invoice_id, sell.clone()),
+            Command::Investor(investor_id, create_investor.clone()),
+            Command::Issuer(issuer_id, create_issuer.clone()),
+        ];
+        assert!(creations.iter().all(Command::creates_its_aggregate));
+        let created = Invoice::default().decide(invoice_id, &sell).unwrap();
+        given::<Invoice>(invoice_id, created)
+            .when(sell)
+            .then_rejected(Rejection::already_exists::<Invoice>(invoice_id));
+        let created = Investor::default()
+            .decide(investor_id, &create_investor)
+            .unwrap();
+        given::<Investor>(investor_id, created)
+            .when(create_investor)
+            .then_rejected(Rejection::already_exists::<Investor>(investor_id));
+        let created = Issuer::default().decide(issuer_id, &create_issuer).unwrap();
+        given::<Issuer>(issuer_id, created)
+            .when(create_issuer)
+            .then_rejected(Rejection::already_exists::<Issuer>(issuer_id));
+
+        let bid = InvestorCommand::PlaceBid {
+            invoice_id,
+            amount: Money::units(1),
+        };
+        assert!(!Command::Investor(investor_id, bid).creates_its_aggregate());
+        assert!(
+            !Command::Invoice(invoice_id, InvoiceCommand::ApproveFinancing).creates_its_aggregate()
         );
     }
 

@@ -315,6 +315,11 @@ fn stored_outcome(outcome: &str, reason: Option<String>) -> Result<Outcome, Stor
 /// decided in the batch of its cause comes after it across aggregates too. The ids that were
 /// new; a clash on an aggregate's version is a [`StoreError::Conflict`] (naming the first
 /// aggregate appended to, when there are several).
+///
+/// Every array is read through a sub-select, so that what the planner estimates does not
+/// depend on the arrays' lengths: the server then keeps one plan for the statement instead of
+/// planning it anew on every execution, which cost more than executing it (a third of the
+/// statement's time on the server, measured with `pg_stat_statements`).
 async fn write<'c>(
     executor: impl sqlx::PgExecutor<'c>,
     decided: &[Decided],
@@ -379,14 +384,15 @@ async fn write<'c>(
         "WITH processed AS ( \
              INSERT INTO processed_commands (command_id, aggregate_type, aggregate_id, outcome, \
                  reason) \
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[]) \
+             SELECT * FROM UNNEST((SELECT $1::uuid[]), (SELECT $2::text[]), \
+                 (SELECT $3::uuid[]), (SELECT $4::text[]), (SELECT $5::text[])) \
              ON CONFLICT (command_id) DO NOTHING \
              RETURNING command_id), \
          positions AS ( \
              SELECT row_number() OVER (ORDER BY position) AS place, position \
-             FROM (SELECT nextval(pg_get_serial_sequence('events', 'global_position')) \
+             FROM (SELECT nextval('events_global_position_seq') \
                        AS position \
-                   FROM generate_series(1, cardinality($21::bigint[]))) drawn \
+                   FROM generate_series(1, cardinality((SELECT $21::bigint[])))) drawn \
              WHERE (SELECT count(*) FROM processed) = $20), \
          appended AS ( \
              INSERT INTO events (global_position, aggregate_type, aggregate_id, version, \
@@ -395,16 +401,18 @@ async fn write<'c>(
              OVERRIDING SYSTEM VALUE \
              SELECT position, kind, id, version, event_type, schema_version, payload, \
                  event_id, command_id, correlation_id, causation_id \
-             FROM UNNEST($6::text[], $7::uuid[], $8::bigint[], $9::text[], $10::int[], \
-                 $11::jsonb[], $12::uuid[], $13::uuid[], $14::uuid[], $15::uuid[], \
-                 $21::bigint[]) \
+             FROM UNNEST((SELECT $6::text[]), (SELECT $7::uuid[]), (SELECT $8::bigint[]), \
+                 (SELECT $9::text[]), (SELECT $10::int[]), (SELECT $11::jsonb[]), \
+                 (SELECT $12::uuid[]), (SELECT $13::uuid[]), (SELECT $14::uuid[]), \
+                 (SELECT $15::uuid[]), (SELECT $21::bigint[])) \
                  WITH ORDINALITY AS e (kind, id, version, event_type, schema_version, payload, \
                      event_id, command_id, correlation_id, causation_id, place, n) \
              JOIN positions USING (place) \
              ORDER BY n), \
          snapshot AS ( \
              INSERT INTO snapshots (aggregate_type, aggregate_id, version, state) \
-             SELECT * FROM UNNEST($16::text[], $17::uuid[], $18::bigint[], $19::jsonb[]) \
+             SELECT * FROM UNNEST((SELECT $16::text[]), (SELECT $17::uuid[]), \
+                 (SELECT $18::bigint[]), (SELECT $19::jsonb[])) \
              WHERE (SELECT count(*) FROM processed) = $20 \
              ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
              SET version = EXCLUDED.version, state = EXCLUDED.state, taken_at = now() \

@@ -36,10 +36,14 @@ pub struct InProcessArgs {
     /// How long to send commands for.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Commands each task hands the executor at once (`Executor::execute_all`, one read and
-    /// one transaction); 1 is one command at a time (`Executor::client_command`).
+    /// Commands each task hands the executor at once (`Executor::execute_all`: one read, one
+    /// transaction), as the handler hands it what its consumer has ready (often a single one).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     batch: u16,
+    /// Each command alone through `Executor::client_command` (read, decide, append), the path
+    /// a message takes when its batch could not be written.
+    #[arg(long, conflicts_with = "batch")]
+    one_at_a_time: bool,
     /// Events between two snapshots, as the handler's `SNAPSHOT_EVERY`.
     #[arg(long, default_value_t = 50)]
     snapshot_every: u64,
@@ -78,9 +82,13 @@ pub async fn run(args: &InProcessArgs) -> anyhow::Result<()> {
     let tasks: Vec<_> = (0..args.tasks)
         .map(|_| {
             let (executor, applied) = (executor.clone(), applied.clone());
-            let batch = usize::from(args.batch);
+            let path = if args.one_at_a_time {
+                Path::OneAtATime
+            } else {
+                Path::Batches(usize::from(args.batch))
+            };
             tokio::spawn(
-                async move { sell_until(&executor, issuer_id, batch, until, &applied).await },
+                async move { sell_until(&executor, issuer_id, path, until, &applied).await },
             )
         })
         .collect();
@@ -92,26 +100,32 @@ pub async fn run(args: &InProcessArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let applied = applied.load(Ordering::Relaxed);
-    let per = if args.batch == 1 {
-        String::new()
+    let (per, unit) = if args.one_at_a_time {
+        ("one at a time".to_owned(), "command")
     } else {
-        format!(" in batches of {}", args.batch)
+        (format!("in batches of {}", args.batch), "batch")
     };
     println!(
-        "in-process executor, {} tasks{per}, {} s: {applied} commands applied, {:.0} commands/s",
+        "in-process executor, {} tasks, {per}, {} s: {applied} commands applied, {:.0} commands/s",
         args.tasks,
         args.seconds,
         applied as f64 / elapsed
     );
-    let unit = if args.batch == 1 { "command" } else { "batch" };
     println!("  per {unit}  {}", latencies.summary());
     Ok(())
+}
+
+/// How a task hands its commands to the executor.
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    OneAtATime,
+    Batches(usize),
 }
 
 async fn sell_until(
     executor: &Executor<PgEventStore>,
     issuer_id: IssuerId,
-    batch: usize,
+    path: Path,
     until: Instant,
     applied: &AtomicUsize,
 ) -> anyhow::Result<Vec<Duration>> {
@@ -130,11 +144,12 @@ async fn sell_until(
     let mut latencies = Vec::new();
     while Instant::now() < until {
         let sent = Instant::now();
-        let outcomes = if batch == 1 {
-            vec![executor.client_command(sale()).await?]
-        } else {
-            let jobs = (0..batch).map(|_| Job::Client(sale())).collect();
-            executor.execute_all(jobs).await?
+        let outcomes = match path {
+            Path::OneAtATime => vec![executor.client_command(sale()).await?],
+            Path::Batches(size) => {
+                let jobs = (0..size).map(|_| Job::Client(sale())).collect();
+                executor.execute_all(jobs).await?
+            }
         };
         latencies.push(sent.elapsed());
         if let Some(outcome) = outcomes.iter().find(|o| **o != Outcome::Applied) {
