@@ -64,6 +64,7 @@ for setting in "$@"; do
         trap 'scripts/down.sh >/dev/null 2>&1' EXIT
         loadgen=${LOADGEN:-target/release/loadgen}
         scripts/up.sh --detach >"$RUN_DIR/up.out"
+        if [ -d "$RUN_DIR/keys" ]; then export_keys; fi
         sleep 5
         echo "-- idle, over 10 s"
         scripts/usage.sh 10

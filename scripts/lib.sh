@@ -66,6 +66,15 @@ start_broker() {
     wait_for_port "$BROKER_PORT" Nisshi 30
 }
 
+# Exports where the token keys of the system in $RUN_DIR are (up.sh makes them): the services
+# verify tokens with the public key (AUTH_PUBLIC_KEY), populate, loadgen and `financing token`
+# sign with the private one (FINANCING_SIGNING_KEY).
+export_keys() {
+    local keys
+    keys=$(realpath "$RUN_DIR/keys")
+    export AUTH_PUBLIC_KEY="$keys/public-key.pem" FINANCING_SIGNING_KEY="$keys/signing-key.pem"
+}
+
 # Starts one of the system's programs from $BIN in a session of its own (a Ctrl-C in the
 # terminal reaches the calling script only), logging to $RUN_DIR/logs/$1.log and recording its
 # PID in $RUN_DIR/$1.pid.

@@ -39,6 +39,8 @@ for process in "${COMPONENTS[@]}"; do
         exit 1
     fi
 done
+# The components started again after a fault verify tokens as before; loadgen signs them.
+export_keys
 
 # Kills -9 what the fault names (waiting until it is gone) and starts it again, the way up.sh
 # did. Fails if the fault cannot be injected.

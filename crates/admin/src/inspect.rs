@@ -79,11 +79,11 @@ pub async fn run(id: Uuid, store: PgEventStore, read_model: &ReadModel) -> anyho
     Ok(())
 }
 
-/// Each event as the domain reads it: an event stored at an older schema version is shown
-/// upcast, with the version it was stored at (`1 as 2`).
+/// Each event as the domain reads it (an event stored at an older schema version is shown
+/// upcast, with the version it was stored at: `1 as 2`), and who asked for it.
 fn print_events(history: &[StoredEvent]) {
     println!(
-        "\n{:>7}  {:<22}  {:<6}  {:<19}  {:<9}  {:>8}  {:<36}  {:<36}  payload",
+        "\n{:>7}  {:<22}  {:<6}  {:<19}  {:<9}  {:>8}  {:<36}  {:<36}  {:<45}  payload",
         "version",
         "type",
         "schema",
@@ -91,7 +91,8 @@ fn print_events(history: &[StoredEvent]) {
         "published",
         "position",
         "command id",
-        "correlation id"
+        "correlation id",
+        "asked by"
     );
     for stored in history {
         let event = &stored.event;
@@ -106,8 +107,12 @@ fn print_events(history: &[StoredEvent]) {
         } else {
             format!("{} as {read_as}", event.schema_version)
         };
+        let asked_by = event
+            .metadata
+            .actor
+            .map_or_else(|| "registering".to_owned(), |actor| actor.to_string());
         println!(
-            "{:>7}  {:<22}  {:<6}  {:<19}  {:<9}  {:>8}  {:<36}  {:<36}  {}",
+            "{:>7}  {:<22}  {:<6}  {:<19}  {:<9}  {:>8}  {:<36}  {:<36}  {:<45}  {}",
             event.version,
             event.event_type,
             schema,
@@ -116,6 +121,7 @@ fn print_events(history: &[StoredEvent]) {
             event.global_position,
             event.metadata.command_id,
             event.metadata.correlation_id,
+            asked_by,
             payload
         );
     }

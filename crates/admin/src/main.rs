@@ -3,7 +3,8 @@
 //! repair it without SQL: one aggregate side by side in the event store and the read models,
 //! what is pending anywhere, a rebuild of the read models while the system runs, the dead
 //! letters on `financing.dlq` (listed, shown, sent back to their topic once their cause is
-//! fixed) and the messages the command handler parked.
+//! fixed) and the messages the command handler parked. It also mints tokens for people and
+//! scripts with the local signing key, and makes that key.
 
 mod dead_letters;
 mod inspect;
@@ -11,14 +12,21 @@ mod parked;
 mod rebuild;
 mod status;
 mod stores;
+mod tokens;
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use financing_auth::Role;
 use financing_messaging::KafkaConfig;
 use uuid::Uuid;
 
 #[derive(Parser)]
-#[command(about = "Operate Financing: inspect, status, rebuild, dead letters, parked messages")]
+#[command(
+    about = "Operate Financing: inspect, status, rebuild, dead letters, parked messages, tokens"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,12 +62,28 @@ enum Command {
     /// again by itself.
     #[command(subcommand)]
     Parked(parked::Command),
+    /// A bearer token for a party, signed with the key in FINANCING_SIGNING_KEY: send it as
+    /// `authorization: Bearer <token>`.
+    Token {
+        /// issuer, investor or operator.
+        #[arg(long)]
+        role: Role,
+        /// The party's id (an operator's is any id that names the person).
+        #[arg(long)]
+        subject: Uuid,
+        /// How long it is valid: 30m, 12h, 7d...
+        #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Makes the key pair that signs tokens in DIR (`signing-key.pem`, `public-key.pem`),
+    /// unless it is there already.
+    Keys { dir: PathBuf },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let kafka = KafkaConfig::from_env().context("invalid configuration")?;
+    let kafka = || KafkaConfig::from_env().context("invalid configuration");
     match cli.command {
         Command::Inspect { id } => {
             let (store, read_model) = (stores::event_store().await?, stores::read_models().await?);
@@ -67,13 +91,15 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Status => {
             let (store, read_model) = (stores::event_store().await?, stores::read_models().await?);
-            status::run(&store, &read_model, &kafka).await
+            status::run(&store, &read_model, &kafka()?).await
         }
         Command::Rebuild { parallel, force } => {
             let (store, live) = (stores::event_store().await?, stores::read_models().await?);
             rebuild::run(&store, &live, &stores::read_models_url(), parallel, force).await
         }
-        Command::DeadLetters(command) => dead_letters::run(command, &kafka).await,
+        Command::DeadLetters(command) => dead_letters::run(command, &kafka()?).await,
         Command::Parked(command) => parked::run(command).await,
+        Command::Token { role, subject, ttl } => tokens::mint(role, subject, ttl),
+        Command::Keys { dir } => tokens::keys(&dir),
     }
 }

@@ -10,7 +10,7 @@ use financing_acceptance::{Parts, System};
 use financing_api::to_proto_id;
 use financing_api::v1::{self, BidOnInvoiceCommand, GetInvestorRequest, SellInvoiceCommand};
 use financing_domain::saga::{self, EventPosition};
-use financing_domain::{InvestorId, IssuerId, Money};
+use financing_domain::{Actor, InvestorId, IssuerId, Money, Role};
 use financing_event_store::PgEventStore;
 use financing_messaging::{CLOUDEVENTS_JSON, CONTENT_TYPE, Publisher, Record};
 use financing_testkit::{as_written_at_schema_version_1, wait_until};
@@ -125,18 +125,24 @@ impl Market {
 
     /// Sells an invoice asking 10 and bids `bid` on it, without waiting for either.
     async fn sell_and_bid(&self, n: usize, bid: u64) {
-        let mut commands = self.system.commands().await;
-        let sold = commands
+        let issuer_id = self.issuers[n % self.issuers.len()];
+        let investor_id = self.investors[n % self.investors.len()];
+        let sold = self
+            .system
+            .commands_as(Actor::new(issuer_id, Role::Issuer))
+            .await
             .sell_invoice(SellInvoiceCommand {
-                issuer_id: Some(to_proto_id(self.issuers[n % self.issuers.len()])),
+                issuer_id: Some(to_proto_id(issuer_id)),
                 asking_price: money(10),
             })
             .await
             .expect("the sale is queued");
         let invoice_id: Uuid = sold.into_inner().value.parse().unwrap();
-        commands
+        self.system
+            .commands_as(Actor::new(investor_id, Role::Investor))
+            .await
             .bid_on_invoice(BidOnInvoiceCommand {
-                investor_id: Some(to_proto_id(self.investors[n % self.investors.len()])),
+                investor_id: Some(to_proto_id(investor_id)),
                 invoice_id: Some(to_proto_id(invoice_id)),
                 bid: money(bid),
             })
@@ -279,11 +285,27 @@ async fn inspect_shows_the_stream_beside_its_view_and_a_rebuild_repairs_a_damage
         !shown.contains("not yet"),
         "every event is published:\n{shown}"
     );
-    let bid = shown.lines().find(|l| l.contains("BidOnInvoicePlaced"));
+    let line = |event: &str| {
+        shown
+            .lines()
+            .find(|l| l.contains(event))
+            .unwrap_or_default()
+    };
+    let bid = line("BidOnInvoicePlaced");
     assert!(
-        bid.is_some_and(|bid| bid.contains("1 as 2") && bid.contains(r#""amount":"20.00""#)),
+        bid.contains("1 as 2") && bid.contains(r#""amount":"20.00""#),
         "the bid is shown as schema version 2 reads it:\n{shown}"
     );
+    // Who asked for each: the investor for its bid and the surplus released, the Registering
+    // context for its creation.
+    let asked_by_the_investor = format!("investor {investor}");
+    for event in ["BidOnInvoicePlaced", "InvestorFundsReleased"] {
+        assert!(
+            line(event).contains(&asked_by_the_investor),
+            "{event}:\n{shown}"
+        );
+    }
+    assert!(line("InvestorCreated").contains("registering"), "{shown}");
 
     let views = market.read_models().await;
     let outcomes = || async {

@@ -7,6 +7,10 @@ pub enum ApiError {
     /// The request is malformed: `field` names the offending field, dotted from the request.
     #[error("{field}: {reason}")]
     InvalidArgument { field: String, reason: String },
+    /// The caller is authenticated, but may not do this (act for another party, read what is
+    /// not theirs).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// No such thing (yet: the read models follow the commands).
     #[error("{0} not found")]
     NotFound(String),
@@ -29,6 +33,7 @@ impl From<ApiError> for Status {
         match error {
             ApiError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
             ApiError::NotFound(_) => Status::not_found(error.to_string()),
+            ApiError::PermissionDenied(_) => Status::permission_denied(error.to_string()),
             ApiError::Unavailable(_) => Status::unavailable(error.to_string()),
         }
     }

@@ -167,6 +167,7 @@ impl CommandHandler {
             let origin = Origin {
                 correlation_id: chain,
                 causation_id: chain,
+                actor: None,
             };
             Ok(Work::Do(Job::React(reaction, origin)))
         } else {
@@ -174,6 +175,7 @@ impl CommandHandler {
             let origin = Origin {
                 correlation_id: meta.correlation_id,
                 causation_id: meta.event_id,
+                actor: meta.actor,
             };
             Ok(
                 saga::on_event(meta.position(), &event).map_or(Work::Nothing, |reaction| {
@@ -189,7 +191,8 @@ impl CommandHandler {
         if message.topic() != self.topics.commands {
             return Ok(());
         }
-        let Some(command_id) = glimpse(message).command_id else {
+        let glimpse = glimpse(message);
+        let Some(command_id) = glimpse.command_id else {
             return Ok(());
         };
         let aggregate_id = message
@@ -198,7 +201,7 @@ impl CommandHandler {
             .and_then(|key| key.parse::<Uuid>().ok());
         let store = self.executor.store();
         store
-            .record_failure(command_id, aggregate_id, reason)
+            .record_failure(command_id, aggregate_id, reason, glimpse.actor)
             .await?;
         tracing::warn!(%command_id, reason, "command failed");
         Ok(())

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use financing_domain::saga::{self, EventPosition, Issued, Reaction};
 use financing_domain::{
-    Aggregate, ClientCommand, Command, CommandId, Investor, Invoice, Issuer, IssuerId,
+    Actor, Aggregate, ClientCommand, Command, CommandId, Investor, Invoice, Issuer, IssuerId,
 };
 use financing_event_store::{
     CommandMeta, Decided, EventStore, Loaded, Outcome, Rejected, Repository, StoreError, Stream,
@@ -25,11 +25,13 @@ use financing_event_store::{
 use financing_messaging::CommandMessage;
 use uuid::Uuid;
 
-/// The chain a command belongs to: the client request that started it and what caused it.
+/// The chain a command belongs to: the client request that started it, what caused it, and
+/// who asked for it (the client behind the chain; `None` for the Registering context's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
     pub correlation_id: Uuid,
     pub causation_id: Uuid,
+    pub actor: Option<Actor>,
 }
 
 /// What one message asks of the executor.
@@ -86,11 +88,14 @@ impl<S: EventStore> Executor<S> {
         };
         let issued = Issued {
             id: message.command_id,
-            command: message.command.into_command(issuer_registered),
+            command: message
+                .command
+                .into_command(issuer_registered, message.actor),
         };
         let origin = Origin {
             correlation_id: message.correlation_id,
             causation_id: message.command_id.as_uuid(),
+            actor: message.actor,
         };
         Ok((issued, origin))
     }
@@ -279,6 +284,7 @@ impl<S: EventStore> Executor<S> {
             command_id: issued.id,
             correlation_id: origin.correlation_id,
             causation_id: origin.causation_id,
+            actor: origin.actor,
         };
         let read = batch.read_for(&issued.command);
         let outcome = match &issued.command {
@@ -353,6 +359,7 @@ impl<S: EventStore> Executor<S> {
                         let origin = Origin {
                             correlation_id: meta.correlation_id,
                             causation_id: new.metadata.event_id,
+                            actor: meta.actor,
                         };
                         reactions.push(Job::React(reaction, origin));
                     }
@@ -366,6 +373,7 @@ impl<S: EventStore> Executor<S> {
                     aggregate_type: A::TYPE,
                     aggregate_id: key.1,
                     reason: reason.clone(),
+                    actor: meta.actor,
                 };
                 (Decided::Rejected(rejected), Outcome::Rejected { reason })
             }
@@ -406,6 +414,7 @@ impl<S: EventStore> Executor<S> {
             command_id,
             correlation_id: origin.correlation_id,
             causation_id: origin.causation_id,
+            actor: origin.actor,
         };
         let started = std::time::Instant::now();
         let outcome = self.decide::<A>(id, command, meta, read).await;
@@ -463,6 +472,7 @@ impl<S: EventStore> Executor<S> {
                             aggregate_type: A::TYPE,
                             aggregate_id: id.into(),
                             reason: reason.clone(),
+                            actor: meta.actor,
                         })
                         .await;
                     recorded.map(|()| {
@@ -563,7 +573,7 @@ impl Batch {
             Job::Client(message) if self.outcomes.contains_key(&message.command_id) => vec![],
             Job::Client(message) => {
                 // Whether the issuer is registered does not change the stream.
-                let command = message.command.clone().into_command(false);
+                let command = message.command.clone().into_command(false, None);
                 if needs_reading(&command) {
                     vec![command.stream()]
                 } else {

@@ -5,8 +5,8 @@ mod common;
 
 use financing_command_handler::{CommandHandler, HandlerConfig};
 use financing_domain::{
-    Bid, ClientCommand, CommandId, Event, EventMeta, IntegrationEvent, InvestorEvent, InvestorId,
-    InvoiceEvent, InvoiceId, IssuerEvent, IssuerId, Money,
+    Actor, Bid, ClientCommand, CommandId, Event, EventMeta, IntegrationEvent, InvestorEvent,
+    InvestorId, InvoiceEvent, InvoiceId, IssuerEvent, IssuerId, Money, Role,
 };
 use financing_messaging::{
     CLOUDEVENTS_JSON, CONTENT_TYPE, CommandMessage, KafkaConfig, Publisher, Record, WireForm,
@@ -90,6 +90,7 @@ fn sell(issuer_id: IssuerId) -> (InvoiceId, Record) {
             issuer_id,
             asking_price: Money::units(10),
         },
+        actor: Some(Actor::new(issuer_id, Role::Issuer)),
     };
     (invoice_id, message.record())
 }
@@ -349,6 +350,7 @@ async fn a_reaction_whose_aggregate_cannot_be_read_is_parked_and_goes_through_on
             invoice_id,
             bid: Money::units(10),
         },
+        actor: Some(Actor::new(investor_id, Role::Investor)),
     };
     setup.publish(&topics.commands, bid.record()).await;
     let placed = [&registered[..], &["BidOnInvoicePlaced"]].concat();

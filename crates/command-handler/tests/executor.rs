@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use financing_command_handler::{Executor, Job, Origin};
 use financing_domain::saga::{self, EventPosition, Issued};
 use financing_domain::{
-    Aggregate, ClientCommand, Command, CommandId, Event, IntegrationEvent, Investor,
+    Actor, Aggregate, ClientCommand, Command, CommandId, Event, IntegrationEvent, Investor,
     InvestorCommand, InvestorEvent, InvestorId, Invoice, InvoiceId, InvoiceStatus, IssuerId, Money,
+    Role,
 };
 use financing_event_store::{
     Append, Decided, EventStore, InMemoryEventStore, Outcome, RecordedEvent, Rejected, Repository,
@@ -21,12 +22,22 @@ fn executor<S: EventStore>(store: S) -> Executor<S> {
     Executor::new(Repository::new(store, 3), 5)
 }
 
+/// A client's command, as the listener queues it: asked for by the party it names (approvals
+/// and reversals by support).
 fn client(command: ClientCommand) -> CommandMessage {
     let command_id = CommandId::new_random();
+    let actor = match &command {
+        ClientCommand::SellInvoice { issuer_id, .. } => Actor::new(*issuer_id, Role::Issuer),
+        ClientCommand::BidOnInvoice { investor_id, .. } => Actor::new(*investor_id, Role::Investor),
+        ClientCommand::ApproveFinancing { .. } | ClientCommand::ReverseFinancing { .. } => {
+            Actor::new(Uuid::nil(), Role::Operator)
+        }
+    };
     CommandMessage {
         command_id,
         correlation_id: command_id.as_uuid(),
         command,
+        actor: Some(actor),
     }
 }
 
@@ -34,6 +45,7 @@ fn origin() -> Origin {
     Origin {
         correlation_id: Uuid::new_v4(),
         causation_id: Uuid::new_v4(),
+        actor: None,
     }
 }
 

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::message::{DecodeError, Message};
-use crate::{InvestorEvent, InvoiceEvent, InvoiceStatus, IssuerEvent, IssuerId, Money};
+use crate::{Actor, InvestorEvent, InvoiceEvent, InvoiceStatus, IssuerEvent, IssuerId, Money};
 
 /// An event-sourced aggregate: its state is the fold of its events with [`Aggregate::apply`].
 pub trait Aggregate:
@@ -75,6 +75,11 @@ pub enum Rejection {
     InsufficientReserved { requested: Money, reserved: Money },
     #[error("invoice is {status}, not FINANCED")]
     InvoiceNotFinanced { status: InvoiceStatus },
+    #[error("only the invoice's issuer {issuer_id} or an operator may do that; asked by {}", asked_by.map_or_else(|| "nobody authenticated".to_owned(), |actor| actor.to_string()))]
+    NotTheIssuer {
+        issuer_id: IssuerId,
+        asked_by: Option<Actor>,
+    },
 }
 
 impl Rejection {

@@ -5,8 +5,8 @@ use uuid::Uuid;
 
 use crate::message::Message;
 use crate::{
-    Aggregate, Investor, InvestorCommand, InvestorId, Invoice, InvoiceCommand, InvoiceId, Issuer,
-    IssuerCommand, IssuerId, Money,
+    Actor, Aggregate, Investor, InvestorCommand, InvestorId, Invoice, InvoiceCommand, InvoiceId,
+    Issuer, IssuerCommand, IssuerId, Money,
 };
 
 /// A command addressed to one aggregate, ready for its `decide`.
@@ -76,9 +76,11 @@ impl ClientCommand {
         }
     }
 
-    /// The aggregate command, once the handler knows whether a seller's issuer is registered.
-    /// `issuer_registered` is only looked at for `SellInvoice`.
-    pub fn into_command(self, issuer_registered: bool) -> Command {
+    /// The aggregate command, once the handler knows whether a seller's issuer is registered
+    /// (`issuer_registered` is only looked at for `SellInvoice`), asked for `by` whoever the
+    /// edge authenticated (only approving and reversing look at it: the invoice knows its
+    /// issuer).
+    pub fn into_command(self, issuer_registered: bool, by: Option<Actor>) -> Command {
         match self {
             ClientCommand::SellInvoice {
                 invoice_id,
@@ -104,10 +106,10 @@ impl ClientCommand {
                 },
             ),
             ClientCommand::ApproveFinancing { invoice_id } => {
-                Command::Invoice(invoice_id, InvoiceCommand::ApproveFinancing)
+                Command::Invoice(invoice_id, InvoiceCommand::ApproveFinancing { by })
             }
             ClientCommand::ReverseFinancing { invoice_id } => {
-                Command::Invoice(invoice_id, InvoiceCommand::ReverseFinancing)
+                Command::Invoice(invoice_id, InvoiceCommand::ReverseFinancing { by })
             }
         }
     }
@@ -188,7 +190,8 @@ mod tests {
         };
         assert!(!Command::Investor(investor_id, bid).creates_its_aggregate());
         assert!(
-            !Command::Invoice(invoice_id, InvoiceCommand::ApproveFinancing).creates_its_aggregate()
+            !Command::Invoice(invoice_id, InvoiceCommand::ApproveFinancing { by: None })
+                .creates_its_aggregate()
         );
     }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::saga::EventPosition;
-use crate::{CommandId, Event};
+use crate::{Actor, CommandId, Event};
 
 /// A domain event with its metadata, as the relayer publishes it and the saga and the read
 /// models take it.
@@ -27,6 +27,8 @@ pub struct CommandOutcome {
     pub aggregate_id: Option<Uuid>,
     pub reason: String,
     pub decided_at: DateTime<Utc>,
+    /// Who asked for the command (`None`: the Registering context, or unknown).
+    pub actor: Option<Actor>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +42,9 @@ pub struct EventMeta {
     pub correlation_id: Uuid,
     pub causation_id: Uuid,
     pub recorded_at: DateTime<Utc>,
+    /// Who asked for the change: the client behind the command, or behind the saga's cause
+    /// (`None`: the Registering context).
+    pub actor: Option<Actor>,
 }
 
 impl EventMeta {

@@ -6,7 +6,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::message::Message;
-use crate::{Aggregate, ImpossibleEvent, InvestorId, InvoiceId, IssuerId, Money, Rejection};
+use crate::{
+    Actor, Aggregate, ImpossibleEvent, InvestorId, InvoiceId, IssuerId, Money, Rejection, Role,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -77,8 +79,14 @@ pub enum InvoiceCommand {
     ProcessBid {
         bid: Bid,
     },
-    ApproveFinancing,
-    ReverseFinancing,
+    /// Only the invoice's own issuer, or an operator, may approve or reverse its financing:
+    /// `by` is who asked (`None`: nobody authenticated).
+    ApproveFinancing {
+        by: Option<Actor>,
+    },
+    ReverseFinancing {
+        by: Option<Actor>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,11 +166,22 @@ impl Aggregate for Invoice {
                 _ => Err(Rejection::not_found::<Invoice>(invoice_id)),
             };
         };
-        let financed_bid = || match (sale.status, sale.winning_bid) {
-            (InvoiceStatus::Financed, Some(bid)) => Ok(bid),
-            _ => Err(Rejection::InvoiceNotFinanced {
-                status: sale.status,
-            }),
+        let financed_bid = |by: &Option<Actor>| {
+            let allowed = by.is_some_and(|actor| {
+                actor.role == Role::Operator || actor.is(Role::Issuer, sale.issuer_id)
+            });
+            if !allowed {
+                return Err(Rejection::NotTheIssuer {
+                    issuer_id: sale.issuer_id,
+                    asked_by: *by,
+                });
+            }
+            match (sale.status, sale.winning_bid) {
+                (InvoiceStatus::Financed, Some(bid)) => Ok(bid),
+                _ => Err(Rejection::InvoiceNotFinanced {
+                    status: sale.status,
+                }),
+            }
         };
         match command {
             InvoiceCommand::Sell { .. } => Err(Rejection::already_exists::<Invoice>(invoice_id)),
@@ -179,15 +198,15 @@ impl Aggregate for Invoice {
                 invoice_id,
                 bid: *bid,
             }]),
-            InvoiceCommand::ApproveFinancing => Ok(vec![InvoiceApproved {
+            InvoiceCommand::ApproveFinancing { by } => Ok(vec![InvoiceApproved {
                 invoice_id,
                 sold_price: sale.asking_price,
-                bid: financed_bid()?,
+                bid: financed_bid(by)?,
             }]),
-            InvoiceCommand::ReverseFinancing => Ok(vec![InvoiceReversed {
+            InvoiceCommand::ReverseFinancing { by } => Ok(vec![InvoiceReversed {
                 invoice_id,
                 sold_price: sale.asking_price,
-                bid: financed_bid()?,
+                bid: financed_bid(by)?,
             }]),
         }
     }
@@ -255,6 +274,18 @@ mod tests {
     use crate::testing::given;
 
     const ISSUER: IssuerId = IssuerId::from_u128(1);
+
+    fn the_issuer() -> Option<Actor> {
+        Some(Actor::new(ISSUER, Role::Issuer))
+    }
+
+    fn approve() -> InvoiceCommand {
+        InvoiceCommand::ApproveFinancing { by: the_issuer() }
+    }
+
+    fn reverse() -> InvoiceCommand {
+        InvoiceCommand::ReverseFinancing { by: the_issuer() }
+    }
 
     fn on_sale_for(id: InvoiceId, asking: u64) -> Vec<InvoiceEvent> {
         vec![InvoiceCreated {
@@ -394,7 +425,7 @@ mod tests {
     fn approving_a_financed_invoice_sells_it_at_the_asking_price() {
         let id = InvoiceId::new_random();
         let invoice = given::<Invoice>(id, financed(id, 10, bid(20)))
-            .when(InvoiceCommand::ApproveFinancing)
+            .when(approve())
             .then([InvoiceApproved {
                 invoice_id: id,
                 sold_price: Money::units(10),
@@ -407,7 +438,7 @@ mod tests {
     fn reversing_a_financed_invoice_gives_the_sold_price_back() {
         let id = InvoiceId::new_random();
         let invoice = given::<Invoice>(id, financed(id, 10, bid(20)))
-            .when(InvoiceCommand::ReverseFinancing)
+            .when(reverse())
             .then([InvoiceReversed {
                 invoice_id: id,
                 sold_price: Money::units(10),
@@ -429,10 +460,7 @@ mod tests {
             (on_sale_for(id, 10), InvoiceStatus::Available),
             (approved, InvoiceStatus::Approved),
         ] {
-            for command in [
-                InvoiceCommand::ApproveFinancing,
-                InvoiceCommand::ReverseFinancing,
-            ] {
+            for command in [approve(), reverse()] {
                 given::<Invoice>(id, history.clone())
                     .when(command)
                     .then_rejected(Rejection::InvoiceNotFinanced { status });
@@ -444,8 +472,53 @@ mod tests {
     fn approving_a_missing_invoice_is_refused() {
         let id = InvoiceId::new_random();
         given::<Invoice>(id, [])
-            .when(InvoiceCommand::ApproveFinancing)
+            .when(approve())
             .then_rejected(Rejection::not_found::<Invoice>(id));
+    }
+
+    #[test]
+    fn an_operator_may_approve_or_reverse_any_financing() {
+        let id = InvoiceId::new_random();
+        let operator = Some(Actor::new(uuid::Uuid::new_v4(), Role::Operator));
+        given::<Invoice>(id, financed(id, 10, bid(20)))
+            .when(InvoiceCommand::ApproveFinancing { by: operator })
+            .then([InvoiceApproved {
+                invoice_id: id,
+                sold_price: Money::units(10),
+                bid: bid(20),
+            }]);
+        given::<Invoice>(id, financed(id, 10, bid(20)))
+            .when(InvoiceCommand::ReverseFinancing { by: operator })
+            .then([InvoiceReversed {
+                invoice_id: id,
+                sold_price: Money::units(10),
+                bid: bid(20),
+            }]);
+    }
+
+    #[test]
+    fn nobody_but_the_invoice_s_issuer_or_an_operator_may_approve_or_reverse_it() {
+        let id = InvoiceId::new_random();
+        let strangers = [
+            Some(Actor::new(IssuerId::new_random(), Role::Issuer)),
+            // The winning investor, and an investor that shares the issuer's id.
+            Some(Actor::new(bid(20).investor_id, Role::Investor)),
+            Some(Actor::new(ISSUER, Role::Investor)),
+            None,
+        ];
+        for by in strangers {
+            for command in [
+                InvoiceCommand::ApproveFinancing { by },
+                InvoiceCommand::ReverseFinancing { by },
+            ] {
+                given::<Invoice>(id, financed(id, 10, bid(20)))
+                    .when(command)
+                    .then_rejected(Rejection::NotTheIssuer {
+                        issuer_id: ISSUER,
+                        asked_by: by,
+                    });
+            }
+        }
     }
 
     #[test]

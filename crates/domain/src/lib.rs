@@ -2,6 +2,7 @@
 //! aggregates (`decide` a command into events, `apply` an event to the state), the messages
 //! other components exchange, and the choreographed saga as pure policies (event -> command).
 
+mod actor;
 mod aggregate;
 mod command;
 mod envelope;
@@ -17,6 +18,7 @@ pub mod schema;
 #[cfg(test)]
 mod testing;
 
+pub use actor::{Actor, Role};
 pub use aggregate::{Aggregate, Event, ImpossibleEvent, Rejection};
 pub use command::{ClientCommand, Command};
 pub use envelope::{CommandOutcome, EventEnvelope, EventMeta};

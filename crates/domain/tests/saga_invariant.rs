@@ -8,8 +8,8 @@ use std::hash::Hash;
 
 use financing_domain::saga::{self, EventPosition, Issued};
 use financing_domain::{
-    Aggregate, ClientCommand, Command, CommandId, Event, IntegrationEvent, Investor, InvestorId,
-    Invoice, InvoiceId, InvoiceStatus, Issuer, IssuerId, Money, Rejection,
+    Actor, Aggregate, ClientCommand, Command, CommandId, Event, IntegrationEvent, Investor,
+    InvestorId, Invoice, InvoiceId, InvoiceStatus, Issuer, IssuerId, Money, Rejection, Role,
 };
 use proptest::prelude::*;
 
@@ -138,9 +138,11 @@ impl World {
             }
             _ => false,
         };
+        // Support approves and reverses: whose invoice it is does not touch the money.
+        let operator = Actor::new(uuid::Uuid::from_u128(1), Role::Operator);
         self.handle(&Issued {
             id: CommandId::new_random(),
-            command: command.into_command(issuer_registered),
+            command: command.into_command(issuer_registered, Some(operator)),
         });
     }
 

@@ -9,7 +9,7 @@ use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
 use crate::PgEventStore;
-use crate::outbox::{OutcomeRow, outcome_from_row};
+use crate::outbox::{OutcomeRow, failures, rejections};
 use crate::postgres::{EventRow, event_columns};
 use crate::store::{RecordedEvent, StoreError};
 
@@ -140,18 +140,17 @@ impl PgEventStore {
     /// Every command that produced no event: the rejections, and the failures of commands
     /// never decided since, in the order they were recorded.
     pub async fn outcomes_without_events(&self) -> Result<Vec<CommandOutcome>, StoreError> {
-        let rows: Vec<OutcomeRow> = sqlx::query_as(
-            "(SELECT command_id, false AS failed, aggregate_type, aggregate_id, reason, \
-                 processed_at AS decided_at \
-             FROM processed_commands WHERE outcome = 'rejected') \
-             UNION ALL \
-             (SELECT command_id, true, NULL, aggregate_id, reason, failed_at FROM failed_commands \
-             WHERE command_id NOT IN (SELECT command_id FROM processed_commands)) \
-             ORDER BY decided_at",
-        )
+        let rows: Vec<OutcomeRow> = sqlx::query_as(concat!(
+            "(",
+            rejections!(),
+            ") UNION ALL (",
+            failures!(),
+            " WHERE command_id NOT IN (SELECT command_id FROM processed_commands)) ",
+            "ORDER BY decided_at"
+        ))
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.into_iter().map(outcome_from_row).collect())
+        Ok(rows.into_iter().map(CommandOutcome::from).collect())
     }
 
     /// Every aggregate (type and id) with an event recorded since `since`.

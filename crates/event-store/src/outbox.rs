@@ -11,7 +11,7 @@ use financing_domain::{CommandId, CommandOutcome};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::postgres::{EventRow, event_columns};
+use crate::postgres::{EventRow, actor_from, event_columns};
 use crate::store::{RecordedEvent, StoreError};
 
 /// The advisory lock a relayer holds while it publishes a batch.
@@ -51,26 +51,48 @@ pub enum Published {
     Failure(CommandId),
 }
 
-/// An outcome as stored: command id, failed, aggregate type and id, reason, when decided.
-pub(crate) type OutcomeRow = (
-    Uuid,
-    bool,
-    Option<String>,
-    Option<Uuid>,
-    String,
-    DateTime<Utc>,
-);
+/// An outcome as stored (a rejection in `processed_commands`, a failure in
+/// `failed_commands`), with the columns [`outcome_columns`] selects.
+#[derive(sqlx::FromRow)]
+pub(crate) struct OutcomeRow {
+    command_id: Uuid,
+    failed: bool,
+    aggregate_type: Option<String>,
+    aggregate_id: Option<Uuid>,
+    reason: String,
+    decided_at: DateTime<Utc>,
+    actor_id: Option<Uuid>,
+    actor_role: Option<String>,
+}
 
-pub(crate) fn outcome_from_row(
-    (command_id, failed, aggregate_type, aggregate_id, reason, decided_at): OutcomeRow,
-) -> CommandOutcome {
-    CommandOutcome {
-        command_id: CommandId::from(command_id),
-        failed,
-        aggregate_type,
-        aggregate_id,
-        reason,
-        decided_at,
+/// The two halves of an outcome query, as literals so that queries stay static strings: the
+/// rejections, then the failures, each followed by its own conditions.
+macro_rules! rejections {
+    () => {
+        "SELECT command_id, false AS failed, aggregate_type, aggregate_id, reason, \
+         processed_at AS decided_at, actor_id, actor_role FROM processed_commands \
+         WHERE outcome = 'rejected'"
+    };
+}
+macro_rules! failures {
+    () => {
+        "SELECT command_id, true, NULL, aggregate_id, reason, failed_at, actor_id, actor_role \
+         FROM failed_commands"
+    };
+}
+pub(crate) use {failures, rejections};
+
+impl From<OutcomeRow> for CommandOutcome {
+    fn from(row: OutcomeRow) -> CommandOutcome {
+        CommandOutcome {
+            command_id: CommandId::from(row.command_id),
+            failed: row.failed,
+            aggregate_type: row.aggregate_type,
+            aggregate_id: row.aggregate_id,
+            reason: row.reason,
+            decided_at: row.decided_at,
+            actor: actor_from(row.actor_id, row.actor_role.as_deref()),
+        }
     }
 }
 
@@ -130,23 +152,20 @@ impl Outbox {
         .bind(&left_out.events)
         .fetch_all(&mut *tx)
         .await?;
-        let outcomes: Vec<OutcomeRow> = sqlx::query_as(
-            "(SELECT command_id, false AS failed, aggregate_type, aggregate_id, reason, \
-                 processed_at AS decided_at \
-             FROM processed_commands \
-             WHERE outcome = 'rejected' AND published_at IS NULL AND aggregate_id <> ALL($2)) \
-             UNION ALL \
-             (SELECT command_id, true, NULL, aggregate_id, reason, failed_at \
-             FROM failed_commands \
-             WHERE published_at IS NULL AND COALESCE(aggregate_id, command_id) <> ALL($2)) \
-             ORDER BY decided_at LIMIT $1",
-        )
+        let outcomes: Vec<OutcomeRow> = sqlx::query_as(concat!(
+            "(",
+            rejections!(),
+            " AND published_at IS NULL AND aggregate_id <> ALL($2)) UNION ALL (",
+            failures!(),
+            " WHERE published_at IS NULL AND COALESCE(aggregate_id, command_id) <> ALL($2)) ",
+            "ORDER BY decided_at LIMIT $1"
+        ))
         .bind(i64::from(limit))
         .bind(&left_out.outcomes)
         .fetch_all(&mut *tx)
         .await?;
         let events = rows.into_iter().map(RecordedEvent::from).collect();
-        let outcomes = outcomes.into_iter().map(outcome_from_row).collect();
+        let outcomes = outcomes.into_iter().map(CommandOutcome::from).collect();
         Ok(Some(Claim {
             tx,
             events,

@@ -3,7 +3,7 @@
 //! of commands' effects is the same statement for them all, in one transaction.
 
 use chrono::{DateTime, Utc};
-use financing_domain::CommandId;
+use financing_domain::{Actor, CommandId};
 use serde_json::Value;
 use sqlx::migrate::Migrator;
 use sqlx::{FromRow, PgPool, Row};
@@ -39,14 +39,17 @@ impl PgEventStore {
         command_id: CommandId,
         aggregate_id: Option<Uuid>,
         reason: &str,
+        actor: Option<Actor>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO failed_commands (command_id, aggregate_id, reason) VALUES ($1, $2, $3) \
-             ON CONFLICT (command_id) DO NOTHING",
+            "INSERT INTO failed_commands (command_id, aggregate_id, reason, actor_id, actor_role) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_id) DO NOTHING",
         )
         .bind(command_id.as_uuid())
         .bind(aggregate_id)
         .bind(reason)
+        .bind(actor.map(|actor| actor.party))
+        .bind(actor.map(|actor| actor.role.as_str()))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -57,7 +60,8 @@ impl PgEventStore {
 macro_rules! event_columns {
     () => {
         "global_position, aggregate_type, aggregate_id, version, event_type, schema_version, \
-         payload, event_id, command_id, correlation_id, causation_id, recorded_at"
+         payload, event_id, command_id, correlation_id, causation_id, recorded_at, actor_id, \
+         actor_role"
     };
 }
 pub(crate) use event_columns;
@@ -101,6 +105,14 @@ pub(crate) struct EventRow {
     correlation_id: Uuid,
     causation_id: Uuid,
     recorded_at: DateTime<Utc>,
+    actor_id: Option<Uuid>,
+    actor_role: Option<String>,
+}
+
+/// An actor as its two columns keep it; `None` where either is missing (or the role is not
+/// one this version knows).
+pub(crate) fn actor_from(id: Option<Uuid>, role: Option<&str>) -> Option<Actor> {
+    Some(Actor::new(id?, role?.parse().ok()?))
 }
 
 impl From<EventRow> for RecordedEvent {
@@ -118,6 +130,7 @@ impl From<EventRow> for RecordedEvent {
                 command_id: CommandId::from(row.command_id),
                 correlation_id: row.correlation_id,
                 causation_id: row.causation_id,
+                actor: actor_from(row.actor_id, row.actor_role.as_deref()),
             },
             recorded_at: row.recorded_at,
         }
@@ -349,6 +362,7 @@ async fn write<'c>(
                     append.command_id,
                     append.aggregate_type,
                     append.aggregate_id,
+                    append.actor,
                 );
                 commands.outcomes.push("applied");
                 commands.reasons.push(None);
@@ -366,6 +380,7 @@ async fn write<'c>(
                     rejected.command_id,
                     rejected.aggregate_type,
                     rejected.aggregate_id,
+                    rejected.actor,
                 );
                 commands.outcomes.push("rejected");
                 commands.reasons.push(Some(&rejected.reason));
@@ -383,9 +398,10 @@ async fn write<'c>(
     sqlx::query_scalar::<_, Vec<Uuid>>(
         "WITH processed AS ( \
              INSERT INTO processed_commands (command_id, aggregate_type, aggregate_id, outcome, \
-                 reason) \
+                 reason, actor_id, actor_role) \
              SELECT * FROM UNNEST((SELECT $1::uuid[]), (SELECT $2::text[]), \
-                 (SELECT $3::uuid[]), (SELECT $4::text[]), (SELECT $5::text[])) \
+                 (SELECT $3::uuid[]), (SELECT $4::text[]), (SELECT $5::text[]), \
+                 (SELECT $22::uuid[]), (SELECT $23::text[])) \
              ON CONFLICT (command_id) DO NOTHING \
              RETURNING command_id), \
          positions AS ( \
@@ -397,16 +413,18 @@ async fn write<'c>(
          appended AS ( \
              INSERT INTO events (global_position, aggregate_type, aggregate_id, version, \
                  event_type, schema_version, payload, event_id, command_id, correlation_id, \
-                 causation_id) \
+                 causation_id, actor_id, actor_role) \
              OVERRIDING SYSTEM VALUE \
              SELECT position, kind, id, version, event_type, schema_version, payload, \
-                 event_id, command_id, correlation_id, causation_id \
+                 event_id, command_id, correlation_id, causation_id, actor_id, actor_role \
              FROM UNNEST((SELECT $6::text[]), (SELECT $7::uuid[]), (SELECT $8::bigint[]), \
                  (SELECT $9::text[]), (SELECT $10::int[]), (SELECT $11::jsonb[]), \
                  (SELECT $12::uuid[]), (SELECT $13::uuid[]), (SELECT $14::uuid[]), \
-                 (SELECT $15::uuid[]), (SELECT $21::bigint[])) \
+                 (SELECT $15::uuid[]), (SELECT $21::bigint[]), (SELECT $24::uuid[]), \
+                 (SELECT $25::text[])) \
                  WITH ORDINALITY AS e (kind, id, version, event_type, schema_version, payload, \
-                     event_id, command_id, correlation_id, causation_id, place, n) \
+                     event_id, command_id, correlation_id, causation_id, place, actor_id, \
+                     actor_role, n) \
              JOIN positions USING (place) \
              ORDER BY n), \
          snapshot AS ( \
@@ -455,6 +473,10 @@ async fn write<'c>(
     )
     .bind(all)
     .bind(events.places)
+    .bind(commands.actor_ids)
+    .bind(commands.actor_roles)
+    .bind(events.actor_ids)
+    .bind(events.actor_roles)
     .fetch_one(executor)
     .await
     .map_err(|error| match (error, conflict) {
@@ -472,13 +494,24 @@ struct Commands<'a> {
     aggregates: Vec<Uuid>,
     outcomes: Vec<&'static str>,
     reasons: Vec<Option<&'a str>>,
+    actor_ids: Vec<Option<Uuid>>,
+    actor_roles: Vec<Option<&'static str>>,
 }
 
 impl Commands<'_> {
-    fn push(&mut self, command_id: CommandId, aggregate_type: &'static str, aggregate_id: Uuid) {
+    fn push(
+        &mut self,
+        command_id: CommandId,
+        aggregate_type: &'static str,
+        aggregate_id: Uuid,
+        actor: Option<Actor>,
+    ) {
         self.ids.push(command_id.as_uuid());
         self.types.push(aggregate_type);
         self.aggregates.push(aggregate_id);
+        self.actor_ids.push(actor.map(|actor| actor.party));
+        self.actor_roles
+            .push(actor.map(|actor| actor.role.as_str()));
     }
 }
 
@@ -495,6 +528,8 @@ struct Events<'a> {
     command_ids: Vec<Uuid>,
     correlation_ids: Vec<Uuid>,
     causation_ids: Vec<Uuid>,
+    actor_ids: Vec<Option<Uuid>>,
+    actor_roles: Vec<Option<&'static str>>,
     /// Each event's place in the order the batch gave.
     places: Vec<i64>,
 }
@@ -516,6 +551,10 @@ impl<'a> Events<'a> {
             self.command_ids.push(event.metadata.command_id.as_uuid());
             self.correlation_ids.push(event.metadata.correlation_id);
             self.causation_ids.push(event.metadata.causation_id);
+            let actor = event.metadata.actor;
+            self.actor_ids.push(actor.map(|actor| actor.party));
+            self.actor_roles
+                .push(actor.map(|actor| actor.role.as_str()));
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Typed access to aggregates over any [`EventStore`]: load = latest snapshot + later events,
 //! save = append with the expected version, plus a snapshot every `snapshot_every` events.
 
-use financing_domain::{Aggregate, CommandId, Message, schema};
+use financing_domain::{Actor, Aggregate, CommandId, Message, schema};
 use uuid::Uuid;
 
 use crate::store::{Append, EventMetadata, EventStore, NewEvent, Snapshot, StoreError, Stream};
@@ -12,6 +12,8 @@ pub struct CommandMeta {
     pub command_id: CommandId,
     pub correlation_id: Uuid,
     pub causation_id: Uuid,
+    /// Who asked for it: the client, or the client behind the saga's cause.
+    pub actor: Option<Actor>,
 }
 
 /// An aggregate's state and the version it was read at.
@@ -139,6 +141,7 @@ impl<S: EventStore> Repository<S> {
                     command_id: meta.command_id,
                     correlation_id: meta.correlation_id,
                     causation_id: meta.causation_id,
+                    actor: meta.actor,
                 },
             })
             .collect();
@@ -147,6 +150,7 @@ impl<S: EventStore> Repository<S> {
             aggregate_id: loaded.id.into(),
             expected_version,
             command_id: meta.command_id,
+            actor: meta.actor,
             events,
             snapshot,
         })

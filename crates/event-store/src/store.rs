@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use financing_domain::{CommandId, DecodeError, Event, EventEnvelope, EventMeta};
+use financing_domain::{Actor, CommandId, DecodeError, Event, EventEnvelope, EventMeta};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -14,6 +14,8 @@ pub struct EventMetadata {
     pub command_id: CommandId,
     pub correlation_id: Uuid,
     pub causation_id: Uuid,
+    /// Who asked for it (`None`: the Registering context).
+    pub actor: Option<Actor>,
 }
 
 /// An event about to be appended.
@@ -52,6 +54,7 @@ impl RecordedEvent {
             correlation_id: self.metadata.correlation_id,
             causation_id: self.metadata.causation_id,
             recorded_at: self.recorded_at,
+            actor: self.metadata.actor,
         }
     }
 }
@@ -97,6 +100,8 @@ pub struct Append {
     pub aggregate_id: Uuid,
     pub expected_version: u64,
     pub command_id: CommandId,
+    /// Who asked for the command.
+    pub actor: Option<Actor>,
     pub events: Vec<NewEvent>,
     /// The state after these events, to store as the latest snapshot.
     pub snapshot: Option<Snapshot>,
@@ -109,6 +114,8 @@ pub struct Rejected {
     pub aggregate_type: &'static str,
     pub aggregate_id: Uuid,
     pub reason: String,
+    /// Who asked for the command.
+    pub actor: Option<Actor>,
 }
 
 /// One command's effect, in a batch written at once ([`EventStore::write_all`]).
@@ -131,6 +138,14 @@ impl Decided {
         match self {
             Decided::Applied(_) => "applied",
             Decided::Rejected(_) => "rejected",
+        }
+    }
+
+    /// Who asked for the command.
+    pub fn actor(&self) -> Option<Actor> {
+        match self {
+            Decided::Applied(append) => append.actor,
+            Decided::Rejected(rejected) => rejected.actor,
         }
     }
 

@@ -25,6 +25,7 @@ fn meta() -> CommandMeta {
         command_id: CommandId::new_random(),
         correlation_id: Uuid::new_v4(),
         causation_id: Uuid::new_v4(),
+        actor: None,
     }
 }
 
@@ -35,6 +36,7 @@ fn investor_rejection(command_id: CommandId, aggregate_id: Uuid, reason: &str) -
         aggregate_type: Investor::TYPE,
         aggregate_id,
         reason: reason.into(),
+        actor: None,
     }
 }
 
@@ -231,6 +233,7 @@ async fn a_stream_holding_an_impossible_event_does_not_load<S: EventStore>(store
         aggregate_id: id.into(),
         expected_version: 2,
         command_id: CommandId::new_random(),
+        actor: None,
         events: vec![NewEvent {
             event_type: forged.type_name().into(),
             schema_version: 1,
@@ -240,6 +243,7 @@ async fn a_stream_holding_an_impossible_event_does_not_load<S: EventStore>(store
                 command_id: CommandId::new_random(),
                 correlation_id: Uuid::new_v4(),
                 causation_id: Uuid::new_v4(),
+                actor: None,
             },
         }],
         snapshot: None,
@@ -359,6 +363,7 @@ async fn a_batch_is_written_in_order_and_loads_back_with_each_stream<S: EventSto
             aggregate_type: Investor::TYPE,
             aggregate_id: bob.as_uuid(),
             reason: "insufficient balance".into(),
+            actor: None,
         }),
         advanced(&repo, &mut bob_now, bid(5)),
         advanced(&repo, &mut ada_now, bid(20)),
@@ -664,7 +669,7 @@ async fn the_outbox_hands_out_rejections_and_failures_until_they_are_marked(pool
         .await
         .unwrap();
     store
-        .record_failure(failed, None, "cannot decode BidOnInvoice")
+        .record_failure(failed, None, "cannot decode BidOnInvoice", None)
         .await
         .unwrap();
     register(&Repository::new(store, 100), 1).await; // applied commands never wait here
@@ -733,7 +738,7 @@ async fn the_outbox_tells_whether_an_event_or_an_outcome_waits_to_be_published(p
 
     let failed = CommandId::new_random();
     store
-        .record_failure(failed, None, "undecodable")
+        .record_failure(failed, None, "undecodable", None)
         .await
         .unwrap();
     assert!(outbox.has_unpublished().await.unwrap(), "a failure");
@@ -802,14 +807,14 @@ async fn the_outbox_leaves_out_the_events_and_outcomes_held_back(pool: PgPool) {
         let rejection = investor_rejection(rejected, aggregate.into(), "no");
         store.record_rejection(rejection).await.unwrap();
         store
-            .record_failure(failed, Some(aggregate.into()), "cannot decode")
+            .record_failure(failed, Some(aggregate.into()), "cannot decode", None)
             .await
             .unwrap();
         outcomes.insert(aggregate.as_uuid(), [rejected, failed]);
     }
     let anonymous = CommandId::new_random();
     store
-        .record_failure(anonymous, None, "cannot decode")
+        .record_failure(anonymous, None, "cannot decode", None)
         .await
         .unwrap();
     let outbox = Outbox::new(pool);
@@ -848,7 +853,7 @@ async fn a_rejection_or_a_failure_wakes_the_relayer_channel(pool: PgPool) {
     let woken = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
     assert!(matches!(woken, Ok(Ok(_))), "{woken:?}");
     store
-        .record_failure(CommandId::new_random(), None, "cannot decode")
+        .record_failure(CommandId::new_random(), None, "cannot decode", None)
         .await
         .unwrap();
     let woken = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
@@ -910,7 +915,7 @@ async fn marking_a_command_s_failure_leaves_its_later_rejection_to_publish(pool:
     let store = PgEventStore::new(pool.clone());
     let command = CommandId::new_random();
     store
-        .record_failure(command, None, "cannot read the investor")
+        .record_failure(command, None, "cannot read the investor", None)
         .await
         .unwrap();
     // Sent again once the cause was fixed, it was decided: rejected.

@@ -1,12 +1,15 @@
-//! The command listener: serves gRPC `Commands` (with reflection and health), checks each
-//! request's form only, queues it on `financing.commands` keyed by the aggregate it changes, and
-//! answers once the broker has acknowledged it (UNAVAILABLE otherwise, never a false OK).
+//! The command listener: serves gRPC `Commands` (with reflection and health), authenticates
+//! each request (a bearer token), checks its form and that the party acts for itself, queues it
+//! on `financing.commands` keyed by the aggregate it changes, with who asked, and answers once
+//! the broker has acknowledged it (UNAVAILABLE otherwise, never a false OK).
 
 mod service;
 
 use std::net::SocketAddr;
 
 use financing_api::v1::commands_server::CommandsServer;
+use financing_api::{Guard, GuardError, TlsFiles};
+use financing_auth::AuthConfig;
 use financing_messaging::{KafkaConfig, Publisher};
 use financing_runtime::config::{ConfigError, var};
 use tokio::net::TcpListener;
@@ -22,6 +25,9 @@ pub struct ListenerConfig {
     /// `LISTENER_ADDR`, default `127.0.0.1:8080`.
     pub addr: SocketAddr,
     pub kafka: KafkaConfig,
+    pub auth: AuthConfig,
+    /// `LISTENER_TLS_CERT` and `LISTENER_TLS_KEY`; plaintext without.
+    pub tls: Option<TlsFiles>,
 }
 
 impl ListenerConfig {
@@ -29,6 +35,8 @@ impl ListenerConfig {
         Ok(ListenerConfig {
             addr: var("LISTENER_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             kafka: KafkaConfig::from_env()?,
+            auth: AuthConfig::from_env()?,
+            tls: TlsFiles::from_env("LISTENER")?,
         })
     }
 }
@@ -42,6 +50,8 @@ pub enum StartError {
     },
     #[error("cannot create the Kafka producer")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot guard the service")]
+    Guard(#[from] GuardError),
 }
 
 /// A bound, not yet running listener.
@@ -50,6 +60,7 @@ pub struct Listener {
     addr: SocketAddr,
     config: ListenerConfig,
     publisher: Publisher,
+    guard: Guard,
     shutdown: CancellationToken,
 }
 
@@ -69,11 +80,13 @@ impl Listener {
             source,
         })?;
         let publisher = Publisher::new(&config.kafka)?;
+        let guard = Guard::new("the listener", addr, &config.auth, config.tls.as_ref())?;
         Ok(Listener {
             incoming,
             addr,
             config,
             publisher,
+            guard,
             shutdown,
         })
     }
@@ -91,8 +104,11 @@ impl Listener {
             .await;
         let topics = self.ensure_topics_then_serve(health);
         let commands = CommandService::new(self.publisher, self.config.kafka.topics().commands);
-        let served = financing_api::server(health_service)
-            .add_service(CommandsServer::new(commands))
+        let served = financing_api::server(health_service, self.guard.tls)?
+            .add_service(CommandsServer::with_interceptor(
+                commands,
+                self.guard.authenticate,
+            ))
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.incoming),
                 self.shutdown.cancelled_owned(),

@@ -6,7 +6,10 @@ use financing_api::v1::{
     SellInvoiceCommand, commands_server::Commands,
 };
 use financing_api::{ApiError, required_amount, required_id, to_proto_id};
-use financing_domain::{ClientCommand, CommandId, InvoiceId, Message as _};
+use financing_auth::actor_of;
+use financing_domain::{
+    Actor, ClientCommand, CommandId, InvestorId, InvoiceId, IssuerId, Message as _, Role,
+};
 use financing_messaging::{
     CommandMessage, Publisher, TRACEPARENT, WireForm, correlation_of_traceparent,
 };
@@ -32,33 +35,28 @@ impl CommandService {
         CommandService { publisher, topic }
     }
 
-    /// Queues the command and waits for the broker's acknowledgement.
+    /// Queues the command, asked for by `actor`, and waits for the broker's acknowledgement.
     async fn enqueue<T, R>(
         &self,
         request: &Request<R>,
+        actor: Actor,
         command_id: CommandId,
         command: ClientCommand,
         reply: T,
     ) -> Result<Response<T>, Status> {
         let correlation_id = correlation_id(request, command_id);
         let span = tracing::info_span!("command", %command_id, %correlation_id);
-        self.publish(command_id, correlation_id, command, reply)
-            .instrument(span)
-            .await
-    }
-
-    async fn publish<T>(
-        &self,
-        command_id: CommandId,
-        correlation_id: Uuid,
-        command: ClientCommand,
-        reply: T,
-    ) -> Result<Response<T>, Status> {
         let message = CommandMessage {
             command_id,
             correlation_id,
             command,
+            actor: Some(actor),
         };
+        self.publish(message, reply).instrument(span).await
+    }
+
+    async fn publish<T>(&self, message: CommandMessage, reply: T) -> Result<Response<T>, Status> {
+        let command_id = message.command_id;
         let kind = message.command.type_name();
         if let Err(error) = self.publisher.publish(&self.topic, &message.record()).await {
             tracing::warn!(%command_id, kind, error = %Chain(&error), "command not queued");
@@ -91,9 +89,40 @@ fn correlation_id<T>(request: &Request<T>, command_id: CommandId) -> Uuid {
         .unwrap_or(command_id.as_uuid())
 }
 
-/// The command's id: derived from the client's idempotency key and the request's content when
-/// there is a key.
-fn command_id<T: prost::Message>(request: &Request<T>, kind: &str) -> Result<CommandId, ApiError> {
+/// Approving and reversing are for an issuer (the domain checks it is the invoice's) or an
+/// operator.
+fn issuer_or_operator(actor: Actor) -> Result<(), ApiError> {
+    match actor.role {
+        Role::Issuer | Role::Operator => Ok(()),
+        Role::Investor => Err(ApiError::PermissionDenied(format!(
+            "only the invoice's issuer or an operator may do that, and you are {actor}"
+        ))),
+    }
+}
+
+/// Refused unless `actor` is `party` acting as `role`: a party acts for itself only.
+fn acting_for(
+    actor: Actor,
+    role: Role,
+    party: impl Into<Uuid>,
+    field: &str,
+) -> Result<(), ApiError> {
+    let party = party.into();
+    if actor.is(role, party) {
+        return Ok(());
+    }
+    Err(ApiError::PermissionDenied(format!(
+        "{field} {party} is not you: only {role} {party} may do that, and you are {actor}"
+    )))
+}
+
+/// The command's id: derived from who asks, the client's idempotency key and the request's
+/// content when there is a key (two parties choosing the same key are two commands).
+fn command_id<T: prost::Message>(
+    request: &Request<T>,
+    actor: Actor,
+    kind: &str,
+) -> Result<CommandId, ApiError> {
     let Some(key) = request.metadata().get(IDEMPOTENCY_KEY) else {
         return Ok(CommandId::new_random());
     };
@@ -108,7 +137,8 @@ fn command_id<T: prost::Message>(request: &Request<T>, kind: &str) -> Result<Com
             )
         })?;
     let body = request.get_ref().encode_to_vec();
-    Ok(CommandId::for_idempotency_key(kind, key, &body))
+    let scope = format!("{kind}/{}/{}", actor.role, actor.party);
+    Ok(CommandId::for_idempotency_key(&scope, key, &body))
 }
 
 #[tonic::async_trait]
@@ -117,51 +147,66 @@ impl Commands for CommandService {
         &self,
         request: Request<SellInvoiceCommand>,
     ) -> Result<Response<v1::Uuid>, Status> {
-        let command_id = command_id(&request, "SellInvoice")?;
+        let actor = actor_of(&request)?;
+        let command_id = command_id(&request, actor, "SellInvoice")?;
         let body = request.get_ref();
-        let issuer_id = required_id("issuer_id", body.issuer_id.as_ref())?;
+        let issuer_id: IssuerId = required_id("issuer_id", body.issuer_id.as_ref())?;
         let asking_price = required_amount("asking_price", body.asking_price.as_ref())?;
+        acting_for(actor, Role::Issuer, issuer_id, "issuer_id")?;
         let invoice_id = InvoiceId::for_sale(command_id);
         let command = ClientCommand::SellInvoice {
             invoice_id,
             issuer_id,
             asking_price,
         };
-        self.enqueue(&request, command_id, command, to_proto_id(invoice_id))
-            .await
+        self.enqueue(
+            &request,
+            actor,
+            command_id,
+            command,
+            to_proto_id(invoice_id),
+        )
+        .await
     }
 
     async fn bid_on_invoice(
         &self,
         request: Request<BidOnInvoiceCommand>,
     ) -> Result<Response<()>, Status> {
-        let command_id = command_id(&request, "BidOnInvoice")?;
+        let actor = actor_of(&request)?;
+        let command_id = command_id(&request, actor, "BidOnInvoice")?;
         let body = request.get_ref();
+        let investor_id: InvestorId = required_id("investor_id", body.investor_id.as_ref())?;
         let command = ClientCommand::BidOnInvoice {
-            investor_id: required_id("investor_id", body.investor_id.as_ref())?,
+            investor_id,
             invoice_id: required_id("invoice_id", body.invoice_id.as_ref())?,
             bid: required_amount("bid", body.bid.as_ref())?,
         };
-        self.enqueue(&request, command_id, command, ()).await
+        acting_for(actor, Role::Investor, investor_id, "investor_id")?;
+        self.enqueue(&request, actor, command_id, command, ()).await
     }
 
     async fn approve_financing(
         &self,
         request: Request<ApproveFinancingCommand>,
     ) -> Result<Response<()>, Status> {
-        let command_id = command_id(&request, "ApproveFinancing")?;
+        let actor = actor_of(&request)?;
+        let command_id = command_id(&request, actor, "ApproveFinancing")?;
         let invoice_id = required_id("invoice_id", request.get_ref().invoice_id.as_ref())?;
+        issuer_or_operator(actor)?;
         let command = ClientCommand::ApproveFinancing { invoice_id };
-        self.enqueue(&request, command_id, command, ()).await
+        self.enqueue(&request, actor, command_id, command, ()).await
     }
 
     async fn reverse_financing(
         &self,
         request: Request<ReverseFinancingCommand>,
     ) -> Result<Response<()>, Status> {
-        let command_id = command_id(&request, "ReverseFinancing")?;
+        let actor = actor_of(&request)?;
+        let command_id = command_id(&request, actor, "ReverseFinancing")?;
         let invoice_id = required_id("invoice_id", request.get_ref().invoice_id.as_ref())?;
+        issuer_or_operator(actor)?;
         let command = ClientCommand::ReverseFinancing { invoice_id };
-        self.enqueue(&request, command_id, command, ()).await
+        self.enqueue(&request, actor, command_id, command, ()).await
     }
 }

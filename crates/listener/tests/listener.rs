@@ -5,13 +5,17 @@ use std::time::Duration;
 
 use financing_api::v1::commands_client::CommandsClient;
 use financing_api::v1::{self, BidOnInvoiceCommand, SellInvoiceCommand};
+use financing_auth::{Actor, Bearer, Role};
 use financing_domain::{ClientCommand, CommandId, InvoiceId, IssuerId, Money};
 use financing_listener::{Listener, ListenerConfig};
 use financing_messaging::{CommandMessage, GroupConsumer, KafkaConfig, WireForm};
-use financing_testkit::{PATIENCE, own_topics, wait_until};
+use financing_testkit::{
+    PATIENCE, auth_config, bad_tokens, bearer_for, operator, own_topics, wait_until,
+};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -33,6 +37,8 @@ async fn start(kafka: KafkaConfig) -> Running {
     let config = ListenerConfig {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         kafka: kafka.clone(),
+        auth: auth_config(),
+        tls: None,
     };
     let listener = Listener::build(config, shutdown.clone()).await.unwrap();
     let addr = listener.local_addr();
@@ -53,8 +59,12 @@ impl Running {
             .unwrap()
     }
 
-    async fn commands(&self) -> CommandsClient<Channel> {
-        CommandsClient::new(self.channel().await)
+    /// The service, for `actor`: every request carries its token.
+    async fn commands_as(
+        &self,
+        actor: Actor,
+    ) -> CommandsClient<InterceptedService<Channel, Bearer>> {
+        CommandsClient::with_interceptor(self.channel().await, bearer_for(actor))
     }
 
     /// Waits until health says SERVING: the topics exist.
@@ -120,9 +130,10 @@ async fn a_sale_is_queued_keyed_by_the_new_invoice_and_answered_with_its_id() {
     let listener = start(own_topics()).await;
     listener.ready().await;
     let issuer_id = IssuerId::new_random();
+    let issuer = Actor::new(issuer_id, Role::Issuer);
 
     let response = listener
-        .commands()
+        .commands_as(issuer)
         .await
         .sell_invoice(SellInvoiceCommand {
             issuer_id: id(issuer_id),
@@ -146,6 +157,7 @@ async fn a_sale_is_queued_keyed_by_the_new_invoice_and_answered_with_its_id() {
                 issuer_id,
                 asking_price: Money::from_cents(1050),
             },
+            actor: Some(issuer),
         }
     );
 }
@@ -155,8 +167,9 @@ async fn a_client_s_traceparent_names_the_chain_its_command_starts() {
     let listener = start(own_topics()).await;
     listener.ready().await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let investor = Actor::new(Uuid::new_v4(), Role::Investor);
     let mut request = tonic::Request::new(BidOnInvoiceCommand {
-        investor_id: id(Uuid::new_v4()),
+        investor_id: id(investor.party),
         invoice_id: id(Uuid::new_v4()),
         bid: money(5.0),
     });
@@ -165,7 +178,7 @@ async fn a_client_s_traceparent_names_the_chain_its_command_starts() {
         .metadata_mut()
         .insert("traceparent", traceparent.parse().unwrap());
     let response = listener
-        .commands()
+        .commands_as(investor)
         .await
         .bid_on_invoice(request)
         .await
@@ -181,9 +194,10 @@ async fn a_client_s_traceparent_names_the_chain_its_command_starts() {
 async fn malformed_requests_are_refused_naming_the_field_and_nothing_is_queued() {
     let listener = start(own_topics()).await;
     listener.ready().await;
-    let mut client = listener.commands().await;
+    let investor = Actor::new(Uuid::new_v4(), Role::Investor);
+    let mut client = listener.commands_as(investor).await;
     let valid = || BidOnInvoiceCommand {
-        investor_id: id(Uuid::new_v4()),
+        investor_id: id(investor.party),
         invoice_id: id(Uuid::new_v4()),
         bid: money(20.0),
     };
@@ -283,8 +297,10 @@ async fn malformed_requests_are_refused_naming_the_field_and_nothing_is_queued()
 async fn a_retried_sale_with_the_same_idempotency_key_is_the_same_command_and_invoice() {
     let listener = start(own_topics()).await;
     listener.ready().await;
-    let mut client = listener.commands().await;
     let issuer_id = Uuid::new_v4();
+    let mut client = listener
+        .commands_as(Actor::new(issuer_id, Role::Issuer))
+        .await;
     let sell = |key: &str, amount: f64| {
         let mut request = Request::new(SellInvoiceCommand {
             issuer_id: id(issuer_id),
@@ -318,7 +334,7 @@ async fn without_a_broker_a_command_gets_unavailable_not_ok() {
     })
     .await;
     let status = listener
-        .commands()
+        .commands_as(operator())
         .await
         .approve_financing(v1::ApproveFinancingCommand {
             invoice_id: id(Uuid::new_v4()),
@@ -352,4 +368,209 @@ async fn reflection_lists_the_commands_and_health_services() {
             "{expected} in {names:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_request_without_a_valid_token_is_unauthenticated_and_nothing_is_queued() {
+    let listener = start(own_topics()).await;
+    listener.ready().await;
+    let investor = Actor::new(Uuid::new_v4(), Role::Investor);
+    let bid = || BidOnInvoiceCommand {
+        investor_id: id(investor.party),
+        invoice_id: id(Uuid::new_v4()),
+        bid: money(5.0),
+    };
+    let mut anonymous = CommandsClient::new(listener.channel().await);
+    let mut refusals = vec![("no token".to_owned(), anonymous.bid_on_invoice(bid()).await)];
+    for (what, token) in bad_tokens(investor) {
+        let mut client = CommandsClient::new(listener.channel().await);
+        let request = Bearer::new(&token).request(bid());
+        refusals.push((what.to_owned(), client.bid_on_invoice(request).await));
+        if !token.is_empty() {
+            let status = refusals.last().unwrap().1.as_ref().unwrap_err();
+            assert!(
+                !status.message().contains(&token),
+                "{what}: the token is echoed"
+            );
+        }
+    }
+    for (what, answer) in refusals {
+        let status = answer.expect_err(&what);
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+    }
+
+    // The first command queued is the first one with a valid token.
+    listener
+        .commands_as(investor)
+        .await
+        .bid_on_invoice(bid())
+        .await
+        .unwrap();
+    let (_, first) = next_command(&listener.consumer()).await;
+    assert_eq!(first.actor, Some(investor));
+}
+
+#[tokio::test]
+async fn a_party_acting_for_another_is_denied_and_nothing_is_queued() {
+    let listener = start(own_topics()).await;
+    listener.ready().await;
+    let (issuer_id, investor_id) = (IssuerId::new_random(), Uuid::new_v4());
+    let issuer = Actor::new(issuer_id, Role::Issuer);
+    let investor = Actor::new(investor_id, Role::Investor);
+    let sale = || SellInvoiceCommand {
+        issuer_id: id(issuer_id),
+        asking_price: money(10.0),
+    };
+    let bid = || BidOnInvoiceCommand {
+        investor_id: id(investor_id),
+        invoice_id: id(Uuid::new_v4()),
+        bid: money(5.0),
+    };
+    let approval = || v1::ApproveFinancingCommand {
+        invoice_id: id(Uuid::new_v4()),
+    };
+    let other_issuer = Actor::new(Uuid::new_v4(), Role::Issuer);
+    let other_investor = Actor::new(Uuid::new_v4(), Role::Investor);
+    // The issuer's own id, but as an investor; and the other way round.
+    let issuer_as_investor = Actor::new(issuer_id, Role::Investor);
+    let investor_as_issuer = Actor::new(investor_id, Role::Issuer);
+    let mut denied = Vec::new();
+    for actor in [other_issuer, issuer_as_investor, operator()] {
+        let answer = listener.commands_as(actor).await.sell_invoice(sale()).await;
+        denied.push((format!("{actor} sells for {issuer}"), answer.map(|_| ())));
+    }
+    for actor in [other_investor, investor_as_issuer, operator()] {
+        let answer = listener
+            .commands_as(actor)
+            .await
+            .bid_on_invoice(bid())
+            .await;
+        denied.push((format!("{actor} bids for {investor}"), answer.map(|_| ())));
+    }
+    let answer = listener
+        .commands_as(investor)
+        .await
+        .approve_financing(approval())
+        .await;
+    denied.push(("an investor approves".into(), answer.map(|_| ())));
+    let answer = listener
+        .commands_as(investor)
+        .await
+        .reverse_financing(v1::ReverseFinancingCommand {
+            invoice_id: id(Uuid::new_v4()),
+        })
+        .await;
+    denied.push(("an investor reverses".into(), answer.map(|_| ())));
+    for (what, answer) in denied {
+        let status = answer.expect_err(&what);
+        assert_eq!(status.code(), Code::PermissionDenied, "{what}: {status:?}");
+    }
+
+    // Each for itself is allowed, and the first command queued.
+    listener
+        .commands_as(issuer)
+        .await
+        .sell_invoice(sale())
+        .await
+        .unwrap();
+    listener
+        .commands_as(investor)
+        .await
+        .bid_on_invoice(bid())
+        .await
+        .unwrap();
+    listener
+        .commands_as(issuer)
+        .await
+        .approve_financing(approval())
+        .await
+        .unwrap();
+    listener
+        .commands_as(operator())
+        .await
+        .approve_financing(approval())
+        .await
+        .unwrap();
+    let consumer = listener.consumer();
+    let mut asked_by = Vec::new();
+    for _ in 0..4 {
+        asked_by.push(
+            next_command(&consumer)
+                .await
+                .1
+                .actor
+                .map(|actor| actor.role),
+        );
+    }
+    asked_by.sort_by_key(|role| role.map(Role::as_str));
+    assert_eq!(
+        asked_by,
+        [
+            Some(Role::Investor),
+            Some(Role::Issuer),
+            Some(Role::Issuer),
+            Some(Role::Operator)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_listener_given_a_certificate_serves_tls_and_only_tls() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("financing-tls-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let shutdown = CancellationToken::new();
+    let config = ListenerConfig {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        kafka: own_topics(),
+        auth: auth_config(),
+        tls: Some(financing_api::TlsFiles { cert, key }),
+    };
+    let listener = Listener::build(config, shutdown.clone()).await.unwrap();
+    let port = listener.local_addr().port();
+    tokio::spawn(listener.run_until_stopped());
+    let _stop = shutdown.drop_guard();
+
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            certified.cert.pem(),
+        ))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("a TLS client that trusts the certificate connects");
+    let issuer = Actor::new(Uuid::new_v4(), Role::Issuer);
+    let client = CommandsClient::with_interceptor(channel, bearer_for(issuer));
+    let answered = wait_until("the listener answers over TLS", || {
+        let mut client = client.clone();
+        async move {
+            let request = SellInvoiceCommand {
+                issuer_id: id(issuer.party),
+                asking_price: money(1.0),
+            };
+            client.sell_invoice(request).await.ok()
+        }
+    })
+    .await;
+    assert!(!answered.get_ref().value.is_empty());
+
+    let plaintext = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await;
+    let refused = match plaintext {
+        Err(_) => true,
+        Ok(channel) => HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a plaintext client gets no answer");
 }

@@ -12,7 +12,7 @@ use clap::Args;
 use financing_command_handler::{Executor, Job, Origin};
 use financing_domain::saga::Issued;
 use financing_domain::{
-    ClientCommand, Command, CommandId, InvoiceId, IssuerCommand, IssuerId, Money,
+    Actor, ClientCommand, Command, CommandId, InvoiceId, IssuerCommand, IssuerId, Money, Role,
 };
 use financing_event_store::{MIGRATOR, Outcome, PgEventStore, Repository};
 use financing_messaging::CommandMessage;
@@ -73,6 +73,7 @@ pub async fn run(args: &InProcessArgs) -> anyhow::Result<()> {
     let origin = Origin {
         correlation_id: chain,
         causation_id: chain,
+        actor: None,
     };
     executor.execute(&register, origin).await?;
 
@@ -139,6 +140,7 @@ async fn sell_until(
                 issuer_id,
                 asking_price: Money::units(100),
             },
+            actor: Some(Actor::new(issuer_id, Role::Issuer)),
         }
     };
     let mut latencies = Vec::new();

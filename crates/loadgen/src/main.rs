@@ -5,6 +5,7 @@
 mod in_process;
 mod listings;
 mod open_loop;
+mod parties;
 mod sagas;
 mod soak;
 mod stats;
@@ -14,7 +15,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use financing_api::v1::commands_client::CommandsClient;
-use financing_api::v1::queries_client::QueriesClient;
 use financing_api::v1::{
     BidOnInvoiceCommand, GetInvestorRequest, GetInvoiceRequest, GetIssuerRequest,
     SellInvoiceCommand,
@@ -85,6 +85,9 @@ enum Scenario {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let kafka = KafkaConfig::from_env()?;
+    if !matches!(cli.scenario, Scenario::InProcess(_)) {
+        parties::init()?;
+    }
     match cli.scenario {
         Scenario::CommandToEvent => command_to_event(&cli, &kafka).await,
         Scenario::BidToReadModel => bid_to_read_model(&cli, &kafka).await,
@@ -111,13 +114,14 @@ async fn command_to_event(cli: &Cli, kafka: &KafkaConfig) -> anyhow::Result<()> 
     let (mut accepted, mut published) = (Samples::default(), Samples::default());
     for _ in 0..cli.samples {
         let started = Instant::now();
+        let sale = SellInvoiceCommand {
+            issuer_id: Some(to_proto_id(issuer_id)),
+            asking_price: Some(v1::Money {
+                amount: Money::units(10).to_f64(),
+            }),
+        };
         let reply = commands
-            .sell_invoice(SellInvoiceCommand {
-                issuer_id: Some(to_proto_id(issuer_id)),
-                asking_price: Some(v1::Money {
-                    amount: Money::units(10).to_f64(),
-                }),
-            })
+            .sell_invoice(parties::as_issuer(issuer_id, sale))
             .await?;
         accepted.push(started.elapsed());
         let invoice_id: InvoiceId = reply.into_inner().value.parse()?;
@@ -144,7 +148,7 @@ async fn bid_to_read_model(cli: &Cli, kafka: &KafkaConfig) -> anyhow::Result<()>
         .context("cannot register an issuer and an investor")?;
     let (issuer_id, investor_id) = (registered.issuers[0].1, registered.investors[0].1);
     let mut commands = CommandsClient::new(channel(&cli.listener).await?);
-    let queries = QueriesClient::new(channel(&cli.queries).await?);
+    let queries = listings::client(&cli.queries).await?;
     let reserved = || {
         let mut queries = queries.clone();
         let investor = GetInvestorRequest {
@@ -172,6 +176,7 @@ async fn bid_to_read_model(cli: &Cli, kafka: &KafkaConfig) -> anyhow::Result<()>
             issuer_id: Some(to_proto_id(issuer_id)),
             asking_price: one,
         };
+        let sale = parties::as_issuer(issuer_id, sale);
         invoices.push(commands.sell_invoice(sale).await?.into_inner());
     }
     let last = invoices.last().cloned();
@@ -191,7 +196,9 @@ async fn bid_to_read_model(cli: &Cli, kafka: &KafkaConfig) -> anyhow::Result<()>
             invoice_id: Some(invoice_id),
             bid: one,
         };
-        commands.bid_on_invoice(bid).await?;
+        commands
+            .bid_on_invoice(parties::as_investor(investor_id, bid))
+            .await?;
         accepted.push(started.elapsed());
         let expected = Some(Money::units(n as u64 + 1).to_f64());
         poll(reserved, |shown| *shown == expected).await?;
@@ -230,7 +237,7 @@ async fn throughput(cli: &Cli, kafka: &KafkaConfig, clients: usize) -> anyhow::R
                     asking_price: Some(v1::Money { amount: 1.0 }),
                 };
                 let invoice: InvoiceId = commands
-                    .sell_invoice(sale)
+                    .sell_invoice(parties::as_issuer(issuer_id, sale))
                     .await?
                     .into_inner()
                     .value
@@ -271,7 +278,7 @@ const SETTLE: Duration = Duration::from_secs(120);
 /// see which are still missing. The lookups cost the query service little while the pipeline
 /// drains; the listing, done once the last sent shows, finds the rest shown with it.
 async fn all_shown(
-    queries: &QueriesClient<Channel>,
+    queries: &listings::Queries,
     mut missing: Vec<InvoiceId>,
 ) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + SETTLE;
@@ -297,7 +304,7 @@ async fn all_shown(
 
 /// Waits until the query service knows the issuer (30 s at most).
 pub(crate) async fn issuer_shown(
-    queries: &QueriesClient<Channel>,
+    queries: &listings::Queries,
     issuer_id: IssuerId,
 ) -> anyhow::Result<()> {
     let known = || {

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use financing_api::to_proto_id;
 use financing_api::v1::commands_client::CommandsClient;
-use financing_api::v1::queries_client::QueriesClient;
 use financing_api::v1::{
     self, BidOnInvoiceCommand, GetInvestorRequest, GetInvoiceRequest, SellInvoiceCommand,
 };
@@ -20,6 +19,7 @@ use financing_messaging::KafkaConfig;
 use futures::{StreamExt, TryStreamExt};
 use tonic::transport::Channel;
 
+use crate::listings::Queries;
 use crate::open_loop;
 use crate::stats::{Samples, next_look};
 
@@ -151,7 +151,7 @@ pub async fn run(
 async fn set_up(
     kafka: &KafkaConfig,
     commands: &CommandsClient<Channel>,
-    queries: &QueriesClient<Channel>,
+    queries: &Queries,
     count: usize,
 ) -> anyhow::Result<Vec<Saga>> {
     let registered = financing_populate::register(kafka, 1, count, Money::units(FUNDS))
@@ -171,6 +171,7 @@ async fn set_up(
                         amount: Money::units(ASKING).to_f64(),
                     }),
                 };
+                let sale = crate::parties::as_issuer(issuer_id, sale);
                 let reply = commands.sell_invoice(sale).await?.into_inner();
                 anyhow::Ok(reply.value.parse::<InvoiceId>()?)
             }
@@ -206,7 +207,7 @@ async fn set_up(
 
 struct Run {
     commands: CommandsClient<Channel>,
-    queries: QueriesClient<Channel>,
+    queries: Queries,
     acked: Mutex<Samples>,
     visible: Mutex<Samples>,
     timeline: Mutex<BTreeMap<u64, Samples>>,
@@ -224,7 +225,7 @@ impl Run {
         let sent = Instant::now();
         self.commands
             .clone()
-            .bid_on_invoice(bid)
+            .bid_on_invoice(crate::parties::as_investor(saga.investor_id, bid))
             .await
             .context("a bid was refused")?;
         let accepted = Instant::now();
@@ -308,7 +309,7 @@ impl State {
 
 /// Every investor's state and every invoice's status on the query service, by id.
 async fn shown(
-    queries: &QueriesClient<Channel>,
+    queries: &Queries,
 ) -> anyhow::Result<(HashMap<String, State>, HashMap<String, v1::InvoiceStatus>)> {
     let id = |id: Option<v1::Uuid>| id.map(|id| id.value).unwrap_or_default();
     let investors = crate::listings::all_investors(queries).await?;
@@ -328,7 +329,7 @@ async fn shown(
 /// When every saga showed whole on the query service (looked at every 250 ms), or `None` if
 /// some had not by the deadline.
 async fn settle(
-    queries: &QueriesClient<Channel>,
+    queries: &Queries,
     sagas: &[Saga],
     deadline: Instant,
 ) -> anyhow::Result<Option<Instant>> {

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use financing_api::to_proto_id;
 use financing_api::v1::commands_client::CommandsClient;
-use financing_api::v1::queries_client::QueriesClient;
 use financing_api::v1::{
     self, ApproveFinancingCommand, BidOnInvoiceCommand, GetCommandStatusRequest,
     ReverseFinancingCommand, SellInvoiceCommand,
@@ -25,8 +24,9 @@ use rand::seq::IndexedRandom;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
-use crate::listings::{all_investors, all_invoices};
+use crate::listings::{Queries, all_investors, all_invoices};
 use crate::open_loop;
+use crate::parties::{as_investor, as_issuer};
 use crate::stats::{Samples, next_look};
 
 #[derive(clap::Args)]
@@ -202,7 +202,7 @@ pub async fn run(
 
 struct Soak {
     commands: CommandsClient<Channel>,
-    queries: QueriesClient<Channel>,
+    queries: Queries,
     /// When the soak began: the timeline counts from it.
     started: Instant,
     issuers: Vec<IssuerId>,
@@ -216,8 +216,8 @@ struct Soak {
 /// command.
 #[derive(Default)]
 struct Book {
-    sold: VecDeque<(InvoiceId, Money)>,
-    bid_on: VecDeque<InvoiceId>,
+    sold: VecDeque<(InvoiceId, Money, IssuerId)>,
+    bid_on: VecDeque<(InvoiceId, IssuerId)>,
     acked: Vec<(CommandId, &'static str)>,
 }
 
@@ -294,8 +294,9 @@ enum Planned {
         invoice_id: InvoiceId,
         amount: Money,
     },
-    Approve(InvoiceId),
-    Reverse(InvoiceId),
+    /// By the invoice's issuer.
+    Approve(InvoiceId, IssuerId),
+    Reverse(InvoiceId, IssuerId),
 }
 
 impl Planned {
@@ -303,8 +304,8 @@ impl Planned {
         match self {
             Planned::Sell { .. } => "SellInvoice",
             Planned::Bid { .. } => "BidOnInvoice",
-            Planned::Approve(_) => "ApproveFinancing",
-            Planned::Reverse(_) => "ReverseFinancing",
+            Planned::Approve(..) => "ApproveFinancing",
+            Planned::Reverse(..) => "ReverseFinancing",
         }
     }
 }
@@ -362,7 +363,7 @@ impl Soak {
         match roll {
             0..35 => sell(),
             35..70 => match book.sold.get(rng.random_range(0..book.sold.len().max(1))) {
-                Some(&(invoice_id, asking)) => {
+                Some(&(invoice_id, asking, _)) => {
                     let amount = if rng.random_bool(0.8) {
                         asking.cents() + rng.random_range(0..=asking.cents() / 5)
                     } else {
@@ -380,8 +381,10 @@ impl Soak {
                 .bid_on
                 .get(rng.random_range(0..book.bid_on.len().max(1)))
             {
-                Some(&invoice_id) if roll < 85 => Planned::Approve(invoice_id),
-                Some(&invoice_id) => Planned::Reverse(invoice_id),
+                Some(&(invoice_id, issuer_id)) if roll < 85 => {
+                    Planned::Approve(invoice_id, issuer_id)
+                }
+                Some(&(invoice_id, issuer_id)) => Planned::Reverse(invoice_id, issuer_id),
                 None => sell(),
             },
         }
@@ -391,14 +394,21 @@ impl Soak {
         let mut book = self.book.lock().expect("the book");
         book.acked.push((*command_id, planned.kind()));
         match (planned, invoice_id) {
-            (Planned::Sell { asking, .. }, Some(invoice_id)) => {
-                book.sold.push_back((*invoice_id, *asking));
+            (Planned::Sell { asking, issuer_id }, Some(invoice_id)) => {
+                book.sold.push_back((*invoice_id, *asking, *issuer_id));
                 if book.sold.len() > RECENT {
                     book.sold.pop_front();
                 }
             }
             (Planned::Bid { invoice_id, .. }, _) => {
-                book.bid_on.push_back(*invoice_id);
+                let issuer_id = book
+                    .sold
+                    .iter()
+                    .find(|(sold, ..)| sold == invoice_id)
+                    .map(|(.., issuer_id)| *issuer_id);
+                if let Some(issuer_id) = issuer_id {
+                    book.bid_on.push_back((*invoice_id, issuer_id));
+                }
                 if book.bid_on.len() > RECENT {
                     book.bid_on.pop_front();
                 }
@@ -457,10 +467,13 @@ impl Soak {
             Planned::Sell { issuer_id, asking } => {
                 let reply = commands
                     .sell_invoice(keyed(
-                        SellInvoiceCommand {
-                            issuer_id: Some(to_proto_id(*issuer_id)),
-                            asking_price: money(*asking),
-                        },
+                        as_issuer(
+                            *issuer_id,
+                            SellInvoiceCommand {
+                                issuer_id: Some(to_proto_id(*issuer_id)),
+                                asking_price: money(*asking),
+                            },
+                        ),
                         key,
                     ))
                     .await?;
@@ -477,33 +490,42 @@ impl Soak {
             } => {
                 let reply = commands
                     .bid_on_invoice(keyed(
-                        BidOnInvoiceCommand {
-                            investor_id: Some(to_proto_id(*investor_id)),
-                            invoice_id: Some(to_proto_id(*invoice_id)),
-                            bid: money(*amount),
-                        },
+                        as_investor(
+                            *investor_id,
+                            BidOnInvoiceCommand {
+                                investor_id: Some(to_proto_id(*investor_id)),
+                                invoice_id: Some(to_proto_id(*invoice_id)),
+                                bid: money(*amount),
+                            },
+                        ),
                         key,
                     ))
                     .await?;
                 Ok((command_id(&reply)?, None))
             }
-            Planned::Approve(invoice_id) => {
+            Planned::Approve(invoice_id, issuer_id) => {
                 let reply = commands
                     .approve_financing(keyed(
-                        ApproveFinancingCommand {
-                            invoice_id: Some(to_proto_id(*invoice_id)),
-                        },
+                        as_issuer(
+                            *issuer_id,
+                            ApproveFinancingCommand {
+                                invoice_id: Some(to_proto_id(*invoice_id)),
+                            },
+                        ),
                         key,
                     ))
                     .await?;
                 Ok((command_id(&reply)?, None))
             }
-            Planned::Reverse(invoice_id) => {
+            Planned::Reverse(invoice_id, issuer_id) => {
                 let reply = commands
                     .reverse_financing(keyed(
-                        ReverseFinancingCommand {
-                            invoice_id: Some(to_proto_id(*invoice_id)),
-                        },
+                        as_issuer(
+                            *issuer_id,
+                            ReverseFinancingCommand {
+                                invoice_id: Some(to_proto_id(*invoice_id)),
+                            },
+                        ),
                         key,
                     ))
                     .await?;
@@ -528,8 +550,8 @@ impl Soak {
     }
 }
 
-fn keyed<T>(message: T, key: &str) -> Request<T> {
-    let mut request = Request::new(message);
+/// `request` with an idempotency key.
+fn keyed<T>(mut request: Request<T>, key: &str) -> Request<T> {
     let key = key.parse().expect("a UUID is a valid header value");
     request.metadata_mut().insert("idempotency-key", key);
     request
@@ -558,10 +580,7 @@ fn retryable(code: Code) -> bool {
     )
 }
 
-async fn status_of(
-    queries: &QueriesClient<Channel>,
-    command_id: CommandId,
-) -> Result<v1::CommandStatus, Status> {
+async fn status_of(queries: &Queries, command_id: CommandId) -> Result<v1::CommandStatus, Status> {
     let request = GetCommandStatusRequest {
         command_id: Some(to_proto_id(command_id)),
     };
@@ -570,7 +589,7 @@ async fn status_of(
 }
 
 async fn wait_for_registrations(
-    queries: &QueriesClient<Channel>,
+    queries: &Queries,
     issuers: &[IssuerId],
     investors: &[InvestorId],
 ) -> anyhow::Result<()> {
@@ -613,7 +632,7 @@ struct Decided {
 
 /// Polls every acknowledged command's status until none is pending or the deadline passes.
 async fn settle_outcomes(
-    queries: &QueriesClient<Channel>,
+    queries: &Queries,
     acked: &[(CommandId, &'static str)],
     deadline: Instant,
 ) -> anyhow::Result<Decided> {
@@ -658,7 +677,7 @@ struct MoneyCheck {
 /// FINANCED, and committed those it won that were APPROVED. Gives the last findings at the
 /// deadline.
 async fn settle_money(
-    queries: &QueriesClient<Channel>,
+    queries: &Queries,
     investors: &[InvestorId],
     funds: Money,
     deadline: Instant,
@@ -673,7 +692,7 @@ async fn settle_money(
 }
 
 async fn check_money(
-    queries: &QueriesClient<Channel>,
+    queries: &Queries,
     investors: &[InvestorId],
     funds: Money,
 ) -> anyhow::Result<MoneyCheck> {

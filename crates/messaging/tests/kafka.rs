@@ -22,6 +22,7 @@ fn approve() -> CommandMessage {
         command: ClientCommand::ApproveFinancing {
             invoice_id: InvoiceId::new_random(),
         },
+        actor: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! Seeds demo data: publishes `IssuerRegistered` and `InvestorRegistered` to
 //! `registering.events`, as the Registering context would, and prints the ids ready to paste
 //! into grpcurl. A broker outage is waited out. With `--wait-for` it returns only once the
-//! query service shows them all.
+//! query service shows them all; with `--env-file` it writes the ids, a token for each party
+//! and one for an operator, signed with the local key (`FINANCING_SIGNING_KEY`).
 
 use std::time::{Duration, Instant};
 
@@ -10,11 +11,13 @@ use clap::Parser;
 use financing_api::to_proto_id;
 use financing_api::v1::queries_client::QueriesClient;
 use financing_api::v1::{GetInvestorRequest, GetIssuerRequest};
+use financing_auth::{Actor, Bearer, Role, Signer, signing_key_path};
 use financing_domain::{InvestorId, IssuerId, Money};
 use financing_messaging::KafkaConfig;
 use financing_populate::Registered;
 use financing_runtime::retry::until_ok;
 use tonic::transport::Channel;
+use uuid::Uuid;
 
 #[derive(Parser)]
 #[command(about = "Registers demo issuers and investors")]
@@ -31,10 +34,14 @@ struct Cli {
     /// The query service to watch until every registration shows, e.g. http://127.0.0.1:8081.
     #[arg(long, env = "POPULATE_WAIT_FOR")]
     wait_for: Option<String>,
-    /// Also write the ids as shell variables (ISSUER_1=...) to this file, for `source`.
+    /// Also write the ids and tokens as shell variables (ISSUER_1=..., ISSUER_1_TOKEN=...,
+    /// OPERATOR_TOKEN=...) to this file, for `source`.
     #[arg(long)]
     env_file: Option<std::path::PathBuf>,
 }
+
+/// How long the demo's tokens last; `financing token` mints more.
+const DEMO_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -55,15 +62,17 @@ async fn main() -> anyhow::Result<()> {
     let Registered { issuers, investors } = registered;
     let topic = kafka.topics().registering_events;
 
+    let signer = || {
+        Signer::from_env().context(
+            "cannot sign tokens: FINANCING_SIGNING_KEY must name the signing key's PEM file",
+        )
+    };
     if let Some(path) = &cli.env_file {
-        let names = issuers.iter().map(|(name, id)| (name, id.to_string()));
-        let names = names.chain(investors.iter().map(|(name, id)| (name, id.to_string())));
-        let lines: String = names.map(|(name, id)| format!("{name}={id}\n")).collect();
-        std::fs::write(path, lines).with_context(|| format!("cannot write {}", path.display()))?;
+        write_env_file(path, &signer()?, &issuers, &investors)?;
     }
 
     if let Some(url) = &cli.wait_for {
-        wait_until_visible(url, &issuers, &investors).await?;
+        wait_until_visible(url, &signer()?, &issuers, &investors).await?;
     }
 
     println!("Registered on {topic}:");
@@ -79,20 +88,50 @@ async fn main() -> anyhow::Result<()> {
     if let Some((_, issuer)) = issuers.first() {
         println!("\nSell an invoice for {}:", issuers[0].0);
         println!(
-            "  grpcurl -plaintext -d '{{\"issuer_id\":{{\"value\":\"{issuer}\"}},\"asking_price\":{{\"amount\":10}}}}' 127.0.0.1:8080 financing.v1.Commands/SellInvoice"
+            "  grpcurl -plaintext -H \"authorization: Bearer $ISSUER_1_TOKEN\" -d '{{\"issuer_id\":{{\"value\":\"{issuer}\"}},\"asking_price\":{{\"amount\":10}}}}' 127.0.0.1:8080 financing.v1.Commands/SellInvoice"
         );
     }
     Ok(())
 }
 
-/// Polls the query service until it shows every one of these issuers and investors.
+/// Writes each party's id and token, an operator's, and where the signing key is.
+fn write_env_file(
+    path: &std::path::Path,
+    signer: &Signer,
+    issuers: &[(String, IssuerId)],
+    investors: &[(String, InvestorId)],
+) -> anyhow::Result<()> {
+    let parties = issuers
+        .iter()
+        .map(|(name, id)| (name.as_str(), Actor::new(*id, Role::Issuer)));
+    let investors = investors
+        .iter()
+        .map(|(name, id)| (name.as_str(), Actor::new(*id, Role::Investor)));
+    let operator = ("OPERATOR", Actor::new(Uuid::new_v4(), Role::Operator));
+    let mut lines = String::new();
+    for (name, actor) in parties.chain(investors).chain([operator]) {
+        let token = signer.token(actor, DEMO_TOKEN_LIFETIME);
+        lines += &format!("{name}={}\n{name}_TOKEN={token}\n", actor.party);
+    }
+    let key = std::fs::canonicalize(signing_key_path())?;
+    lines += &format!("export FINANCING_SIGNING_KEY={}\n", key.display());
+    std::fs::write(path, lines).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Polls the query service, as an operator, until it shows every one of these issuers and
+/// investors.
 async fn wait_until_visible(
     url: &str,
+    signer: &Signer,
     issuers: &[(String, IssuerId)],
     investors: &[(String, InvestorId)],
 ) -> anyhow::Result<()> {
     let channel = Channel::from_shared(url.to_owned())?.connect_lazy();
-    let queries = QueriesClient::new(channel);
+    let operator = signer.token(
+        Actor::new(Uuid::new_v4(), Role::Operator),
+        DEMO_TOKEN_LIFETIME,
+    );
+    let queries = QueriesClient::with_interceptor(channel, Bearer::new(&operator));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut all_shown = true;

@@ -42,6 +42,7 @@ async fn events_and_outcomes_of_the_earlier_form_then_cloudevents_are_all_projec
         aggregate_id: Some(Uuid::new_v4()),
         reason: "why".into(),
         decided_at: chrono::Utc::now(),
+        actor: None,
     };
     let (old, new) = (outcome(false), outcome(true));
     setup

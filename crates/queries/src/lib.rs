@@ -1,6 +1,7 @@
-//! The query service: serves gRPC `Queries` (with reflection and health) from the read models.
-//! It serves at once and answers UNAVAILABLE while the read-model database cannot be reached;
-//! health reports SERVING once the database is there and migrated.
+//! The query service: serves gRPC `Queries` (with reflection and health) from the read models,
+//! to authenticated callers (a bearer token) as far as they may read. It serves at once and
+//! answers UNAVAILABLE while the read-model database cannot be reached; health reports SERVING
+//! once the database is there and migrated.
 
 mod service;
 
@@ -8,6 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use financing_api::v1::queries_server::QueriesServer;
+use financing_api::{Guard, GuardError, TlsFiles};
+use financing_auth::AuthConfig;
 use financing_read_model::{MIGRATOR, ReadModel};
 use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::connect_until_ready;
@@ -24,6 +27,9 @@ pub struct QueryServerConfig {
     pub addr: SocketAddr,
     /// `QUERIES_DATABASE_URL`: the read models.
     pub database_url: String,
+    pub auth: AuthConfig,
+    /// `QUERIES_TLS_CERT` and `QUERIES_TLS_KEY`; plaintext without.
+    pub tls: Option<TlsFiles>,
 }
 
 impl QueryServerConfig {
@@ -34,6 +40,8 @@ impl QueryServerConfig {
                 "QUERIES_DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/queries",
             ),
+            auth: AuthConfig::from_env()?,
+            tls: TlsFiles::from_env("QUERIES")?,
         })
     }
 }
@@ -47,6 +55,8 @@ pub enum StartError {
     },
     #[error("invalid QUERIES_DATABASE_URL")]
     Database(#[from] sqlx::Error),
+    #[error("cannot guard the service")]
+    Guard(#[from] GuardError),
 }
 
 /// A bound, not yet running query service.
@@ -55,6 +65,7 @@ pub struct QueryServer {
     addr: SocketAddr,
     config: QueryServerConfig,
     read_model: ReadModel,
+    guard: Guard,
     shutdown: CancellationToken,
 }
 
@@ -74,11 +85,13 @@ impl QueryServer {
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(3))
             .connect_lazy(&config.database_url)?;
+        let guard = Guard::new("the query service", addr, &config.auth, config.tls.as_ref())?;
         Ok(QueryServer {
             incoming,
             addr,
             config,
             read_model: ReadModel::new(pool),
+            guard,
             shutdown,
         })
     }
@@ -102,8 +115,12 @@ impl QueryServer {
                 health.set_serving::<QueriesServer<QueryService>>().await;
             }
         });
-        let served = financing_api::server(health_service)
-            .add_service(QueriesServer::new(QueryService::new(self.read_model)))
+        let queries = QueryService::new(self.read_model);
+        let served = financing_api::server(health_service, self.guard.tls)?
+            .add_service(QueriesServer::with_interceptor(
+                queries,
+                self.guard.authenticate,
+            ))
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.incoming),
                 self.shutdown.cancelled_owned(),

@@ -1,5 +1,6 @@
 //! The `Queries` service: read models in, the original API's messages out (the lists a page at
-//! a time when a client asks).
+//! a time when a client asks), to whom may read them: the market (invoices) to any
+//! authenticated party, an investor or an issuer its own, everything to an operator.
 
 use financing_api::v1::queries_server::Queries;
 use financing_api::v1::{
@@ -7,7 +8,8 @@ use financing_api::v1::{
     GetCommandStatusRequest, GetInvestorRequest, GetInvoiceRequest, GetIssuerRequest,
 };
 use financing_api::{ApiError, required_id, to_proto_id};
-use financing_domain::{CommandId, InvoiceStatus};
+use financing_auth::actor_of;
+use financing_domain::{Actor, CommandId, InvoiceStatus, Role};
 use financing_read_model::{
     CommandStatus, Cursor, InvestorView, InvoiceView, IssuerView, Listed, Page, ReadModel,
 };
@@ -33,6 +35,29 @@ fn unavailable(error: sqlx::Error) -> Status {
 fn found<T>(view: Option<T>, what: impl FnOnce() -> String) -> Result<Response<T>, Status> {
     view.map(Response::new)
         .ok_or_else(|| ApiError::NotFound(what()).into())
+}
+
+/// Refused unless the caller is an operator, or `party` acting as `role`.
+fn operator_or(actor: Actor, role: Role, party: impl Into<uuid::Uuid>) -> Result<(), Status> {
+    let party = party.into();
+    if actor.role == Role::Operator || actor.is(role, party) {
+        return Ok(());
+    }
+    Err(ApiError::PermissionDenied(format!(
+        "only {role} {party} or an operator may read that, and you are {actor}"
+    ))
+    .into())
+}
+
+/// Refused unless the caller is an operator.
+fn operator(actor: Actor, what: &str) -> Result<(), Status> {
+    if actor.role == Role::Operator {
+        return Ok(());
+    }
+    Err(ApiError::PermissionDenied(format!(
+        "only an operator may list {what}, and you are {actor}"
+    ))
+    .into())
 }
 
 /// Counts a query answered (or refused), for the `financing_queries_total` metric.
@@ -115,6 +140,7 @@ impl Queries for QueryService {
         request: Request<v1::Page>,
     ) -> Result<Response<AllInvestorsReply>, Status> {
         served("AllInvestors");
+        operator(actor_of(&request)?, "every investor")?;
         let page = page(request.get_ref())?;
         let listed = self.read_model.investors(page).await.map_err(unavailable)?;
         Ok(Response::new(AllInvestorsReply {
@@ -141,6 +167,7 @@ impl Queries for QueryService {
         request: Request<v1::Page>,
     ) -> Result<Response<AllIssuersReply>, Status> {
         served("AllIssuers");
+        operator(actor_of(&request)?, "every issuer")?;
         let page = page(request.get_ref())?;
         let listed = self.read_model.issuers(page).await.map_err(unavailable)?;
         Ok(Response::new(AllIssuersReply {
@@ -154,7 +181,8 @@ impl Queries for QueryService {
         request: Request<GetInvestorRequest>,
     ) -> Result<Response<v1::Investor>, Status> {
         served("GetInvestor");
-        let id = required_id("id", request.get_ref().id.as_ref())?;
+        let id: financing_domain::InvestorId = required_id("id", request.get_ref().id.as_ref())?;
+        operator_or(actor_of(&request)?, Role::Investor, id)?;
         let view = self.read_model.investor(id).await.map_err(unavailable)?;
         found(view.map(investor), || format!("investor {id}"))
     }
@@ -174,7 +202,8 @@ impl Queries for QueryService {
         request: Request<GetIssuerRequest>,
     ) -> Result<Response<v1::Issuer>, Status> {
         served("GetIssuer");
-        let id = required_id("id", request.get_ref().id.as_ref())?;
+        let id: financing_domain::IssuerId = required_id("id", request.get_ref().id.as_ref())?;
+        operator_or(actor_of(&request)?, Role::Issuer, id)?;
         let view = self.read_model.issuer(id).await.map_err(unavailable)?;
         found(view.map(issuer), || format!("issuer {id}"))
     }
@@ -184,12 +213,21 @@ impl Queries for QueryService {
         request: Request<GetCommandStatusRequest>,
     ) -> Result<Response<CommandStatusReply>, Status> {
         served("GetCommandStatus");
+        let actor = actor_of(&request)?;
         let id: CommandId = required_id("command_id", request.get_ref().command_id.as_ref())?;
-        let status = self
+        let (status, asked_by) = self
             .read_model
-            .command_status(id)
+            .command_status_and_actor(id)
             .await
             .map_err(unavailable)?;
+        // A pending command's party is not known yet: PENDING tells nothing of anyone's.
+        let decided = !matches!(status, CommandStatus::Pending);
+        if decided && actor.role != Role::Operator && asked_by != Some(actor) {
+            return Err(ApiError::PermissionDenied(format!(
+                "command {id} is not yours, {actor}: a party reads its own commands' status"
+            ))
+            .into());
+        }
         let (status, reason) = match status {
             CommandStatus::Pending => (v1::CommandStatus::Pending, String::new()),
             CommandStatus::Applied => (v1::CommandStatus::Applied, String::new()),

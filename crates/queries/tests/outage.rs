@@ -7,7 +7,7 @@ use financing_api::to_proto_id;
 use financing_api::v1::GetInvestorRequest;
 use financing_api::v1::queries_client::QueriesClient;
 use financing_queries::{QueryServer, QueryServerConfig};
-use financing_testkit::{Proxy, Services, wait_until};
+use financing_testkit::{Proxy, Services, auth_config, bearer_for, operator, wait_until};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -23,6 +23,8 @@ async fn queries_answer_unavailable_while_the_database_is_away_then_recover() {
     let config = QueryServerConfig {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         database_url: services.own_database_url_through(&proxy),
+        auth: auth_config(),
+        tls: None,
     };
     let shutdown = CancellationToken::new();
     let server = QueryServer::build(config, shutdown.clone()).await.unwrap();
@@ -31,7 +33,7 @@ async fn queries_answer_unavailable_while_the_database_is_away_then_recover() {
         .connect_lazy();
     tokio::spawn(server.run_until_stopped());
     let _stop = shutdown.drop_guard();
-    let mut queries = QueriesClient::new(channel.clone());
+    let mut queries = QueriesClient::with_interceptor(channel.clone(), bearer_for(operator()));
     let mut health = HealthClient::new(channel);
     let investor = || GetInvestorRequest {
         id: Some(to_proto_id(Uuid::new_v4())),

@@ -198,15 +198,19 @@ async fn project_on(
         });
     }
     sqlx::query(
-        "INSERT INTO command_outcomes (command_id, status, aggregate_type, aggregate_id) \
-             VALUES ($1, 'APPLIED', $2, $3) ON CONFLICT (command_id) DO UPDATE \
+        "INSERT INTO command_outcomes (command_id, status, aggregate_type, aggregate_id, \
+                 actor_id, actor_role) \
+             VALUES ($1, 'APPLIED', $2, $3, $4, $5) ON CONFLICT (command_id) DO UPDATE \
              SET status = 'APPLIED', reason = NULL, aggregate_type = EXCLUDED.aggregate_type, \
-                 aggregate_id = EXCLUDED.aggregate_id, recorded_at = now() \
+                 aggregate_id = EXCLUDED.aggregate_id, actor_id = EXCLUDED.actor_id, \
+                 actor_role = EXCLUDED.actor_role, recorded_at = now() \
              WHERE command_outcomes.status = 'FAILED'",
     )
     .bind(meta.command_id.as_uuid())
     .bind(&meta.aggregate_type)
     .bind(meta.aggregate_id)
+    .bind(meta.actor.map(|actor| actor.party))
+    .bind(meta.actor.map(|actor| actor.role.as_str()))
     .execute(&mut *connection)
     .await?;
     Ok(Projected::Applied)
@@ -218,14 +222,16 @@ async fn record_outcome_on<'c>(
     outcome: &CommandOutcome,
 ) -> Result<(), ProjectionError> {
     let statement = if outcome.failed {
-        "INSERT INTO command_outcomes (command_id, status, reason, aggregate_type, aggregate_id) \
-         VALUES ($1, 'FAILED', $2, $3, $4) ON CONFLICT (command_id) DO NOTHING"
+        "INSERT INTO command_outcomes (command_id, status, reason, aggregate_type, aggregate_id, \
+             actor_id, actor_role) \
+         VALUES ($1, 'FAILED', $2, $3, $4, $5, $6) ON CONFLICT (command_id) DO NOTHING"
     } else {
-        "INSERT INTO command_outcomes (command_id, status, reason, aggregate_type, aggregate_id) \
-         VALUES ($1, 'REJECTED', $2, $3, $4) ON CONFLICT (command_id) DO UPDATE \
+        "INSERT INTO command_outcomes (command_id, status, reason, aggregate_type, aggregate_id, \
+             actor_id, actor_role) \
+         VALUES ($1, 'REJECTED', $2, $3, $4, $5, $6) ON CONFLICT (command_id) DO UPDATE \
          SET status = 'REJECTED', reason = EXCLUDED.reason, \
              aggregate_type = EXCLUDED.aggregate_type, aggregate_id = EXCLUDED.aggregate_id, \
-             recorded_at = now() \
+             actor_id = EXCLUDED.actor_id, actor_role = EXCLUDED.actor_role, recorded_at = now() \
          WHERE command_outcomes.status = 'FAILED'"
     };
     sqlx::query(statement)
@@ -233,6 +239,8 @@ async fn record_outcome_on<'c>(
         .bind(&outcome.reason)
         .bind(&outcome.aggregate_type)
         .bind(outcome.aggregate_id)
+        .bind(outcome.actor.map(|actor| actor.party))
+        .bind(outcome.actor.map(|actor| actor.role.as_str()))
         .execute(executor)
         .await
         .map_err(contradiction)?;

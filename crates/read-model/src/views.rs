@@ -2,7 +2,9 @@
 //! the aggregates were created, whole or a page at a time.
 
 use chrono::{DateTime, Utc};
-use financing_domain::{Bid, CommandId, InvestorId, InvoiceId, InvoiceStatus, IssuerId, Money};
+use financing_domain::{
+    Actor, Bid, CommandId, InvestorId, InvoiceId, InvoiceStatus, IssuerId, Money,
+};
 use sqlx::FromRow;
 use uuid::Uuid;
 
@@ -322,21 +324,34 @@ impl ReadModel {
     }
 
     pub async fn command_status(&self, id: CommandId) -> Result<CommandStatus, sqlx::Error> {
-        let row: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT status, reason FROM command_outcomes WHERE command_id = $1")
-                .bind(id.as_uuid())
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(match row {
-            None => CommandStatus::Pending,
-            Some((status, _)) if status == "APPLIED" => CommandStatus::Applied,
-            Some((status, reason)) if status == "FAILED" => CommandStatus::Failed {
-                reason: reason.unwrap_or_default(),
-            },
-            Some((_, reason)) => CommandStatus::Rejected {
-                reason: reason.unwrap_or_default(),
-            },
-        })
+        Ok(self.command_status_and_actor(id).await?.0)
+    }
+
+    /// What became of a command, and who asked for it (`None` while pending, or when nobody
+    /// authenticated did: the Registering context, or a version before the audit trail).
+    pub async fn command_status_and_actor(
+        &self,
+        id: CommandId,
+    ) -> Result<(CommandStatus, Option<Actor>), sqlx::Error> {
+        type Row = (String, Option<String>, Option<Uuid>, Option<String>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT status, reason, actor_id, actor_role FROM command_outcomes \
+             WHERE command_id = $1",
+        )
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((status, reason, actor_id, actor_role)) = row else {
+            return Ok((CommandStatus::Pending, None));
+        };
+        let reason = reason.unwrap_or_default();
+        let status = match status.as_str() {
+            "APPLIED" => CommandStatus::Applied,
+            "FAILED" => CommandStatus::Failed { reason },
+            _ => CommandStatus::Rejected { reason },
+        };
+        let actor = actor_id.zip(actor_role.and_then(|role| role.parse().ok()));
+        Ok((status, actor.map(|(party, role)| Actor::new(party, role))))
     }
 
     /// The version of the aggregate the view of type `aggregate_type` reflects (`None`: no row,

@@ -35,6 +35,7 @@ fn at(
             correlation_id: Uuid::new_v4(),
             causation_id: Uuid::new_v4(),
             recorded_at: Utc::now(),
+            actor: None,
         },
         event,
     }
@@ -171,6 +172,7 @@ async fn a_batch_is_recorded_whole_or_not_at_all(pool: PgPool) {
         aggregate_id: Some(id.as_uuid()),
         reason: "insufficient balance".into(),
         decided_at: Utc::now(),
+        actor: None,
     };
 
     // A batch with a gap (version 4 without 3) records nothing, not even what came before it
@@ -381,6 +383,7 @@ async fn a_command_is_pending_until_its_event_or_its_rejection_arrives(pool: PgP
         aggregate_id: Some(id.as_uuid()),
         reason: "insufficient balance".into(),
         decided_at: Utc::now(),
+        actor: None,
     };
     model.record_outcome(&rejection).await.unwrap();
     model.record_outcome(&rejection).await.unwrap();
@@ -413,6 +416,7 @@ async fn a_failed_command_shows_failed_until_it_is_sent_again_and_decided(pool: 
         aggregate_id: None,
         reason: "cannot decode SellInvoice: missing field".into(),
         decided_at: Utc::now(),
+        actor: None,
     };
     let applied_later = history[0].meta.command_id;
     model.record_outcome(&failure(applied_later)).await.unwrap();

@@ -22,6 +22,7 @@ fn issuer_created(id: IssuerId, name: &str) -> EventEnvelope {
             correlation_id: Uuid::new_v4(),
             causation_id: Uuid::new_v4(),
             recorded_at: chrono::Utc::now(),
+            actor: None,
         },
         event: Event::Issuer(IssuerEvent::IssuerCreated {
             issuer_id: id,

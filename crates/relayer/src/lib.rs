@@ -527,6 +527,7 @@ mod tests {
                 command_id: CommandId::new_random(),
                 correlation_id: Uuid::new_v4(),
                 causation_id: Uuid::new_v4(),
+                actor: None,
             },
             recorded_at: Utc::now(),
         }

@@ -1,12 +1,18 @@
 //! Test support: a database and topics of a test's own (tests never share state), waiting
 //! until a condition holds (never a bare sleep), a topic made beforehand with the partitions a
 //! test needs, reading a topic to its end, a proxy that stages an outage, a broker of a test's
-//! own that it can crash, and events as an earlier version stored them.
+//! own that it can crash, events as an earlier version stored them, and the keys and tokens of
+//! the tests' parties.
 
 mod broker;
+mod keys;
 mod proxy;
 
 pub use broker::OwnBroker;
+pub use keys::{
+    auth_config, bad_tokens, bearer_for, operator, test_key_pair, token_for,
+    token_issuer_and_audience,
+};
 pub use proxy::Proxy;
 
 use std::future::Future;
@@ -108,6 +114,7 @@ pub fn as_published(event: Event, aggregate_id: Uuid, version: u64) -> EventEnve
             correlation_id: Uuid::new_v4(),
             causation_id: Uuid::new_v4(),
             recorded_at: Utc::now(),
+            actor: None,
         },
         event,
     }

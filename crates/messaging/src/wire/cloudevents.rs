@@ -3,6 +3,7 @@
 //! the data), and its one header is `content-type: application/cloudevents+json`.
 
 use chrono::{DateTime, Utc};
+use financing_domain::Actor;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -48,6 +49,11 @@ pub(crate) struct CloudEvent {
     pub causationid: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// Who asked for the change (the audit trail): the authenticated party and its role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actorid: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actorrole: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
 }
@@ -72,6 +78,12 @@ impl CloudEvent {
             ..CloudEvent::default()
         }
     }
+
+    /// Records who asked for it.
+    pub fn asked_by(&mut self, actor: Option<Actor>) {
+        self.actorid = actor.map(|actor| actor.party);
+        self.actorrole = actor.map(|actor| actor.role.as_str().to_owned());
+    }
 }
 
 /// Whether a `content-type` header's value names a JSON CloudEvent (parameters such as a
@@ -93,6 +105,8 @@ pub(crate) struct Glance {
     pub commandid: Option<String>,
     pub correlationid: Option<String>,
     pub traceparent: Option<String>,
+    pub actorid: Option<String>,
+    pub actorrole: Option<String>,
 }
 
 #[cfg(test)]

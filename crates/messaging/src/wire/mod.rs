@@ -11,8 +11,8 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use financing_domain::{
-    ClientCommand, CommandId, CommandOutcome, Event, EventEnvelope, EventMeta, IntegrationEvent,
-    Message as _,
+    Actor, ClientCommand, CommandId, CommandOutcome, Event, EventEnvelope, EventMeta,
+    IntegrationEvent, Message as _,
 };
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
@@ -150,6 +150,7 @@ enum Field {
     CommandId,
     CorrelationId,
     CausationId,
+    ActorRole,
     Data,
 }
 
@@ -167,6 +168,7 @@ impl Field {
             Field::CommandId => ("commandid", h::COMMAND_ID),
             Field::CorrelationId => ("correlationid", h::CORRELATION_ID),
             Field::CausationId => ("causationid", h::CAUSATION_ID),
+            Field::ActorRole => ("actorrole", "actor-role"),
             Field::Data => ("data", "the payload"),
         };
         match form {
@@ -280,6 +282,19 @@ impl Received {
         Ok(version)
     }
 
+    /// Who asked, if the message says: a party without a role, or a role this version does
+    /// not know, is refused.
+    fn actor(&self) -> Result<Option<Actor>, Undecodable> {
+        let Some(party) = self.event.actorid else {
+            return Ok(None);
+        };
+        let role = self.required(&self.event.actorrole, Field::ActorRole)?;
+        let role = role
+            .parse()
+            .map_err(|e| self.invalid(Field::ActorRole, e))?;
+        Ok(Some(Actor::new(party, role)))
+    }
+
     fn time(&self) -> Result<DateTime<Utc>, Undecodable> {
         self.required(&self.event.time, Field::Time)
     }
@@ -324,6 +339,7 @@ pub fn event_record(meta: &EventMeta, event_type: &str, payload: &Value) -> Reco
     event.correlationid = Some(meta.correlation_id);
     event.causationid = Some(meta.causation_id);
     event.traceparent = Some(traceparent(meta.correlation_id, meta.event_id));
+    event.asked_by(meta.actor);
     Record::cloud_event(meta.aggregate_id, &event)
 }
 
@@ -357,6 +373,7 @@ impl WireForm for EventEnvelope {
                 .required(&received.event.correlationid, Field::CorrelationId)?,
             causation_id: received.required(&received.event.causationid, Field::CausationId)?,
             recorded_at: received.time()?,
+            actor: received.actor()?,
             aggregate_type,
         };
         let payload = received.into_data()?;
@@ -376,6 +393,8 @@ pub struct CommandMessage {
     pub command_id: CommandId,
     pub correlation_id: Uuid,
     pub command: ClientCommand,
+    /// Who asked for it, as the listener authenticated them (`None` in the earlier form).
+    pub actor: Option<Actor>,
 }
 
 /// Keyed by the aggregate the command changes, so one aggregate's commands stay in order.
@@ -393,6 +412,7 @@ impl WireForm for CommandMessage {
         event.commandid = Some(self.command_id.as_uuid());
         event.correlationid = Some(self.correlation_id);
         event.traceparent = Some(traceparent(self.correlation_id, self.command_id.as_uuid()));
+        event.asked_by(self.actor);
         Record::cloud_event(aggregate_id, &event)
     }
 
@@ -402,10 +422,12 @@ impl WireForm for CommandMessage {
         let command_id = received.required(&received.event.commandid, Field::CommandId)?;
         let correlation_id =
             received.required(&received.event.correlationid, Field::CorrelationId)?;
+        let actor = received.actor()?;
         Ok(CommandMessage {
             command_id: command_id.into(),
             correlation_id,
             command: ClientCommand::from_payload(&type_name, received.into_data()?)?,
+            actor,
         })
     }
 }
@@ -426,6 +448,7 @@ impl WireForm for CommandOutcome {
         event.subject = self.aggregate_id.map(|id| id.to_string());
         event.aggregatetype = self.aggregate_type.clone();
         event.commandid = Some(self.command_id.as_uuid());
+        event.asked_by(self.actor);
         let key = self
             .aggregate_id
             .map_or_else(|| self.command_id.to_string(), |id| id.to_string());
@@ -453,6 +476,7 @@ impl WireForm for CommandOutcome {
             aggregate_id: received.subject()?,
             reason: String::new(),
             decided_at: received.time()?,
+            actor: received.actor()?,
         };
         let data = received.into_data()?;
         let reason = data["reason"].as_str().ok_or(Undecodable::NotJson(
@@ -498,46 +522,50 @@ pub struct Glimpse {
     pub command_id: Option<CommandId>,
     /// From its `traceparent`, else its correlation id.
     pub correlation_id: Option<Uuid>,
+    /// Who asked for it.
+    pub actor: Option<Actor>,
 }
 
 pub fn glimpse(message: &impl Message) -> Glimpse {
-    let (kind, command_id, traceparent, correlation_id) = match content_type(message) {
-        Ok(Some(value)) if is_cloudevents_json(value) => {
-            let glance: Glance = message
-                .payload()
-                .and_then(|bytes| serde_json::from_slice(bytes).ok())
-                .unwrap_or_default();
-            (
-                glance.kind,
-                glance.commandid,
-                glance.traceparent,
-                glance.correlationid,
-            )
-        }
+    let glance = match content_type(message) {
+        Ok(Some(value)) if is_cloudevents_json(value) => message
+            .payload()
+            .and_then(|bytes| serde_json::from_slice(bytes).ok())
+            .unwrap_or_default(),
         Ok(None) => {
+            use legacy::headers as h;
             let text = |name| {
                 legacy::header(message, name)
                     .ok()
                     .flatten()
                     .map(str::to_owned)
             };
-            use legacy::headers as h;
-            (
-                text(h::TYPE),
-                text(h::COMMAND_ID),
-                text(h::TRACEPARENT),
-                text(h::CORRELATION_ID),
-            )
+            Glance {
+                kind: text(h::TYPE),
+                commandid: text(h::COMMAND_ID),
+                traceparent: text(h::TRACEPARENT),
+                correlationid: text(h::CORRELATION_ID),
+                ..Glance::default()
+            }
         }
-        _ => Default::default(),
+        _ => Glance::default(),
+    };
+    let actor = || {
+        let party: Uuid = glance.actorid.as_deref()?.parse().ok()?;
+        Some(Actor::new(
+            party,
+            glance.actorrole.as_deref()?.parse().ok()?,
+        ))
     };
     Glimpse {
-        kind,
-        command_id: command_id.and_then(|id| id.parse().ok()),
-        correlation_id: traceparent
+        actor: actor(),
+        kind: glance.kind.clone(),
+        command_id: glance.commandid.as_deref().and_then(|id| id.parse().ok()),
+        correlation_id: glance
+            .traceparent
             .as_deref()
             .and_then(correlation_of_traceparent)
-            .or_else(|| correlation_id?.parse().ok()),
+            .or_else(|| glance.correlationid.as_deref()?.parse().ok()),
     }
 }
 

@@ -1,5 +1,5 @@
 use chrono::DateTime;
-use financing_domain::{InvestorEvent, InvestorId, InvoiceId, IssuerId, Money};
+use financing_domain::{InvestorEvent, InvestorId, InvoiceId, IssuerId, Money, Role};
 use rdkafka::Timestamp;
 use rdkafka::message::OwnedMessage;
 
@@ -46,6 +46,7 @@ fn event_message() -> EventEnvelope {
             correlation_id: Uuid::new_v4(),
             causation_id: Uuid::new_v4(),
             recorded_at: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap(),
+            actor: Some(Actor::new(investor_id, Role::Investor)),
         },
         event: Event::Investor(InvestorEvent::BidOnInvoicePlaced {
             investor_id,
@@ -56,14 +57,16 @@ fn event_message() -> EventEnvelope {
 }
 
 fn command_message() -> CommandMessage {
+    let investor_id = InvestorId::new_random();
     CommandMessage {
         command_id: CommandId::new_random(),
         correlation_id: Uuid::new_v4(),
         command: ClientCommand::BidOnInvoice {
-            investor_id: InvestorId::new_random(),
+            investor_id,
             invoice_id: InvoiceId::new_random(),
             bid: Money::units(20),
         },
+        actor: Some(Actor::new(investor_id, Role::Investor)),
     }
 }
 
@@ -75,12 +78,14 @@ fn outcomes() -> [CommandOutcome; 2] {
         aggregate_id: Some(Uuid::new_v4()),
         reason: "insufficient balance: bid 10.00 but balance is 5.00".into(),
         decided_at: DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
+        actor: Some(Actor::new(Uuid::new_v4(), Role::Investor)),
     };
     let failure = CommandOutcome {
         failed: true,
         aggregate_type: None,
         aggregate_id: None,
         reason: "the payload is not JSON".into(),
+        actor: None,
         ..rejection.clone()
     };
     [rejection, failure]
@@ -170,6 +175,8 @@ fn every_message_is_a_cloudevent_in_structured_mode_with_one_header() {
         json["traceparent"],
         traceparent(meta.correlation_id, meta.event_id)
     );
+    assert_eq!(json["actorid"], meta.actor.unwrap().party.to_string());
+    assert_eq!(json["actorrole"], "investor");
     assert_eq!(json["data"], event.event.to_payload());
     assert_eq!(
         envelope(&records[1])["type"],
@@ -185,9 +192,15 @@ fn every_message_is_a_cloudevent_in_structured_mode_with_one_header() {
     );
 }
 
+/// `message` as the earlier form could carry it: without who asked.
+fn anonymous<T>(mut message: T, actor: impl FnOnce(&mut T) -> &mut Option<Actor>) -> T {
+    *actor(&mut message) = None;
+    message
+}
+
 #[test]
 fn messages_of_the_earlier_header_form_are_read_as_they_were_written() {
-    let event = event_message();
+    let event = anonymous(event_message(), |e| &mut e.meta.actor);
     let legacy_event = legacy_record::event(
         &event.meta,
         event.event.type_name(),
@@ -197,12 +210,12 @@ fn messages_of_the_earlier_header_form_are_read_as_they_were_written() {
         EventEnvelope::decode(&received(&legacy_event)).unwrap(),
         event
     );
-    let command = command_message();
+    let command = anonymous(command_message(), |c| &mut c.actor);
     assert_eq!(
         CommandMessage::decode(&received(&legacy_record::command(&command))).unwrap(),
         command
     );
-    for outcome in outcomes() {
+    for outcome in outcomes().map(|o| anonymous(o, |o| &mut o.actor)) {
         assert_eq!(
             CommandOutcome::decode(&received(&legacy_record::outcome(&outcome))).unwrap(),
             outcome
@@ -217,7 +230,7 @@ fn messages_of_the_earlier_header_form_are_read_as_they_were_written() {
 
 #[test]
 fn an_event_of_an_older_schema_version_is_read_as_the_current_one_in_either_form() {
-    let current = event_message();
+    let current = anonymous(event_message(), |e| &mut e.meta.actor);
     let old_meta = EventMeta {
         schema_version: 1,
         ..current.meta.clone()
@@ -301,6 +314,32 @@ fn an_attribute_of_the_wrong_type_or_spec_version_is_refused() {
 }
 
 #[test]
+fn an_actor_without_a_known_role_is_refused() {
+    for change in [
+        |json: &mut Value| json["actorrole"] = "admin".into(),
+        |json: &mut Value| {
+            json.as_object_mut().unwrap().remove("actorrole");
+        },
+    ] {
+        let record = with_envelope(&command_message().record(), change);
+        let error = CommandMessage::decode(&received(&record)).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Undecodable::Invalid {
+                    name: "actorrole",
+                    ..
+                } | Undecodable::Missing {
+                    name: "actorrole",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+}
+
+#[test]
 fn a_message_of_another_family_is_refused_by_its_type() {
     let command = received(&command_message().record());
     let error = EventEnvelope::decode(&command).unwrap_err();
@@ -349,6 +388,7 @@ fn a_glimpse_names_the_chain_and_the_command_in_either_form() {
         assert_eq!(glimpse.correlation_id, Some(command.correlation_id));
         assert!(glimpse.kind.unwrap().ends_with("BidOnInvoice"));
     }
+    assert_eq!(glimpse(&received(&command.record())).actor, command.actor);
     // Without a traceparent, the correlation id.
     let record = with_envelope(&command.record(), |json| {
         json.as_object_mut().unwrap().remove("traceparent");

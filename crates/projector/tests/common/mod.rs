@@ -105,6 +105,7 @@ impl Setup {
             command_id: CommandId::new_random(),
             correlation_id: Uuid::new_v4(),
             causation_id: Uuid::new_v4(),
+            actor: None,
         };
         self.store.save(&loaded, &events, meta).await.unwrap();
     }
