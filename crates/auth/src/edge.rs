@@ -1,8 +1,9 @@
 //! Authentication at the gRPC edge: the services' configuration, and the interceptor that turns
 //! a request's bearer token into the [`Actor`] its handler reads.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use financing_domain::Actor;
 use financing_runtime::config::{ConfigError, text};
@@ -10,7 +11,7 @@ use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use crate::keys::{KeyError, read};
-use crate::tokens::{Refusal, Verifier};
+use crate::tokens::{Refusal, Validity, Verifier};
 
 /// How a service checks tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,16 +52,49 @@ impl AuthConfig {
 /// The interceptor every API service sits behind: a request without a valid token is answered
 /// UNAUTHENTICATED; one with a valid token reaches its handler with the [`Actor`] in its
 /// extensions.
+///
+/// A client sends the same token with every request: the tokens verified lately are
+/// remembered, so that a token already verified costs a lookup and a look at the clock instead
+/// of a signature check (which took a quarter of the listener's throughput).
 #[derive(Clone)]
 pub struct Authenticate {
     verifier: Arc<Verifier>,
+    verified: Arc<Mutex<HashMap<String, (Actor, Validity)>>>,
 }
+
+/// The most verified tokens remembered; past it the memory starts over.
+const REMEMBERED: usize = 10_000;
 
 impl Authenticate {
     pub fn new(verifier: Verifier) -> Authenticate {
         Authenticate {
             verifier: Arc::new(verifier),
+            verified: Arc::default(),
         }
+    }
+
+    /// The actor of a genuine, current token: remembered, or verified (and then remembered).
+    fn verify(&self, token: &str) -> Result<Actor, Refusal> {
+        let remembered = self.verified().get(token).copied();
+        if let Some((actor, validity)) = remembered
+            && validity.holds_now()
+        {
+            return Ok(actor);
+        }
+        let (actor, validity) = self.verifier.verify_with_validity(token)?;
+        let mut verified = self.verified();
+        if verified.len() >= REMEMBERED {
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), (actor, validity));
+        Ok(actor)
+    }
+
+    fn verified(&self) -> MutexGuard<'_, HashMap<String, (Actor, Validity)>> {
+        // A map of verified tokens is never left half-changed by a panic.
+        self.verified
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn actor(&self, request: &Request<()>) -> Result<Actor, Refusal> {
@@ -73,7 +107,7 @@ impl Authenticate {
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
             return Err(Refusal::NotBearer);
         }
-        self.verifier.verify(token.trim())
+        self.verify(token.trim())
     }
 }
 
@@ -139,6 +173,30 @@ mod tests {
                 .unwrap();
             assert_eq!(actor_of(&request).unwrap(), actor);
         }
+    }
+
+    #[test]
+    fn a_remembered_token_counts_only_while_it_was_valid() {
+        let pair = KeyPair::generate();
+        let actor = Actor::new(Uuid::new_v4(), Role::Issuer);
+        let signer = Signer::new(&pair.private_pem, "financing", "financing").unwrap();
+        let authenticate = authenticate(&pair);
+        let valid = signer.token(actor, Duration::from_secs(60));
+        let request = |token: &str| with_authorization(&format!("Bearer {token}"));
+        assert!(authenticate.clone().call(request(&valid)).is_ok());
+        assert!(authenticate.verified().contains_key(&valid), "remembered");
+
+        // A token remembered from while it was valid, now expired: verified again, refused.
+        let hour = Duration::from_secs(3600);
+        let now = std::time::SystemTime::now();
+        let expired = signer.token_between(actor, now - 2 * hour, now - hour);
+        let ended = Validity { from: 0, until: 1 };
+        authenticate
+            .verified()
+            .insert(expired.clone(), (actor, ended));
+        let status = authenticate.clone().call(request(&expired)).unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(status.message(), Refusal::Expired.to_string());
     }
 
     #[test]

@@ -200,6 +200,11 @@ impl Verifier {
 
     /// Who the token says is asking, if it is genuine, current and meant for this service.
     pub fn verify(&self, token: &str) -> Result<Actor, Refusal> {
+        self.verify_with_validity(token).map(|(actor, _)| actor)
+    }
+
+    /// [`Verifier::verify`], and the times between which the token counts (leeway included).
+    pub(crate) fn verify_with_validity(&self, token: &str) -> Result<(Actor, Validity), Refusal> {
         // The allow-list first: a header naming another algorithm (`none` among them, which
         // the library cannot even parse) is refused for that, whatever else is wrong.
         if algorithm(token).is_some_and(|alg| alg != "EdDSA") {
@@ -211,7 +216,27 @@ impl Verifier {
             .parse()
             .map_err(|_| Refusal::Claims("sub is not a UUID".into()))?;
         let role: Role = claims.role.parse().map_err(Refusal::Claims)?;
-        Ok(Actor::new(party, role))
+        let validity = Validity {
+            from: claims.nbf.saturating_sub(LEEWAY.as_secs()),
+            until: claims.exp.saturating_add(LEEWAY.as_secs()),
+        };
+        Ok((Actor::new(party, role), validity))
+    }
+}
+
+/// When a verified token counts, in seconds since 1970.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Validity {
+    pub(crate) from: u64,
+    pub(crate) until: u64,
+}
+
+impl Validity {
+    pub(crate) fn holds_now(&self) -> bool {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        self.from <= now && now <= self.until
     }
 }
 
