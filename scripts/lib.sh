@@ -28,6 +28,14 @@ ensure_postgres() {
     wait_for_port 5432 PostgreSQL 60
 }
 
+# The C libraries the build links: OpenSSL, for the Kafka client's TLS and SASL SCRAM.
+ensure_build_dependencies() {
+    if dpkg -s libssl-dev pkg-config >/dev/null 2>&1; then return; fi
+    log "installing libssl-dev and pkg-config from Debian (the Kafka client links OpenSSL)"
+    apt-get install -y -q libssl-dev pkg-config >/dev/null 2>&1 ||
+        { apt-get update -q && apt-get install -y -q libssl-dev pkg-config; } >/dev/null
+}
+
 nisshi_bin() {
     command -v nisshi 2>/dev/null || echo "${CARGO_HOME:-$HOME/.cargo}/bin/nisshi"
 }

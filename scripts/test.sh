@@ -9,6 +9,7 @@ source scripts/lib.sh
 
 mkdir -p target
 ensure_postgres
+ensure_build_dependencies
 
 # The broker build (cold: ~15 min) overlaps with the project's own build.
 installing=""

@@ -38,6 +38,7 @@ install_nisshi
 if [ -n "${BIN_DIR:-}" ]; then
     BIN=$BIN_DIR
 else
+    ensure_build_dependencies
     log "building ($PROFILE)"
     cargo build --profile "$PROFILE" --locked --bins
     BIN="target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"

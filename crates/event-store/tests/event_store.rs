@@ -590,6 +590,20 @@ async fn rows_of_an_older_schema_version_load_as_the_current_one(pool: PgPool) {
     );
 }
 
+#[tokio::test]
+async fn the_event_store_s_connections_are_encrypted_when_the_url_asks() {
+    let url = format!("{}?sslmode=require", financing_testkit::own_database_url());
+    let pool = financing_runtime::postgres::connect_and_migrate(&url, &MIGRATOR, 1)
+        .await
+        .expect("the server offers TLS (PostgreSQL's default on Debian)");
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(encrypted);
+}
+
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
 async fn committed_events_wake_the_relayer_channel(pool: PgPool) {
     let mut listener = PgListener::connect_with(&pool).await.unwrap();

@@ -45,6 +45,69 @@ pub struct KafkaConfig {
     /// network cut) keeps its partitions before the group gives them to the others. Heartbeats
     /// go every third of it, at most every second.
     pub session_timeout: Duration,
+    /// How clients authenticate to the broker and protect the connection.
+    pub security: BrokerSecurity,
+}
+
+/// How a client reaches a broker that asks for more than plaintext.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BrokerSecurity {
+    /// `KAFKA_SECURITY_PROTOCOL`: `plaintext` (by default), `sasl_plaintext`, `ssl` or
+    /// `sasl_ssl`, as librdkafka names them.
+    pub protocol: Option<String>,
+    /// `KAFKA_SASL_USERNAME` and `KAFKA_SASL_PASSWORD`, with `KAFKA_SASL_MECHANISM` (default
+    /// `SCRAM-SHA-512`, what Nisshi and Kafka offer).
+    pub sasl: Option<SaslCredentials>,
+    /// `KAFKA_SSL_CA_LOCATION`: the CA certificate (PEM) the broker's is verified against.
+    pub ca_location: Option<String>,
+}
+
+/// A SASL user; the password is never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SaslCredentials {
+    pub mechanism: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for SaslCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaslCredentials")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BrokerSecurity {
+    fn from_env() -> BrokerSecurity {
+        let optional = |name| Some(text(name, "")).filter(|value| !value.is_empty());
+        let sasl = optional("KAFKA_SASL_USERNAME").map(|username| SaslCredentials {
+            mechanism: text("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            username,
+            password: text("KAFKA_SASL_PASSWORD", ""),
+        });
+        BrokerSecurity {
+            protocol: optional("KAFKA_SECURITY_PROTOCOL"),
+            sasl,
+            ca_location: optional("KAFKA_SSL_CA_LOCATION"),
+        }
+    }
+
+    fn apply(&self, config: &mut ClientConfig) {
+        if let Some(protocol) = &self.protocol {
+            config.set("security.protocol", protocol);
+        }
+        if let Some(sasl) = &self.sasl {
+            config
+                .set("sasl.mechanism", &sasl.mechanism)
+                .set("sasl.username", &sasl.username)
+                .set("sasl.password", &sasl.password);
+        }
+        if let Some(ca) = &self.ca_location {
+            config.set("ssl.ca.location", ca);
+        }
+    }
 }
 
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
@@ -109,6 +172,7 @@ impl KafkaConfig {
             max_in_flight: idempotent_in_flight(var("KAFKA_MAX_IN_FLIGHT", 1)?)?,
             fetch_wait: Duration::from_millis(var("KAFKA_FETCH_WAIT_MS", 25)?),
             session_timeout: Duration::from_millis(var("KAFKA_SESSION_TIMEOUT_MS", 6000)?),
+            security: BrokerSecurity::from_env(),
         })
     }
 
@@ -123,14 +187,16 @@ impl KafkaConfig {
         }
     }
 
-    /// Settings every client shares. A broker that went away is tried again within a second
-    /// of its return (librdkafka's default backoff grows to 10 s).
+    /// Settings every client shares: the broker, how to reach it securely if it asks, and a
+    /// broker that went away tried again within a second of its return (librdkafka's default
+    /// backoff grows to 10 s).
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "1000");
+        self.security.apply(&mut config);
         config
     }
 

@@ -10,7 +10,9 @@ mod publisher;
 mod trace;
 mod wire;
 
-pub use config::{COMMAND_HANDLER_GROUP, KafkaConfig, PROJECTOR_GROUP, Topics};
+pub use config::{
+    BrokerSecurity, COMMAND_HANDLER_GROUP, KafkaConfig, PROJECTOR_GROUP, SaslCredentials, Topics,
+};
 pub use consume::{DeadLetters, HandleMessage, connections_for};
 pub use financing_domain::{CommandOutcome, EventEnvelope, EventMeta};
 pub use group::{Group, GroupConsumer, LagReader, PartitionLag, ProgressWatch, Stall};

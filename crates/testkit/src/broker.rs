@@ -1,11 +1,12 @@
 //! A broker of a test's own: Nisshi on a free port, keeping its data in SQLite in a directory of
-//! its own, which the test can kill -9 and start again on the same data.
+//! its own, which the test can kill -9 and start again on the same data; or one that lets in
+//! only a user it knows (SASL SCRAM).
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use financing_messaging::KafkaConfig;
+use financing_messaging::{BrokerSecurity, KafkaConfig, SaslCredentials};
 use uuid::Uuid;
 
 use crate::{Services, wait_until};
@@ -14,6 +15,8 @@ pub struct OwnBroker {
     port: u16,
     dir: PathBuf,
     process: Option<Child>,
+    /// The user it lets in, if it asks clients to authenticate.
+    user: Option<SaslCredentials>,
 }
 
 impl OwnBroker {
@@ -29,15 +32,42 @@ impl OwnBroker {
             port,
             dir,
             process: None,
+            user: None,
         };
         broker.restart().await;
         broker
     }
 
-    /// Topics of the test's own on this broker.
+    /// A broker that lets in `username` with `password` (SASL SCRAM-SHA-512) and no one else:
+    /// the user is made on the broker first, then it starts again asking for authentication.
+    pub async fn authenticating(username: &str, password: &str) -> OwnBroker {
+        let mut broker = OwnBroker::start().await;
+        let created = Command::new(nisshi())
+            .args(["user", "create", "--broker", &broker.url()])
+            .args(["--mechanism", "scram512", username, password])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("nisshi runs");
+        assert!(created.status.success(), "the user is created: {created:?}");
+        broker.user = Some(SaslCredentials {
+            mechanism: "SCRAM-SHA-512".into(),
+            username: username.into(),
+            password: password.into(),
+        });
+        broker.restart().await;
+        broker
+    }
+
+    /// Topics of the test's own on this broker, reached as its user if it has one.
     pub fn kafka(&self) -> KafkaConfig {
+        let security = BrokerSecurity {
+            protocol: self.user.as_ref().map(|_| "sasl_plaintext".to_owned()),
+            sasl: self.user.clone(),
+            ca_location: None,
+        };
         KafkaConfig {
             brokers: format!("127.0.0.1:{}", self.port),
+            security,
             ..Services::from_env().own_topics()
         }
     }
@@ -53,10 +83,15 @@ impl OwnBroker {
     /// Starts the broker (again) on its data, and waits until it accepts connections.
     pub async fn restart(&mut self) {
         self.kill();
-        let process = Command::new(nisshi())
+        let mut command = Command::new(nisshi());
+        command
             .args(["broker", "--listener-url", &self.url()])
             .args(["--advertised-listener-url", &self.url()])
-            .args(["--storage-engine", "sqlite://broker.db"])
+            .args(["--storage-engine", "sqlite://broker.db"]);
+        if self.user.is_some() {
+            command.arg("--authentication");
+        }
+        let process = command
             .current_dir(&self.dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
