@@ -142,8 +142,9 @@ struct Rebuild<'a> {
     store: &'a PgEventStore,
     rebuilt: &'a ReadModel,
     parallel: usize,
-    /// Aggregates whose view cannot be brought further: their later events are left alone.
-    stuck: Mutex<HashSet<Uuid>>,
+    /// Aggregates (by type and id) whose view cannot be brought further: their later events
+    /// are left alone.
+    stuck: Mutex<HashSet<(String, Uuid)>>,
 }
 
 impl Rebuild<'_> {
@@ -217,7 +218,7 @@ impl Rebuild<'_> {
 
     /// Applies one event to the rebuilt views; a gap before it is filled from the event store.
     async fn apply(&self, recorded: &RecordedEvent) -> anyhow::Result<()> {
-        if self.is_stuck(recorded.aggregate_id) {
+        if self.is_stuck(&recorded.aggregate_type, recorded.aggregate_id) {
             return Ok(());
         }
         match self.project(recorded).await? {
@@ -266,7 +267,7 @@ impl Rebuild<'_> {
         let Some(aggregate_type) = known_type(aggregate_type) else {
             return Ok(());
         };
-        if self.is_stuck(id) {
+        if self.is_stuck(aggregate_type, id) {
             return Ok(());
         }
         let events = self
@@ -311,8 +312,10 @@ impl Rebuild<'_> {
         }
     }
 
-    fn is_stuck(&self, id: Uuid) -> bool {
-        self.stuck.lock().expect("not poisoned").contains(&id)
+    fn is_stuck(&self, aggregate_type: &str, id: Uuid) -> bool {
+        let stuck = self.stuck.lock().expect("not poisoned");
+        // Seldom any: no key is made for nothing.
+        !stuck.is_empty() && stuck.contains(&(aggregate_type.to_owned(), id))
     }
 
     /// Records the view as stuck at `at` (said on stderr) and leaves its later events alone.
@@ -324,7 +327,7 @@ impl Rebuild<'_> {
         self.stuck
             .lock()
             .expect("not poisoned")
-            .insert(recorded.aggregate_id);
+            .insert((recorded.aggregate_type.clone(), recorded.aggregate_id));
         self.rebuilt
             .record_stuck(
                 &recorded.aggregate_type,

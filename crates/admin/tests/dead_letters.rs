@@ -3,14 +3,11 @@
 
 use std::process::Command;
 
-use financing_messaging::{
-    CLOUDEVENTS_JSON, CONTENT_TYPE, DeadLetters, KafkaConfig, Publisher, Record,
-};
-use financing_testkit::{PATIENCE, own_topics, read_to_end};
+use financing_messaging::{CONTENT_TYPE, DeadLetters, KafkaConfig, Publisher};
+use financing_testkit::{PATIENCE, own_topics, poison_command, read_to_end};
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use uuid::Uuid;
 
 fn financing(kafka: &KafkaConfig, args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_financing"))
@@ -28,21 +25,8 @@ async fn a_dead_letter_is_listed_shown_and_sent_back_to_its_topic() {
     let kafka = own_topics();
     kafka.ensure_topics().await.unwrap();
     let topic = kafka.topics().commands;
-    let command_id = Uuid::new_v4().to_string();
-    let envelope = serde_json::json!({
-        "specversion": "1.0",
-        "id": command_id,
-        "source": "/financing/commands",
-        "type": "financing.command.SellInvoice",
-        "commandid": command_id,
-        "correlationid": command_id,
-        "data": { "asking_price": "ten" },
-    });
-    let original = Record {
-        key: Uuid::new_v4().to_string(),
-        payload: envelope.to_string().into_bytes(),
-        headers: vec![(CONTENT_TYPE.into(), CLOUDEVENTS_JSON.into())],
-    };
+    let (command_id, original) = poison_command();
+    let command_id = command_id.to_string();
     Publisher::new(&kafka)
         .unwrap()
         .publish(&topic, &original)

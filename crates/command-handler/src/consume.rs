@@ -22,6 +22,11 @@ use uuid::Uuid;
 
 use crate::{CommandHandler, Job, Origin};
 
+/// How many parked messages a handler claims at a time, and for how long: more than their
+/// attempts take one after the other (a handler that dies holding them delays them this long).
+const PARKED_CLAIM: u32 = 20;
+const PARKED_LEASE: Duration = Duration::from_secs(120);
+
 /// What a message asks for.
 enum Work {
     Do(Job),
@@ -121,10 +126,11 @@ impl CommandHandler {
     }
 
     /// Sends a message that can never be handled to the dead-letter topic; a client command's
-    /// outcome is then FAILED.
+    /// outcome is then FAILED. The failure is recorded first: while the event store is down,
+    /// each retry would otherwise add another copy to the dead-letter topic.
     async fn dead_letter(&self, message: &impl Message, reason: &str) -> Result<(), Transient> {
-        self.dead_letters.send(message, reason).await?;
-        self.record_failure(message, reason).await
+        self.record_failure(message, reason).await?;
+        Ok(self.dead_letters.send(message, reason).await?)
     }
 
     /// Decodes the message and does what it asks; an error is an outage.
@@ -207,20 +213,27 @@ impl CommandHandler {
         Ok(())
     }
 
-    /// Tries the parked messages that are due again, every so often, until shutdown.
+    /// Tries the parked messages that are due again, every so often, until shutdown: a few at
+    /// a time, claimed, so that another handler instance never tries the same one at once.
     pub(crate) async fn retry_parked(&self, shutdown: &CancellationToken) {
+        // After a full claim, more are likely due: claim again at once.
+        let mut full = false;
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.parked_retry.min(Duration::from_secs(5))) => {}
+            if !full {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(self.parked_retry.min(Duration::from_secs(5))) => {}
+                }
             }
-            let due = match self.parking.due(100).await {
+            let due = match self.parking.claim_due(PARKED_CLAIM, PARKED_LEASE).await {
                 Ok(due) => due,
                 Err(error) => {
                     tracing::warn!(error = %Chain(&error), "cannot read the parked messages");
+                    full = false;
                     continue;
                 }
             };
+            full = due.len() == PARKED_CLAIM as usize;
             for parked in due {
                 if shutdown.is_cancelled() {
                     return;

@@ -9,11 +9,11 @@ use financing_domain::{
     InvestorId, InvoiceEvent, InvoiceId, IssuerEvent, IssuerId, Money, Role,
 };
 use financing_messaging::{
-    CLOUDEVENTS_JSON, CONTENT_TYPE, CommandMessage, KafkaConfig, Publisher, Record, WireForm,
-    headers, integration_record, legacy_record,
+    CommandMessage, KafkaConfig, Publisher, Record, WireForm, headers, integration_record,
+    legacy_record,
 };
 use financing_testkit::{
-    PATIENCE, as_published, own_database_url, own_topics, read_to_end, wait_until,
+    PATIENCE, as_published, own_database_url, own_topics, poison_command, read_to_end, wait_until,
 };
 use rdkafka::Message;
 use rdkafka::message::{Headers, OwnedMessage};
@@ -111,23 +111,7 @@ async fn a_poison_message_is_dead_lettered_once_with_its_reason_and_the_rest_is_
     let (shutdown, running) = setup.start().await;
     let pool = PgPool::connect(&setup.config.database_url).await.unwrap();
 
-    // A command whose envelope names it, with data no SellInvoice has.
-    let poison_id = Uuid::new_v4();
-    let poison = Record {
-        key: "k".into(),
-        payload: serde_json::json!({
-            "specversion": "1.0",
-            "id": poison_id,
-            "source": "/financing/commands",
-            "type": "financing.command.SellInvoice",
-            "commandid": poison_id,
-            "correlationid": poison_id,
-            "data": { "asking_price": "ten" },
-        })
-        .to_string()
-        .into_bytes(),
-        headers: vec![(CONTENT_TYPE.into(), CLOUDEVENTS_JSON.into())],
-    };
+    let (poison_id, poison) = poison_command();
     setup.publish(&topics.commands, poison.clone()).await;
     let issuer_id = IssuerId::new_random();
     setup

@@ -800,14 +800,17 @@ async fn carry_out(executor: &Executor<&InMemoryEventStore>, jobs: Vec<Job>, bat
 }
 
 /// Runs `ops` with the saga, delivering every command and event as often as `deliveries`
-/// says (each command's deliveries together, then each round of the saga's reactions
-/// together, in batches if `batched`), and returns the investors' and invoices' final states.
+/// says: the ops a few at a time (as many as `batch_sizes` says in turn, mixed commands with
+/// their copies), then each round of the saga's reactions together, in batches if `batched`;
+/// returns the investors' and invoices' final states.
 async fn run_scenario(
     ops: &[Op],
     deliveries: &[usize],
+    batch_sizes: &[usize],
     batched: bool,
 ) -> (Vec<Investor>, Vec<Invoice>) {
     let mut deliveries = deliveries.iter().copied().cycle();
+    let mut batch_sizes = batch_sizes.iter().copied().cycle();
     let store = InMemoryEventStore::new();
     let executor = executor(&store);
     let issuer_id = IssuerId::from_u128(1);
@@ -835,31 +838,37 @@ async fn run_scenario(
     }
     carry_out(&executor, jobs, batched).await;
     let mut delivered = 0;
-    for op in ops {
-        let message = client(match *op {
-            Op::Sell { invoice: n, cents } => ClientCommand::SellInvoice {
-                invoice_id: invoice(n),
-                issuer_id,
-                asking_price: Money::from_cents(cents),
-            },
-            Op::Bid {
-                investor,
-                invoice: n,
-                cents,
-            } => ClientCommand::BidOnInvoice {
-                investor_id: investors[investor as usize],
-                invoice_id: invoice(n),
-                bid: Money::from_cents(cents),
-            },
-            Op::Approve { invoice: n } => ClientCommand::ApproveFinancing {
-                invoice_id: invoice(n),
-            },
-            Op::Reverse { invoice: n } => ClientCommand::ReverseFinancing {
-                invoice_id: invoice(n),
-            },
-        });
-        let copies = deliveries.next().unwrap();
-        let jobs = vec![Job::Client(message); copies];
+    let mut rest = ops;
+    while !rest.is_empty() {
+        let (batch, after) = rest.split_at(batch_sizes.next().unwrap().clamp(1, rest.len()));
+        rest = after;
+        let mut jobs = Vec::new();
+        for op in batch {
+            let message = client(match *op {
+                Op::Sell { invoice: n, cents } => ClientCommand::SellInvoice {
+                    invoice_id: invoice(n),
+                    issuer_id,
+                    asking_price: Money::from_cents(cents),
+                },
+                Op::Bid {
+                    investor,
+                    invoice: n,
+                    cents,
+                } => ClientCommand::BidOnInvoice {
+                    investor_id: investors[investor as usize],
+                    invoice_id: invoice(n),
+                    bid: Money::from_cents(cents),
+                },
+                Op::Approve { invoice: n } => ClientCommand::ApproveFinancing {
+                    invoice_id: invoice(n),
+                },
+                Op::Reverse { invoice: n } => ClientCommand::ReverseFinancing {
+                    invoice_id: invoice(n),
+                },
+            });
+            let copies = deliveries.next().unwrap();
+            jobs.extend(std::iter::repeat_n(Job::Client(message), copies));
+        }
         carry_out(&executor, jobs, batched).await;
         // The saga runs every event published so far, each delivered as often as told.
         while delivered < store.recorded().len() {
@@ -892,18 +901,23 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// Every client command and every event is delivered one to three times, carried out one
-    /// at a time or in batches: the outcome is exactly that of delivering everything once, one
-    /// at a time, and the money stays whole: what is reserved is the price of the financed
-    /// invoices, what is committed that of the approved ones.
+    /// at a time or in batches that mix different commands (two bids on one invoice, a bid and
+    /// an approval, ...): the outcome is exactly that of delivering everything once in the same
+    /// way, and the money stays whole: what is reserved is the price of the financed invoices,
+    /// what is committed that of the approved ones.
     #[test]
     fn redeliveries_and_batches_change_nothing_and_money_stays_whole(
         ops in proptest::collection::vec(op(), 1..40),
         deliveries in proptest::collection::vec(1..=3usize, 64),
+        batch_sizes in proptest::collection::vec(1..=4usize, 16),
         batched in any::<bool>(),
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let (investors, invoices) = runtime.block_on(run_scenario(&ops, &deliveries, batched));
-        let (once_investors, once_invoices) = runtime.block_on(run_scenario(&ops, &[1], false));
+        let run = |deliveries: &[usize]| {
+            runtime.block_on(run_scenario(&ops, deliveries, &batch_sizes, batched))
+        };
+        let (investors, invoices) = run(&deliveries);
+        let (once_investors, once_invoices) = run(&[1]);
         prop_assert_eq!(&investors, &once_investors);
         prop_assert_eq!(&invoices, &once_invoices);
 

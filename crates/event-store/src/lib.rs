@@ -16,7 +16,7 @@ mod store;
 
 pub use inspection::{Backlog, StoredEvent, StoredSnapshot};
 pub use memory::InMemoryEventStore;
-pub use outbox::{Claim, LeftOut, Outbox, Published};
+pub use outbox::{Claim, HeldPartitions, LeftOut, Outbox, Published};
 pub use parking::{Parked, Parking, Received};
 pub use postgres::{MIGRATOR, PgEventStore};
 pub use repository::{CommandMeta, Loaded, Repository};

@@ -31,13 +31,20 @@ pub struct Claim {
     outcomes: Vec<CommandOutcome>,
 }
 
-/// What a claim leaves out, the relayer holding it back (its partition is failing): the events
-/// of these aggregates, and the outcomes under these keys (an outcome's aggregate, or its
-/// command when it names none).
+/// What a claim leaves out, the relayer holding back the partitions they go to (failing, or
+/// being probed): events by their aggregate, outcomes by their key (an outcome's aggregate, or
+/// its command when it names none).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeftOut {
-    pub events: Vec<Uuid>,
-    pub outcomes: Vec<Uuid>,
+    pub events: HeldPartitions,
+    pub outcomes: HeldPartitions,
+}
+
+/// The partitions held back of a topic of `of` partitions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldPartitions {
+    pub of: i32,
+    pub held: Vec<i32>,
 }
 
 /// One thing the broker acknowledged.
@@ -145,23 +152,27 @@ impl Outbox {
             "SELECT ",
             event_columns!(),
             " FROM unpublished_events JOIN events USING (global_position) ",
-            "WHERE aggregate_id <> ALL($2) ",
+            "WHERE (cardinality($2::int[]) = 0 OR partition_for(aggregate_id, $3) <> ALL($2)) ",
             "ORDER BY global_position LIMIT $1"
         ))
         .bind(i64::from(limit))
-        .bind(&left_out.events)
+        .bind(&left_out.events.held)
+        .bind(left_out.events.of)
         .fetch_all(&mut *tx)
         .await?;
         let outcomes: Vec<OutcomeRow> = sqlx::query_as(concat!(
             "(",
             rejections!(),
-            " AND published_at IS NULL AND aggregate_id <> ALL($2)) UNION ALL (",
+            " AND published_at IS NULL AND (cardinality($2::int[]) = 0 ",
+            "OR partition_for(aggregate_id, $3) <> ALL($2))) UNION ALL (",
             failures!(),
-            " WHERE published_at IS NULL AND COALESCE(aggregate_id, command_id) <> ALL($2)) ",
+            " WHERE published_at IS NULL AND (cardinality($2::int[]) = 0 ",
+            "OR partition_for(COALESCE(aggregate_id, command_id), $3) <> ALL($2))) ",
             "ORDER BY decided_at LIMIT $1"
         ))
         .bind(i64::from(limit))
-        .bind(&left_out.outcomes)
+        .bind(&left_out.outcomes.held)
+        .bind(left_out.outcomes.of)
         .fetch_all(&mut *tx)
         .await?;
         let events = rows.into_iter().map(RecordedEvent::from).collect();

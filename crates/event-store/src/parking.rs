@@ -107,14 +107,11 @@ impl TryFrom<ParkedRow> for Parked {
     }
 }
 
-/// Queries stay static strings: the column list is a literal.
-macro_rules! select_parked {
-    ($rest:literal) => {
-        concat!(
-            "SELECT id, topic, kafka_partition, kafka_offset, message_key, payload, headers, ",
-            "reason, attempts, parked_at, next_attempt_at FROM parked_messages ",
-            $rest
-        )
+/// The columns a [`ParkedRow`] reads, as a literal so that queries stay static strings.
+macro_rules! parked_columns {
+    () => {
+        "id, topic, kafka_partition, kafka_offset, message_key, payload, headers, reason, \
+         attempts, parked_at, next_attempt_at"
     };
 }
 
@@ -170,22 +167,37 @@ impl Parking {
         Ok(())
     }
 
-    /// Up to `limit` parked messages due for another attempt, oldest first.
-    pub async fn due(&self, limit: u32) -> Result<Vec<Parked>, StoreError> {
-        let rows: Vec<ParkedRow> = sqlx::query_as(select_parked!(
-            "WHERE next_attempt_at <= now() ORDER BY id LIMIT $1"
+    /// Up to `limit` parked messages due for another attempt, oldest first, claimed for
+    /// `lease`: no other handler is handed them until the lease is over (the attempt then
+    /// releases or postpones each; a handler that dies holding them leaves them to the others
+    /// once it ends). Two handlers never try one message at once.
+    pub async fn claim_due(&self, limit: u32, lease: Duration) -> Result<Vec<Parked>, StoreError> {
+        let rows: Vec<ParkedRow> = sqlx::query_as(concat!(
+            "WITH claimed AS ( \
+                 SELECT id FROM parked_messages WHERE next_attempt_at <= now() \
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             UPDATE parked_messages SET next_attempt_at = now() + $2 \
+             WHERE id IN (SELECT id FROM claimed) RETURNING ",
+            parked_columns!()
         ))
         .bind(i64::from(limit))
+        .bind(lease)
         .fetch_all(&self.pool)
         .await?;
-        Ok(readable(rows))
+        let mut claimed = readable(rows);
+        claimed.sort_by_key(|parked| parked.id);
+        Ok(claimed)
     }
 
     /// Every parked message, oldest first.
     pub async fn all(&self) -> Result<Vec<Parked>, StoreError> {
-        let rows: Vec<ParkedRow> = sqlx::query_as(select_parked!("ORDER BY id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<ParkedRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            parked_columns!(),
+            " FROM parked_messages ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         Ok(readable(rows))
     }
 

@@ -16,6 +16,19 @@ pub struct CommandMeta {
     pub actor: Option<Actor>,
 }
 
+impl CommandMeta {
+    /// A command that starts a chain of its own (new command, correlation and causation ids),
+    /// asked for by no one known: one written straight to the store.
+    pub fn new_chain() -> CommandMeta {
+        CommandMeta {
+            command_id: CommandId::new_random(),
+            correlation_id: Uuid::new_v4(),
+            causation_id: Uuid::new_v4(),
+            actor: None,
+        }
+    }
+}
+
 /// An aggregate's state and the version it was read at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded<A: Aggregate> {

@@ -11,23 +11,15 @@ use financing_domain::{
 };
 use financing_event_store::{
     Append, CommandMeta, Decided, EVENTS_APPENDED_CHANNEL, EventMetadata, EventStore,
-    InMemoryEventStore, LeftOut, Loaded, MIGRATOR, NewEvent, Outbox, Outcome, Parking,
-    PgEventStore, Received, Rejected, Repository, StoreError, UPDATED_TABLES,
+    HeldPartitions, InMemoryEventStore, LeftOut, Loaded, MIGRATOR, NewEvent, Outbox, Outcome,
+    Parking, PgEventStore, Received, Rejected, Repository, StoreError, UPDATED_TABLES,
 };
+use financing_messaging::partition_for;
 use financing_runtime::postgres::vacuum_if_autovacuum_off;
 use financing_testkit::{as_written_at_schema_version_1, wait_until};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
-
-fn meta() -> CommandMeta {
-    CommandMeta {
-        command_id: CommandId::new_random(),
-        correlation_id: Uuid::new_v4(),
-        causation_id: Uuid::new_v4(),
-        actor: None,
-    }
-}
 
 /// The rejection of `command_id` on investor `aggregate_id`.
 fn investor_rejection(command_id: CommandId, aggregate_id: Uuid, reason: &str) -> Rejected {
@@ -61,7 +53,9 @@ async fn register<S: EventStore>(repo: &Repository<S>, funds: u64) -> InvestorId
         name: "Ada".into(),
         funds: Money::units(funds),
     };
-    execute(repo, id, create, meta()).await.unwrap();
+    execute(repo, id, create, CommandMeta::new_chain())
+        .await
+        .unwrap();
     id
 }
 
@@ -78,7 +72,7 @@ async fn appended_events_load_back_in_order_with_their_metadata<S: EventStore>(s
     let fresh = repo.load::<Investor>(id).await.unwrap();
     assert_eq!((fresh.version, fresh.state.is_registered()), (0, false));
 
-    let meta = meta();
+    let meta = CommandMeta::new_chain();
     let create = InvestorCommand::Create {
         name: "Ada".into(),
         funds: Money::units(100),
@@ -129,7 +123,7 @@ async fn two_writers_at_the_same_version_conflict_and_the_loser_retries<S: Event
     let id = register(&repo, 100).await;
     let first = repo.load::<Investor>(id).await.unwrap();
     let second = first.clone();
-    let (meta_a, meta_b) = (meta(), meta());
+    let (meta_a, meta_b) = (CommandMeta::new_chain(), CommandMeta::new_chain());
     let events_a = first.state.decide(id, &bid(10)).unwrap();
     let events_b = second.state.decide(id, &bid(20)).unwrap();
 
@@ -164,7 +158,7 @@ async fn concurrent_writers_that_retry_on_conflict_lose_no_update<S: EventStore>
     let id = register(&repo, 1000).await;
     let writer = |_| async {
         for _ in 0..5 {
-            let meta = meta();
+            let meta = CommandMeta::new_chain();
             loop {
                 match execute(&repo, id, bid(1), meta).await {
                     Ok(()) => break,
@@ -195,7 +189,9 @@ async fn a_snapshot_plus_the_later_events_equals_a_full_replay<S: EventStore>(st
     let repo = Repository::new(store, 3);
     let id = register(&repo, 100).await;
     for units in 1..=5 {
-        execute(&repo, id, bid(units), meta()).await.unwrap();
+        execute(&repo, id, bid(units), CommandMeta::new_chain())
+            .await
+            .unwrap();
     }
 
     let stream = repo
@@ -260,7 +256,7 @@ async fn a_stream_holding_an_impossible_event_does_not_load<S: EventStore>(store
 async fn a_duplicate_command_id_writes_nothing<S: EventStore>(store: S) {
     let repo = Repository::new(store, 100);
     let id = register(&repo, 100).await;
-    let placed = meta();
+    let placed = CommandMeta::new_chain();
     execute(&repo, id, bid(10), placed).await.unwrap();
 
     let again = execute(&repo, id, bid(10), placed).await;
@@ -287,7 +283,7 @@ async fn a_duplicate_command_id_writes_nothing<S: EventStore>(store: S) {
         bid(1),
         CommandMeta {
             command_id: refused,
-            ..meta()
+            ..CommandMeta::new_chain()
         },
     )
     .await;
@@ -310,14 +306,21 @@ async fn aggregates_of_two_types_sharing_an_id_are_two_streams<S: EventStore>(st
         name: "ACME".into(),
     };
     let events = issuer.state.decide(issuer_id, &create).unwrap();
-    repo.save(&issuer, &events, meta()).await.unwrap();
+    repo.save(&issuer, &events, CommandMeta::new_chain())
+        .await
+        .unwrap();
     let create = InvestorCommand::Create {
         name: "Ada".into(),
         funds: Money::units(100),
     };
-    execute(&repo, InvestorId::from(shared), create, meta())
-        .await
-        .unwrap();
+    execute(
+        &repo,
+        InvestorId::from(shared),
+        create,
+        CommandMeta::new_chain(),
+    )
+    .await
+    .unwrap();
 
     let issuer = repo.load::<Issuer>(issuer_id).await.unwrap();
     assert_eq!((issuer.version, issuer.state.is_registered()), (1, true));
@@ -343,7 +346,10 @@ fn advanced(
         .state
         .decide(loaded.id, &command)
         .expect("the command is valid");
-    Decided::Applied(repo.advance(loaded, &events, meta()).unwrap())
+    Decided::Applied(
+        repo.advance(loaded, &events, CommandMeta::new_chain())
+            .unwrap(),
+    )
 }
 
 async fn a_batch_is_written_in_order_and_loads_back_with_each_stream<S: EventStore>(store: S) {
@@ -423,7 +429,9 @@ async fn a_batch_with_a_conflict_or_a_known_command_writes_nothing<S: EventStore
     let stale = advanced(&repo, &mut ada_then, bid(10));
 
     // When another writer bids for Ada first, the batch conflicts and writes nothing
-    execute(&repo, ada, bid(1), meta()).await.unwrap();
+    execute(&repo, ada, bid(1), CommandMeta::new_chain())
+        .await
+        .unwrap();
     let written = repo.store().write_all(vec![first.clone(), stale]).await;
     assert!(
         matches!(written, Err(StoreError::Conflict { .. })),
@@ -470,7 +478,7 @@ async fn a_batch_with_a_conflict_or_a_known_command_writes_nothing<S: EventStore
 async fn the_outcomes_of_several_commands_are_told_at_once<S: EventStore>(store: S) {
     // Given a command applied and one rejected
     let repo = Repository::new(&store, 100);
-    let applied = meta();
+    let applied = CommandMeta::new_chain();
     let create = InvestorCommand::Create {
         name: "Ada".into(),
         funds: Money::units(100),
@@ -549,7 +557,9 @@ async fn rows_of_an_older_schema_version_load_as_the_current_one(pool: PgPool) {
     let InvestorCommand::PlaceBid { invoice_id, .. } = bid else {
         unreachable!()
     };
-    execute(&repo, id, bid, meta()).await.unwrap();
+    execute(&repo, id, bid, CommandMeta::new_chain())
+        .await
+        .unwrap();
     let stored = repo
         .store()
         .load_events(Investor::TYPE, id.into(), 2)
@@ -611,6 +621,35 @@ async fn committed_events_wake_the_relayer_channel(pool: PgPool) {
     register(&Repository::new(PgEventStore::new(pool), 100), 1).await;
     let notification = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
     assert!(matches!(notification, Ok(Ok(_))), "{notification:?}");
+}
+
+#[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
+async fn a_write_that_appends_no_event_wakes_nobody(pool: PgPool) {
+    let mut listener = PgListener::connect_with(&pool).await.unwrap();
+    listener.listen(EVENTS_APPENDED_CHANNEL).await.unwrap();
+    let repo = Repository::new(PgEventStore::new(pool.clone()), 100);
+    let id = register(&repo, 100).await;
+    let woken = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+    assert!(matches!(woken, Ok(Ok(_))), "{woken:?}");
+    let placed = CommandMeta::new_chain();
+    execute(&repo, id, bid(10), placed).await.unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+    assert!(matches!(woken, Ok(Ok(_))), "{woken:?}");
+
+    // Processed before: the write appends nothing.
+    let again = execute(&repo, id, bid(10), placed).await;
+    assert!(matches!(again, Err(StoreError::AlreadyProcessed(_))));
+    // Notifications arrive in commit order: a wake-up from the write would come first.
+    sqlx::query("SELECT pg_notify($1, 'after')")
+        .bind(EVENTS_APPENDED_CHANNEL)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.payload(), "after", "the write woke the relayer");
 }
 
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
@@ -809,6 +848,25 @@ async fn events_unpublished_before_the_outbox_table_still_wait_after_it(pool: Pg
 }
 
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
+async fn the_database_reckons_a_key_s_partition_as_the_relayer_does(pool: PgPool) {
+    let mut keys: Vec<Uuid> = (0..500).map(|_| Uuid::new_v4()).collect();
+    keys.extend([Uuid::nil(), Uuid::max()]);
+    for partitions in [0, 1, 2, 3, 6, 7, 64, 1000, i32::MAX] {
+        let reckoned: Vec<i32> = sqlx::query_scalar(
+            "SELECT partition_for(key, $2) FROM UNNEST($1::uuid[]) WITH ORDINALITY AS k (key, n) \
+                 ORDER BY n",
+        )
+        .bind(&keys)
+        .bind(partitions)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let expected: Vec<i32> = keys.iter().map(|k| partition_for(*k, partitions)).collect();
+        assert_eq!(reckoned, expected, "{partitions} partitions");
+    }
+}
+
+#[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
 async fn the_outbox_leaves_out_the_events_and_outcomes_held_back(pool: PgPool) {
     // Given two aggregates' events, and outcomes: a rejection and a failure of each, and a
     // failure naming no aggregate
@@ -833,10 +891,27 @@ async fn the_outbox_leaves_out_the_events_and_outcomes_held_back(pool: PgPool) {
         .unwrap();
     let outbox = Outbox::new(pool);
 
-    // When the events of one are held back, and the outcomes of the other and the anonymous
+    // When the partition of one's events is held back, and those of the other's and the
+    // anonymous outcomes
+    let of = (2..)
+        .find(|&n| {
+            let held_on = partition_for(held.as_uuid(), n);
+            held_on != partition_for(free.as_uuid(), n)
+                && held_on != partition_for(anonymous.as_uuid(), n)
+        })
+        .unwrap();
     let left_out = LeftOut {
-        events: vec![held.as_uuid()],
-        outcomes: vec![free.as_uuid(), anonymous.as_uuid()],
+        events: HeldPartitions {
+            of,
+            held: vec![partition_for(held.as_uuid(), of)],
+        },
+        outcomes: HeldPartitions {
+            of,
+            held: vec![
+                partition_for(free.as_uuid(), of),
+                partition_for(anonymous.as_uuid(), of),
+            ],
+        },
     };
     let claim = outbox.claim(10, &left_out).await.unwrap().unwrap();
 
@@ -899,7 +974,8 @@ async fn a_parked_message_is_kept_once_and_handed_out_when_due(pool: PgPool) {
         .await
         .unwrap();
 
-    let due = parking.due(10).await.unwrap();
+    let lease = Duration::from_secs(60);
+    let due = parking.claim_due(10, lease).await.unwrap();
     let [parked] = &due[..] else {
         panic!("parked once: {due:?}");
     };
@@ -908,12 +984,23 @@ async fn a_parked_message_is_kept_once_and_handed_out_when_due(pool: PgPool) {
         (parked.reason.as_str(), parked.attempts),
         ("cannot decode", 0)
     );
+    assert!(
+        parking.claim_due(10, lease).await.unwrap().is_empty(),
+        "claimed: handed to nobody else while the attempt lasts"
+    );
 
     parking
         .postpone(parked.id, "still cannot", Duration::from_secs(60))
         .await
         .unwrap();
-    assert!(parking.due(10).await.unwrap().is_empty(), "not due yet");
+    assert!(
+        parking
+            .claim_due(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
     let all = parking.all().await.unwrap();
     assert_eq!(
         (all[0].reason.as_str(), all[0].attempts),
@@ -922,6 +1009,64 @@ async fn a_parked_message_is_kept_once_and_handed_out_when_due(pool: PgPool) {
 
     parking.release(parked.id).await.unwrap();
     assert!(parking.all().await.unwrap().is_empty());
+}
+
+#[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
+async fn two_handlers_claiming_at_once_never_get_the_same_parked_message(pool: PgPool) {
+    let (one, other) = (Parking::new(pool.clone()), Parking::new(pool));
+    for offset in 0..40 {
+        let message = Received {
+            topic: "financing.events".into(),
+            partition: 0,
+            offset,
+            key: None,
+            payload: Some(b"{}".to_vec()),
+            headers: Vec::new(),
+        };
+        one.park(&message, "cannot decode", Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    let lease = Duration::from_secs(60);
+    let mut claimed = Vec::new();
+    for _ in 0..10 {
+        let (a, b) = tokio::join!(one.claim_due(3, lease), other.claim_due(3, lease));
+        claimed.extend(a.unwrap().into_iter().chain(b.unwrap()).map(|p| p.id));
+    }
+    let all = claimed.len();
+    claimed.sort_unstable();
+    claimed.dedup();
+    assert_eq!((all, claimed.len()), (40, 40), "each handed out once");
+
+    assert!(
+        one.claim_due(1, lease).await.unwrap().is_empty(),
+        "all are leased"
+    );
+}
+
+#[sqlx::test(migrator = "financing_event_store::MIGRATOR")]
+async fn a_parked_message_whose_lease_ran_out_is_handed_out_again(pool: PgPool) {
+    let parking = Parking::new(pool);
+    let message = Received {
+        topic: "financing.events".into(),
+        partition: 0,
+        offset: 7,
+        key: None,
+        payload: Some(b"{}".to_vec()),
+        headers: Vec::new(),
+    };
+    parking
+        .park(&message, "cannot decode", Duration::ZERO)
+        .await
+        .unwrap();
+    // Its handler died mid-attempt: neither released nor postponed.
+    let first = parking.claim_due(1, Duration::ZERO).await.unwrap();
+    let again = parking.claim_due(1, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        again.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [first[0].id]
+    );
 }
 
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]

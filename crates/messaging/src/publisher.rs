@@ -8,7 +8,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, ProducerContext};
 use rdkafka::{ClientContext, Message};
-use tokio::sync::oneshot;
+use tokio::sync::{Mutex, oneshot};
 use uuid::Uuid;
 
 use crate::{KafkaConfig, Record};
@@ -17,9 +17,17 @@ use crate::{KafkaConfig, Record};
 /// message in the next request to its partition's broker (`KAFKA_MAX_IN_FLIGHT` requests at a
 /// time, `KAFKA_LINGER_MS` after it came). A thread of its own hands each acknowledgement to
 /// the publish waiting for it.
+///
+/// Messages are queued in the order their publishes began, even while librdkafka's queue is
+/// full: publishes started one after the other (a batch's, joined) reach each partition in
+/// that order.
 #[derive(Clone)]
 pub struct Publisher {
     producer: Arc<BaseProducer<Acknowledgements>>,
+    /// Held while a message is put in librdkafka's queue (a fair lock: its waiters take it in
+    /// the order they came), so that one waiting for room is never overtaken; it keeps when a
+    /// publish last gave up waiting for room.
+    queueing: Arc<Mutex<Option<Instant>>>,
     /// The longest a publish waits for its answer.
     answer_within: Duration,
 }
@@ -119,8 +127,19 @@ pub fn partition_for(aggregate_id: Uuid, partitions: i32) -> i32 {
 
 impl Publisher {
     pub fn new(config: &KafkaConfig) -> Result<Publisher, KafkaError> {
-        let producer = config
-            .client_config()
+        Publisher::with_settings(config, &[])
+    }
+
+    /// A publisher with librdkafka `settings` on top of the configuration's.
+    fn with_settings(
+        config: &KafkaConfig,
+        settings: &[(&str, &str)],
+    ) -> Result<Publisher, KafkaError> {
+        let mut client = config.client_config();
+        for (name, value) in settings {
+            client.set(*name, *value);
+        }
+        let producer = client
             .set("enable.idempotence", "true")
             .set("linger.ms", config.linger.as_millis().to_string())
             .set(
@@ -134,6 +153,7 @@ impl Publisher {
             .create_with_context(Acknowledgements)?;
         let publisher = Publisher {
             producer: Arc::new(producer),
+            queueing: Arc::default(),
             answer_within: config.delivery_timeout + ANSWER_MARGIN,
         };
         acknowledge(Arc::downgrade(&publisher.producer)).map_err(|error| {
@@ -168,8 +188,9 @@ impl Publisher {
             .await
     }
 
-    /// Queues a message (waiting up to [`QUEUE_WAIT`] for room) and waits for the broker's
-    /// answer.
+    /// Queues a message after those whose publishes began before it (waiting up to
+    /// [`QUEUE_WAIT`] for room) and waits for the broker's answer. When one gives up waiting
+    /// for room, those that were waiting behind it fail too: none is sent ahead of it.
     async fn send(
         &self,
         topic: &str,
@@ -183,19 +204,28 @@ impl Publisher {
             BaseRecord::<[u8], [u8], _>::with_opaque_to(topic, Box::new(acknowledgement))
                 .headers(headers);
         (record.key, record.payload, record.partition) = (key, payload, partition);
+        let full = || PublishError(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull));
+        let began = Instant::now();
+        let mut queueing = self.queueing.lock().await;
+        if queueing.is_some_and(|gave_up| gave_up > began) {
+            return Err(full());
+        }
         let queued_at = Instant::now();
         loop {
             match self.producer.send(record) {
                 Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
-                    if queued_at.elapsed() < QUEUE_WAIT =>
-                {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    if queued_at.elapsed() >= QUEUE_WAIT {
+                        *queueing = Some(Instant::now());
+                        return Err(full());
+                    }
                     record = returned;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 Err((error, _)) => return Err(PublishError(error)),
             }
         }
+        drop(queueing);
         let answer = tokio::time::timeout(self.answer_within, acknowledged).await;
         match answer {
             Ok(Ok(answer)) => answer.map_err(PublishError),
@@ -276,6 +306,61 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Against the broker of the environment (`KAFKA_BROKERS`), on a topic of the test's own.
+    #[tokio::test]
+    async fn publishes_begun_in_order_reach_their_partition_in_order_while_the_queue_is_full() {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::{Offset, TopicPartitionList};
+
+        let config = KafkaConfig {
+            topic_prefix: format!("test-{}.", Uuid::new_v4().simple()),
+            ..KafkaConfig::from_env().unwrap()
+        };
+        config
+            .create_topics(&[(&config.topics().events, 1)])
+            .await
+            .unwrap();
+        let topic = config.topics().events;
+        // Room for one message: nearly every publish waits for room, several at once.
+        let publisher =
+            Publisher::with_settings(&config, &[("queue.buffering.max.messages", "1")]).unwrap();
+        let records: Vec<Record> = (0..60)
+            .map(|n| Record {
+                key: "one aggregate".into(),
+                payload: n.to_string().into_bytes(),
+                headers: Vec::new(),
+            })
+            .collect();
+        let published = futures::future::join_all(
+            records
+                .iter()
+                .map(|record| publisher.publish_to(&topic, Some(0), record)),
+        )
+        .await;
+        assert!(published.iter().all(Result::is_ok), "{published:?}");
+
+        let consumer: BaseConsumer = config
+            .client_config()
+            .set("group.id", format!("{}reader", config.topic_prefix))
+            .create()
+            .unwrap();
+        let mut partition = TopicPartitionList::new();
+        partition
+            .add_partition_offset(&topic, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&partition).unwrap();
+        let mut received = Vec::new();
+        while received.len() < records.len() {
+            let message = consumer
+                .poll(Duration::from_secs(30))
+                .expect("the messages come")
+                .unwrap();
+            received.push(String::from_utf8(message.payload().unwrap().to_vec()).unwrap());
+        }
+        let sent: Vec<String> = (0..60).map(|n| n.to_string()).collect();
+        assert_eq!(received, sent);
     }
 
     #[test]

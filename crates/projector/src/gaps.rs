@@ -7,7 +7,6 @@
 use financing_event_store::{EventStore, StoreError};
 use financing_messaging::EventEnvelope;
 use financing_read_model::{Projected, ProjectionError};
-use uuid::Uuid;
 
 use crate::{Projector, Transient};
 
@@ -65,7 +64,8 @@ impl Projector {
             }
             Err(ProjectionError::Database(error)) => return Err(error.into()),
         }
-        self.moving_again(aggregate_id).await?;
+        // Recorded as stuck before, perhaps by another projector: it is repaired now.
+        self.read_model.clear_repaired().await?;
         metrics::counter!("financing_view_gaps_filled_total").increment(1);
         tracing::warn!(
             %aggregate_id,
@@ -91,18 +91,6 @@ impl Projector {
         self.read_model
             .record_stuck(aggregate_type, aggregate_id, at, meta.version, reason)
             .await?;
-        self.stuck.lock().await.insert(aggregate_id);
-        Ok(())
-    }
-
-    /// The aggregate's view applied an event: if it was recorded as stuck, it is no more.
-    pub(crate) async fn moving_again(&self, aggregate_id: Uuid) -> Result<(), Transient> {
-        let mut stuck = self.stuck.lock().await;
-        if stuck.contains(&aggregate_id) {
-            self.read_model.clear_stuck(aggregate_id).await?;
-            stuck.remove(&aggregate_id);
-            tracing::info!(%aggregate_id, "a stuck view moves again");
-        }
         Ok(())
     }
 }

@@ -1,11 +1,12 @@
 //! The projector: consumes `financing.events` (and the outcomes on `financing.outcomes`) into
 //! the read models of the `queries` database, created and migrated at start-up. Each event is
 //! applied once per aggregate version in the same transaction as its row; an offset is stored
-//! only after that commit. An event after a gap fills the gap from the event store first.
+//! only after that commit. An event after a gap fills the gap from the event store first; a
+//! view the event store cannot repair is recorded as stuck, and every second the views repaired
+//! since (by any projector instance) are cleared.
 
 mod gaps;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use financing_event_store::{PgEventStore, StoreError};
@@ -18,13 +19,11 @@ use financing_read_model::{
 };
 use financing_runtime::config::{ConfigError, text, var};
 use financing_runtime::postgres::{connect_until_ready, vacuum_while_autovacuum_off};
-use financing_runtime::retry::{Chain, until_ok};
+use financing_runtime::retry::Chain;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use sqlx::postgres::PgPoolOptions;
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
@@ -86,8 +85,6 @@ pub struct Projector {
     dead_letters: DeadLetters,
     read_model: ReadModel,
     event_store: PgEventStore,
-    /// The aggregates whose view is recorded as stuck: cleared as soon as it moves again.
-    stuck: Mutex<HashSet<Uuid>>,
     topics: Topics,
     shutdown: CancellationToken,
 }
@@ -117,18 +114,11 @@ impl Projector {
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy(&config.event_store_url)
             .map_err(StartError::EventStore)?;
-        let read_model = ReadModel::new(pool);
-        let stuck = until_ok("reading the stuck views", &shutdown, || {
-            read_model.stuck_views()
-        })
-        .await
-        .ok_or(StartError::ShutDown)?;
         Ok(Projector {
             group,
             dead_letters: DeadLetters::new(&config.kafka)?,
-            read_model,
+            read_model: ReadModel::new(pool),
             event_store: PgEventStore::new(event_store),
-            stuck: Mutex::new(stuck.iter().map(|view| view.aggregate_id).collect()),
             topics,
             shutdown,
         })
@@ -142,8 +132,13 @@ impl Projector {
             UPDATED_TABLES,
             self.shutdown.clone(),
         ));
+        let repaired = tokio::spawn(clear_repaired_views(
+            self.read_model.clone(),
+            self.shutdown.clone(),
+        ));
         self.group.consume(&self, &self.shutdown).await;
         upkeep.abort();
+        repaired.abort();
         tracing::info!("projector stopped");
     }
 
@@ -165,7 +160,6 @@ impl Projector {
         match projected {
             Ok(Projected::Applied) => {
                 tracing::debug!(%aggregate_id, version, kind, "projected");
-                self.moving_again(aggregate_id).await?;
             }
             Ok(Projected::Duplicate) => {
                 tracing::debug!(%aggregate_id, version, kind, "already projected, skipped");
@@ -211,8 +205,8 @@ impl HandleMessage for Projector {
     }
 
     /// Every event and outcome in one transaction, all or nothing. A message that cannot be
-    /// read, an event after a gap or contradicting the view, a view recorded as stuck, or the
-    /// database failing leave them all to `handle`, one at a time.
+    /// read, an event after a gap (as every event of a stuck view is) or contradicting the
+    /// view, or the database failing leave them all to `handle`, one at a time.
     async fn handle_all(&self, messages: &[BorrowedMessage<'_>]) -> bool {
         let mut events = Vec::new();
         let mut outcomes = Vec::new();
@@ -229,11 +223,6 @@ impl HandleMessage for Projector {
                 events.push(event);
             }
         }
-        let stuck = self.stuck.lock().await;
-        if events.iter().any(|e| stuck.contains(&e.meta.aggregate_id)) {
-            return false;
-        }
-        drop(stuck);
         // Outcomes after the events: an outcome and an event of one command give the same
         // status in either order (APPLIED wins over FAILED), as when they come one at a time
         // from their two topics.
@@ -263,5 +252,27 @@ impl HandleMessage for Projector {
         reason: &str,
     ) -> Result<(), Transient> {
         Ok(self.dead_letters.send(message, reason).await?)
+    }
+}
+
+/// How often the stuck views are checked for a repair.
+const REPAIRS_CHECKED_EVERY: Duration = Duration::from_secs(1);
+
+/// Clears the stuck views that moved again, every [`REPAIRS_CHECKED_EVERY`], until shutdown.
+async fn clear_repaired_views(read_model: ReadModel, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(REPAIRS_CHECKED_EVERY) => {}
+        }
+        match read_model.clear_repaired().await {
+            Ok(cleared) => {
+                for view in cleared {
+                    let (aggregate_type, aggregate_id) = (&view.aggregate_type, view.aggregate_id);
+                    tracing::info!(aggregate_type, %aggregate_id, "a stuck view moves again");
+                }
+            }
+            Err(error) => tracing::warn!(error = %Chain(&error), "cannot check the stuck views"),
+        }
     }
 }

@@ -6,6 +6,17 @@ mod common;
 use common::Setup;
 use financing_domain::Money;
 use financing_testkit::{as_written_at_schema_version_1, wait_until};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Waits until no view is recorded as stuck (a repaired one is cleared within a second).
+async fn await_no_stuck_view(setup: &Setup) {
+    wait_until("no view is stuck", || async {
+        let stuck = setup.read_model.stuck_views().await.ok()?;
+        stuck.is_empty().then_some(())
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn an_event_after_versions_the_bus_lost_brings_them_from_the_event_store() {
@@ -54,7 +65,50 @@ async fn a_gap_the_event_store_cannot_fill_is_recorded_as_stuck_until_the_view_m
         (view.balance == Money::units(100)).then_some(())
     })
     .await;
-    assert!(setup.read_model.stuck_views().await.unwrap().is_empty());
+    await_no_stuck_view(&setup).await;
+    setup.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_view_stuck_under_one_projector_and_repaired_under_another_is_stuck_no_more() {
+    let setup = Setup::start().await;
+    // Another projector on the same read models, ready before the view is stuck (a group of its
+    // own: it reads the topic from the start once it runs).
+    let other_shutdown = CancellationToken::new();
+    let other = setup.projector("other", other_shutdown.clone()).await;
+    let id = setup.register().await;
+    // The event store loses version 1 for a while: the first projector records the view stuck.
+    let hide = "UPDATE events SET aggregate_id = $2 WHERE aggregate_id = $1 AND version = 1";
+    let hidden = Uuid::new_v4();
+    let (lost, kept) = (id.as_uuid(), hidden);
+    sqlx::query(hide)
+        .bind(lost)
+        .bind(kept)
+        .execute(&setup.event_store)
+        .await
+        .unwrap();
+    setup.relay(id, 2).await;
+    wait_until("the view is recorded as stuck", || async {
+        let stuck = setup.read_model.stuck_views().await.ok()?;
+        (!stuck.is_empty()).then_some(())
+    })
+    .await;
+
+    // Version 1 is back; the other projector repairs the view from the event store.
+    sqlx::query(hide)
+        .bind(kept)
+        .bind(lost)
+        .execute(&setup.event_store)
+        .await
+        .unwrap();
+    tokio::spawn(other.run_until_stopped());
+    wait_until("the view shows the funds", || async {
+        let view = setup.read_model.investor(id).await.ok()??;
+        (view.balance == Money::units(100)).then_some(())
+    })
+    .await;
+    await_no_stuck_view(&setup).await;
+    other_shutdown.cancel();
     setup.shutdown.cancel();
 }
 

@@ -1,5 +1,7 @@
 //! The views the projector could not bring up to date, for operators: each stuck at a version,
-//! with the next one it has and why the versions between could not be applied.
+//! with the next one it has and why the versions between could not be applied. The database
+//! holds the truth: a view that moved past the version it was stuck at (repaired by whichever
+//! projector, or a rebuild) is cleared by [`ReadModel::clear_repaired`].
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -31,7 +33,7 @@ impl ReadModel {
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO stuck_views (aggregate_id, aggregate_type, at_version, next_version, reason) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (aggregate_id) DO UPDATE \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
              SET at_version = EXCLUDED.at_version, next_version = EXCLUDED.next_version, \
                  reason = EXCLUDED.reason",
         )
@@ -45,13 +47,19 @@ impl ReadModel {
         Ok(())
     }
 
-    /// The view of the aggregate is moving again.
-    pub async fn clear_stuck(&self, aggregate_id: Uuid) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM stuck_views WHERE aggregate_id = $1")
-            .bind(aggregate_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Clears every stuck view that moved past the version it was stuck at, wherever it was
+    /// repaired: the views cleared.
+    pub async fn clear_repaired(&self) -> Result<Vec<StuckView>, sqlx::Error> {
+        sqlx::query_as(
+            "DELETE FROM stuck_views s WHERE at_version < COALESCE(CASE aggregate_type \
+                 WHEN 'Issuer' THEN (SELECT version FROM issuers WHERE id = s.aggregate_id) \
+                 WHEN 'Investor' THEN (SELECT version FROM investors WHERE id = s.aggregate_id) \
+                 WHEN 'Invoice' THEN (SELECT version FROM invoices WHERE id = s.aggregate_id) \
+             END, 0) \
+             RETURNING aggregate_id, aggregate_type, at_version, next_version, reason, since",
+        )
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Every stuck view, longest stuck first.

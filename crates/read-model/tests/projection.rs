@@ -503,3 +503,36 @@ async fn the_lists_go_page_by_page_in_creation_order_to_the_last_row(pool: PgPoo
     assert_eq!(pages, 3, "7 rows are 3 pages of 3");
     assert_eq!(Cursor::from_token("not a token"), None);
 }
+
+#[sqlx::test(migrator = "financing_read_model::MIGRATOR")]
+async fn a_stuck_view_is_cleared_once_it_moves_past_its_gap_and_only_its_own(pool: PgPool) {
+    // Given an issuer and an investor that share an id, both stuck before their first version
+    let model = ReadModel::new(pool);
+    let id = Uuid::new_v4();
+    for aggregate_type in ["Issuer", "Investor"] {
+        model
+            .record_stuck(aggregate_type, id, 0, 2, "version 1 is lost")
+            .await
+            .unwrap();
+    }
+    assert_eq!(model.stuck_views().await.unwrap().len(), 2);
+    assert!(
+        model.clear_repaired().await.unwrap().is_empty(),
+        "neither moved"
+    );
+
+    // When the investor's view moves
+    project_all(&model, &investor_history(InvestorId::from(id))[..1]).await;
+
+    // Then its own row is cleared, and only that one
+    let cleared = model.clear_repaired().await.unwrap();
+    let kinds = |views: &[financing_read_model::StuckView]| -> Vec<(String, Uuid)> {
+        views
+            .iter()
+            .map(|view| (view.aggregate_type.clone(), view.aggregate_id))
+            .collect()
+    };
+    assert_eq!(kinds(&cleared), [("Investor".to_string(), id)]);
+    let left = model.stuck_views().await.unwrap();
+    assert_eq!(kinds(&left), [("Issuer".to_string(), id)]);
+}

@@ -3,8 +3,8 @@
 //! every `RELAY_INTERVAL_MS` and as soon as Postgres announces a commit. It works in bounded
 //! batches under a lock (two instances never publish at once), never skips an event (an event
 //! is unpublished until marked, however late its transaction commits), keeps each aggregate's
-//! order, and marks as published only what the broker acknowledged. An aggregate whose events
-//! the broker does not take (its partition is failing) is held back with a backoff of its own
+//! order, and marks as published only what the broker acknowledged. A partition that does not
+//! take messages (failing) is held back with a backoff of its own, left out of the claims,
 //! while the others keep flowing.
 
 mod held_back;
@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use financing_domain::CommandId;
 use financing_event_store::{
-    EVENTS_APPENDED_CHANNEL, LeftOut, MIGRATOR, Outbox, PgEventStore, Published, RecordedEvent,
-    StoreError, UPDATED_TABLES,
+    EVENTS_APPENDED_CHANNEL, HeldPartitions, LeftOut, MIGRATOR, Outbox, PgEventStore, Published,
+    RecordedEvent, StoreError, UPDATED_TABLES,
 };
 use financing_messaging::{
     KafkaConfig, Publish, PublishError, Publisher, Record, Topics, WireForm, partition_for,
@@ -121,7 +121,6 @@ impl Relayer {
 struct Outgoing {
     topic: String,
     partition: i32,
-    aggregate: Uuid,
     record: Record,
     published: Published,
 }
@@ -242,7 +241,8 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
         let (events_topic, outcomes_topic) = (&self.topics.events, &self.topics.outcomes);
         let (event_partitions, outcome_partitions) = (count(events_topic)?, count(outcomes_topic)?);
         let mut published = 0;
-        let mut left_out = self.left_out().await;
+        let partition_counts = (event_partitions, outcome_partitions);
+        let mut left_out = self.left_out(partition_counts).await;
         loop {
             let claim = self.outbox.claim(self.config.batch_size, &left_out).await?;
             let Some(claim) = claim else {
@@ -257,7 +257,6 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
                 .map(|event| Outgoing {
                     topic: events_topic.clone(),
                     partition: partition_for(event.aggregate_id, event_partitions),
-                    aggregate: event.aggregate_id,
                     record: event_record(event),
                     published: Published::Event(event.global_position),
                 })
@@ -266,7 +265,6 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
                     Outgoing {
                         topic: outcomes_topic.clone(),
                         partition: partition_for(key, outcome_partitions),
-                        aggregate: key,
                         record: outcome.record(),
                         published: if outcome.failed {
                             Published::Failure(outcome.command_id)
@@ -323,7 +321,7 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
                 let mut held_back = self.held_back.lock().await;
                 for (out, result) in sends.iter().zip(results) {
                     if let Err(error) = result {
-                        held_back.refused(&out.topic, out.partition, out.aggregate, now);
+                        held_back.refused(&out.topic, out.partition, now);
                         last_refusal = Some(error);
                     }
                 }
@@ -351,10 +349,9 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
             if !full {
                 return Ok(published);
             }
-            // A full claim that sent nothing and met no held aggregate it had not left out (more
-            // are held than a claim leaves out) would come back the same at once: the pass
-            // ends, the held wait their turn.
-            let next = self.left_out().await;
+            // A full claim that sent nothing and met no partition it had not left out would
+            // come back the same at once: the pass ends, the held wait their turn.
+            let next = self.left_out(partition_counts).await;
             if sends.is_empty() && next == left_out {
                 return Ok(published);
             }
@@ -362,12 +359,19 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
         }
     }
 
-    /// What the next claim leaves out: the aggregates held back, per topic.
-    async fn left_out(&self) -> LeftOut {
+    /// What the next claim leaves out: the partitions held back of the events and the
+    /// outcomes topics, of `(events, outcomes)` partitions.
+    async fn left_out(&self, (events, outcomes): (i32, i32)) -> LeftOut {
         let (held_back, now) = (self.held_back.lock().await, Instant::now());
         LeftOut {
-            events: held_back.left_out(&self.topics.events, now),
-            outcomes: held_back.left_out(&self.topics.outcomes, now),
+            events: HeldPartitions {
+                of: events,
+                held: held_back.left_out(&self.topics.events, now),
+            },
+            outcomes: HeldPartitions {
+                of: outcomes,
+                held: held_back.left_out(&self.topics.outcomes, now),
+            },
         }
     }
 
@@ -381,7 +385,7 @@ impl<P: Publish + Clone + 'static> Relayer<P> {
         let now = Instant::now();
         let (mut sends, mut probes) = (Vec::new(), Vec::new());
         for out in outgoing {
-            match held_back.route(&out.topic, out.partition, out.aggregate, now) {
+            match held_back.route(&out.topic, out.partition, now) {
                 Route::Send => sends.push(out),
                 Route::Probe => probes.push(out),
                 Route::Skip => {}

@@ -2,7 +2,7 @@
 //! own). Events are written with plain SQL so that tests control when transactions commit.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use financing_messaging::{
@@ -342,6 +342,29 @@ impl Publish for PartlyFailing {
     }
 }
 
+/// A relayer publishing through [`PartlyFailing`] (`partition` of `topic` failing), the stand-in
+/// itself, and the event store.
+async fn through_failing(
+    config: &RelayerConfig,
+    topic: &str,
+    partition: i32,
+    shutdown: CancellationToken,
+) -> (Relayer<Arc<PartlyFailing>>, Arc<PartlyFailing>, PgPool) {
+    let publisher = Arc::new(PartlyFailing {
+        broker: Publisher::new(&config.kafka).unwrap(),
+        topic: topic.to_owned(),
+        failing: Mutex::new(Some(partition)),
+        attempts: Mutex::default(),
+    });
+    let relayer = Relayer::build(config.clone(), shutdown)
+        .await
+        .unwrap()
+        .unwrap()
+        .publishing_through(Arc::clone(&publisher));
+    let pool = PgPool::connect(&config.database_url).await.unwrap();
+    (relayer, publisher, pool)
+}
+
 /// An aggregate whose messages go to `partition` of a topic of `partitions` (or, with
 /// `other_than`, to any other).
 fn aggregate_on(partition: i32, partitions: i32, other_than: bool) -> Uuid {
@@ -361,18 +384,13 @@ async fn a_partition_that_refuses_messages_holds_back_only_its_aggregates() {
     let shutdown = CancellationToken::new();
     let stuck = Uuid::new_v4();
     let failing = partition_for(stuck, partitions);
-    let publisher = std::sync::Arc::new(PartlyFailing {
-        broker: Publisher::new(&config.kafka).unwrap(),
-        topic: config.kafka.topics().events,
-        failing: Mutex::new(Some(failing)),
-        attempts: Mutex::default(),
-    });
-    let relayer = Relayer::build(config.clone(), shutdown.clone())
-        .await
-        .unwrap()
-        .unwrap()
-        .publishing_through(std::sync::Arc::clone(&publisher));
-    let pool = PgPool::connect(&config.database_url).await.unwrap();
+    let (relayer, publisher, pool) = through_failing(
+        &config,
+        &config.kafka.topics().events,
+        failing,
+        shutdown.clone(),
+    )
+    .await;
     // More of the stuck aggregate's events than a batch holds, ahead of the healthy one's.
     let healthy = aggregate_on(failing, partitions, true);
     for version in 1..=12 {
@@ -439,18 +457,8 @@ async fn outcomes_for_a_refusing_partition_hold_back_only_their_own() {
     let (outcomes_topic, partitions, failing) = (config.kafka.topics().outcomes, 3, 0);
     create_topic(&config.kafka, &outcomes_topic, partitions).await;
     config.kafka.ensure_topics().await.unwrap();
-    let publisher = std::sync::Arc::new(PartlyFailing {
-        broker: Publisher::new(&config.kafka).unwrap(),
-        topic: outcomes_topic.clone(),
-        failing: Mutex::new(Some(failing)),
-        attempts: Mutex::default(),
-    });
-    let relayer = Relayer::build(config.clone(), CancellationToken::new())
-        .await
-        .unwrap()
-        .unwrap()
-        .publishing_through(std::sync::Arc::clone(&publisher));
-    let pool = PgPool::connect(&config.database_url).await.unwrap();
+    let (relayer, publisher, pool) =
+        through_failing(&config, &outcomes_topic, failing, CancellationToken::new()).await;
     // More failures for the refusing partition than two claims hold, older than the others:
     // the first claim's are refused, the second's not even tried.
     let stuck: Vec<Uuid> = (0..config.batch_size * 2 + 2)
@@ -495,4 +503,63 @@ async fn outcomes_for_a_refusing_partition_hold_back_only_their_own() {
         .map(|message| EventEnvelope::decode(message).unwrap().meta.aggregate_id)
         .collect();
     assert_eq!(published, [stuck[0]]);
+}
+
+#[tokio::test]
+async fn a_refusing_partition_with_more_waiting_aggregates_than_a_claim_holds_stops_no_other() {
+    let config = RelayerConfig {
+        batch_size: 100,
+        ..config()
+    };
+    config.kafka.ensure_topics().await.unwrap();
+    let partitions = config.kafka.partitions;
+    let failing = 0;
+    let (relayer, publisher, pool) = through_failing(
+        &config,
+        &config.kafka.topics().events,
+        failing,
+        CancellationToken::new(),
+    )
+    .await;
+    // Far more aggregates waiting for the refusing partition than a relayer could list, each
+    // with one event, all older than the healthy one's.
+    let waiting = 10_600;
+    let inserted = sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, version, event_type, schema_version, \
+             payload, event_id, command_id, correlation_id, causation_id) \
+         SELECT 'Investor', id, 1, 'InvestorFundsAdded', 1, \
+             jsonb_build_object('investor_id', id, 'amount', '1.00'), gen_random_uuid(), \
+             gen_random_uuid(), gen_random_uuid(), gen_random_uuid() \
+         FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, $3 * 8)) AS ids \
+         WHERE partition_for(id, $1) = $2 LIMIT $3",
+    )
+    .bind(partitions)
+    .bind(failing)
+    .bind(waiting)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(inserted.rows_affected(), waiting as u64);
+    let healthy = aggregate_on(failing, partitions, true);
+    insert(&mut pool.acquire().await.unwrap(), healthy, 1).await;
+
+    let published = tokio::time::timeout(PATIENCE, relayer.relay_pending())
+        .await
+        .expect("the pass ends")
+        .unwrap();
+    assert_eq!(
+        published, 1,
+        "the healthy aggregate's event, in the first pass"
+    );
+    let events = read_to_end(&config.kafka, &config.kafka.topics().events).await;
+    let on_topic: Vec<Uuid> = events
+        .iter()
+        .map(|message| EventEnvelope::decode(message).unwrap().meta.aggregate_id)
+        .collect();
+    assert_eq!(on_topic, [healthy]);
+    let tried: usize = publisher.attempts.lock().unwrap().values().sum();
+    assert_eq!(
+        tried, config.batch_size as usize,
+        "the first claim's were tried once each, the others not at all"
+    );
 }

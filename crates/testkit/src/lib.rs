@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use financing_domain::{CommandId, Event};
-use financing_messaging::{EventEnvelope, EventMeta, GroupConsumer, KafkaConfig};
+use financing_messaging::{
+    CLOUDEVENTS_JSON, CONTENT_TYPE, EventEnvelope, EventMeta, GroupConsumer, KafkaConfig, Record,
+};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
@@ -221,4 +223,25 @@ pub async fn read_to_end(kafka: &KafkaConfig, topic: &str) -> Vec<OwnedMessage> 
         }
     }
     messages
+}
+
+/// A client command whose envelope names it (its id can be told FAILED), with data no
+/// SellInvoice has: it can never be handled. Its command id and its record.
+pub fn poison_command() -> (Uuid, Record) {
+    let id = Uuid::new_v4();
+    let envelope = serde_json::json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "/financing/commands",
+        "type": "financing.command.SellInvoice",
+        "commandid": id,
+        "correlationid": id,
+        "data": { "asking_price": "ten" },
+    });
+    let record = Record {
+        key: Uuid::new_v4().to_string(),
+        payload: envelope.to_string().into_bytes(),
+        headers: vec![(CONTENT_TYPE.into(), CLOUDEVENTS_JSON.into())],
+    };
+    (id, record)
 }

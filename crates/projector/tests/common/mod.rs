@@ -1,9 +1,7 @@
 //! The projector against the real broker and PostgreSQL: a database for the event store and one
 //! for the read models of a test's own, and topics of one partition.
 
-use financing_domain::{
-    Aggregate, CommandId, Investor, InvestorCommand, InvestorId, InvoiceId, Money,
-};
+use financing_domain::{Aggregate, Investor, InvestorCommand, InvestorId, InvoiceId, Money};
 use financing_event_store::{CommandMeta, EventStore, MIGRATOR, PgEventStore, Repository};
 use financing_messaging::{EventEnvelope, KafkaConfig, Publisher, Record, WireForm};
 use financing_projector::{Projector, ProjectorConfig};
@@ -12,9 +10,10 @@ use financing_runtime::postgres::connect_and_migrate;
 use financing_testkit::{own_database_url, own_topics, wait_until};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 pub struct Setup {
+    /// The running projector's.
+    config: ProjectorConfig,
     pub store: Repository<PgEventStore>,
     pub event_store: PgPool,
     pub publisher: Publisher,
@@ -40,20 +39,32 @@ impl Setup {
             consumers: 1,
             kafka: kafka.clone(),
         };
-        let shutdown = CancellationToken::new();
-        let projector = Projector::build(config.clone(), shutdown.clone())
-            .await
-            .unwrap();
-        tokio::spawn(projector.run_until_stopped());
-        let read_models = PgPool::connect(&config.database_url).await.unwrap();
-        Setup {
+        let read_models =
+            connect_and_migrate(&config.database_url, &financing_read_model::MIGRATOR, 2)
+                .await
+                .unwrap();
+        let setup = Setup {
             store: Repository::new(PgEventStore::new(event_store.clone()), 100),
             event_store,
             publisher: Publisher::new(&kafka).unwrap(),
             kafka,
             read_model: ReadModel::new(read_models),
-            shutdown,
-        }
+            shutdown: CancellationToken::new(),
+            config,
+        };
+        let projector = setup.projector("projector", setup.shutdown.clone()).await;
+        tokio::spawn(projector.run_until_stopped());
+        setup
+    }
+
+    /// A projector on the test's read models, topics and event store, in a consumer group of
+    /// the test's own named `group` (a new group reads the topics from the start).
+    pub async fn projector(&self, group: &str, shutdown: CancellationToken) -> Projector {
+        let config = ProjectorConfig {
+            group_id: format!("{}{group}", self.kafka.topic_prefix),
+            ..self.config.clone()
+        };
+        Projector::build(config, shutdown).await.unwrap()
     }
 
     /// A new investor with 100 (versions 1 and 2 of its stream).
@@ -101,12 +112,7 @@ impl Setup {
     pub async fn execute(&self, id: InvestorId, command: InvestorCommand) {
         let loaded = self.store.load::<Investor>(id).await.unwrap();
         let events = loaded.state.decide(id, &command).unwrap();
-        let meta = CommandMeta {
-            command_id: CommandId::new_random(),
-            correlation_id: Uuid::new_v4(),
-            causation_id: Uuid::new_v4(),
-            actor: None,
-        };
+        let meta = CommandMeta::new_chain();
         self.store.save(&loaded, &events, meta).await.unwrap();
     }
 
