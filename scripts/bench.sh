@@ -16,7 +16,8 @@
 # Usage: scripts/bench.sh [--rate N] [--throughput N] [--clients N] [--sagas N] [--seconds N]
 #        [--samples N] SETTING...
 # A SETTING is environment assignments for up.sh and loadgen, e.g. "KAFKA_PARTITIONS=1",
-# "BROKER_STORAGE=memory://nisshi/ KAFKA_FETCH_WAIT_MS=100", "BIN_DIR=/tmp/before" (an
+# "BROKER_STORAGE=memory://nisshi/ KAFKA_FETCH_WAIT_MS=100", "INSTANCES=2" (two of every
+# component), "BIN_DIR=/tmp/before" (an
 # earlier build of the services, to compare with) or "LOADGEN=/tmp/before/loadgen" (an earlier
 # load generator; target/release/loadgen otherwise); "" is the defaults.
 set -euo pipefail
@@ -60,6 +61,9 @@ for setting in "$@"; do
     (
         # shellcheck disable=SC2086 # the setting is a list of assignments
         [ -n "$setting" ] && export $setting
+        # loadgen spreads its requests over every instance (INSTANCES in the setting).
+        LISTENER_URL=$(instance_urls LISTENER) QUERIES_URL=$(instance_urls QUERIES)
+        export LISTENER_URL QUERIES_URL
         # Whatever up.sh started is stopped, even if it failed halfway.
         trap 'scripts/down.sh >/dev/null 2>&1' EXIT
         loadgen=${LOADGEN:-target/release/loadgen}

@@ -62,9 +62,11 @@ start_broker() {
     local bin log_file
     bin=$(nisshi_bin)
     log_file=$(realpath "$2")
-    # Nisshi logs every request at info: keep its log to warnings (BROKER_LOG overrides).
+    # Nisshi logs every request at info: keep its log to warnings (BROKER_LOG overrides). It
+    # reads LISTENER_URL as its own option: loadgen's (the listeners) must not reach it.
     (
         cd "$3" || exit 1
+        unset LISTENER_URL
         RUST_LOG="${BROKER_LOG:-warn}" setsid nohup "$bin" broker \
             --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
             --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
@@ -83,10 +85,57 @@ export_keys() {
     export AUTH_PUBLIC_KEY="$keys/public-key.pem" FINANCING_SIGNING_KEY="$keys/signing-key.pem"
 }
 
-# Starts one of the system's programs from $BIN in a session of its own (a Ctrl-C in the
-# terminal reaches the calling script only), logging to $RUN_DIR/logs/$1.log and recording its
-# PID in $RUN_DIR/$1.pid.
-start_component() {
-    setsid nohup "$BIN/$1" >>"$RUN_DIR/logs/$1.log" 2>&1 &
-    echo $! >"$RUN_DIR/$1.pid"
+# How many instances of each component up.sh runs (INSTANCES, default 1).
+INSTANCES="${INSTANCES:-1}"
+
+# The name instance $2 of component $1 runs under (its PID file and its log): the component's
+# own for the first, then command-handler-2, command-handler-3, ...
+instance_name() { # component instance
+    if (($2 == 1)); then echo "$1"; else echo "$1-$2"; fi
+}
+
+# Starts instance $2 (default 1) of one of the system's programs from $BIN in a session of its
+# own (a Ctrl-C in the terminal reaches the calling script only), logging to
+# $RUN_DIR/logs/NAME.log and recording its PID in $RUN_DIR/NAME.pid (NAME: instance_name).
+# The first listener and query service keep LISTENER_ADDR and QUERIES_ADDR; instance k serves
+# 2(k-1) ports further (with the defaults, the second listener :8082, the second query service
+# :8083), and its metrics 10(k-1) ports further than the component's default.
+start_component() { # component [instance]
+    local component=$1 instance=${2:-1} name offset metrics_var metrics_port
+    name=$(instance_name "$component" "$instance")
+    offset=$((instance - 1))
+    (
+        if ((offset > 0)); then
+            export LISTENER_ADDR="${LISTENER_ADDR%:*}:$((${LISTENER_ADDR##*:} + 2 * offset))"
+            export QUERIES_ADDR="${QUERIES_ADDR%:*}:$((${QUERIES_ADDR##*:} + 2 * offset))"
+            metrics_var="$(echo "$component" | tr 'a-z-' 'A-Z_')_METRICS_ADDR"
+            metrics_port=$((METRICS_PORTS_FROM + $(component_number "$component") + 10 * offset))
+            export "$metrics_var=127.0.0.1:$metrics_port"
+        fi
+        setsid nohup "$BIN/$component" >>"$RUN_DIR/logs/$name.log" 2>&1 &
+        echo $! >"$RUN_DIR/$name.pid"
+    )
+}
+
+# The components' metrics listen from this port on, in the order of COMPONENTS.
+METRICS_PORTS_FROM=9180
+
+# The place of component $1 in COMPONENTS, from 0.
+component_number() { # component
+    local n
+    for n in "${!COMPONENTS[@]}"; do
+        if [ "${COMPONENTS[$n]}" = "$1" ]; then echo "$n"; return; fi
+    done
+    return 1
+}
+
+# The URLs of every instance's listener (LISTENER) or query service (QUERIES), comma-separated,
+# as loadgen takes them.
+instance_urls() { # LISTENER|QUERIES
+    local addr urls="" instance
+    addr=$([ "$1" = LISTENER ] && echo "$LISTENER_ADDR" || echo "$QUERIES_ADDR")
+    for ((instance = 1; instance <= INSTANCES; instance++)); do
+        urls+="${urls:+,}http://${addr%:*}:$((${addr##*:} + 2 * (instance - 1)))"
+    done
+    echo "$urls"
 }

@@ -8,7 +8,9 @@
 # Usage: scripts/soak.sh [--rate N] [--seconds N] [--settle-seconds N] [--fault WHAT@SECONDS]...
 #   --fault broker@20            kill -9 the broker 20 s in, and start it again on its data
 #   --fault command-handler@40   the same for a component (listener, command-handler, relayer,
-#                                projector, queries)
+#                                projector, queries): its first instance
+#   --fault projector-2@45       the same for the second instance (INSTANCES=2 in up.sh's and
+#                                this script's environment); the other instances carry on
 #   --fault postgres@60          restart PostgreSQL in immediate mode (no clean shutdown)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +22,9 @@ BIN="target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
 LISTENER_ADDR="${LISTENER_ADDR:-127.0.0.1:8080}"
 QUERIES_ADDR="${QUERIES_ADDR:-127.0.0.1:8081}"
 export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:$BROKER_PORT}"
-export LISTENER_URL="http://$LISTENER_ADDR" QUERIES_URL="http://$QUERIES_ADDR"
+# loadgen spreads its requests over every instance.
+LISTENER_URL=$(instance_urls LISTENER) QUERIES_URL=$(instance_urls QUERIES)
+export LISTENER_URL QUERIES_URL
 
 rate=300 seconds=60 settle=180 faults=()
 while (($#)); do
@@ -45,19 +49,19 @@ export_keys
 # Kills -9 what the fault names (waiting until it is gone) and starts it again, the way up.sh
 # did. Fails if the fault cannot be injected.
 inject() { # what
-    local pid
+    local pid component=$1 instance=1
     case "$1" in
         postgres)
             log "fault: restarting PostgreSQL in immediate mode"
             pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main restart -m immediate
             return
             ;;
-        broker | listener | command-handler | relayer | projector | queries) ;;
-        *)
-            log "fault: there is no $1 to crash"
-            return 1
-            ;;
     esac
+    if [[ $1 =~ ^(.+)-([0-9]+)$ ]]; then component=${BASH_REMATCH[1]} instance=${BASH_REMATCH[2]}; fi
+    if [ "$1" != broker ] && ! component_number "$component" >/dev/null; then
+        log "fault: there is no $1 to crash"
+        return 1
+    fi
     if [ ! -e "$RUN_DIR/$1.pid" ]; then
         log "fault: $1 was not started by up.sh in $RUN_DIR (no $1.pid)"
         return 1
@@ -71,7 +75,7 @@ inject() { # what
         start_broker "${BROKER_STORAGE:-sqlite://nisshi.db}" "$RUN_DIR/logs/broker.log" \
             "$RUN_DIR" >"$RUN_DIR/broker.pid"
     else
-        start_component "$1"
+        start_component "$component" "$instance"
     fi
 }
 

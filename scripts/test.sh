@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: on a fresh machine it starts PostgreSQL, installs and starts the broker
 # (Nisshi, in memory), then runs the format check, clippy and every test; last, the short soak:
-# the system started by scripts/up.sh under load while each component, the broker and
-# PostgreSQL are crashed in turn (scripts/soak.sh), which must lose nothing.
+# the system started by scripts/up.sh with two instances of every component, under load while
+# one instance of each, the broker and PostgreSQL are crashed in turn (scripts/soak.sh), which
+# must lose nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -60,9 +61,9 @@ log "tests"
 cargo nextest run --workspace --locked
 
 # After the tests, alone: it restarts PostgreSQL. A system of its own (broker on SQLite, ports,
-# databases), in the dev build the tests used.
-log "soak with faults: every component, the broker and PostgreSQL crashed in turn under load"
-soak_env=(RUN_DIR=target/soak PROFILE=dev BROKER_PORT=19192 KAFKA_BROKERS=127.0.0.1:19192
+# databases, two instances of every component), in the dev build the tests used.
+log "soak with faults: one instance of each component, the broker and PostgreSQL crashed in turn under load"
+soak_env=(RUN_DIR=target/soak PROFILE=dev INSTANCES=2 BROKER_PORT=19192 KAFKA_BROKERS=127.0.0.1:19192
     LISTENER_ADDR=127.0.0.1:18180 QUERIES_ADDR=127.0.0.1:18181
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/soak_financing
     QUERIES_DATABASE_URL=postgres://postgres@127.0.0.1:5432/soak_queries)
@@ -71,5 +72,5 @@ rm -rf target/soak
 trap 'env "${soak_env[@]}" scripts/down.sh >/dev/null 2>&1; [ -n "$broker" ] && kill "$broker" 2>/dev/null || true' EXIT
 env "${soak_env[@]}" scripts/up.sh --detach >target/soak-up.log
 env "${soak_env[@]}" scripts/soak.sh --rate 50 --seconds 70 --settle-seconds 120 \
-    --fault listener@5 --fault command-handler@14 --fault relayer@23 --fault projector@32 \
-    --fault queries@41 --fault broker@50 --fault postgres@59
+    --fault listener@5 --fault command-handler-2@14 --fault relayer@23 --fault projector-2@32 \
+    --fault queries-2@41 --fault broker@50 --fault postgres@59

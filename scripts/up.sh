@@ -9,8 +9,8 @@
 #
 # Environment: RUN_DIR (default .run), PROFILE (cargo profile, default release), BIN_DIR
 # (run the binaries in this directory instead of building them, e.g. an earlier build kept to
-# compare with), BROKER_PORT
-# (default 9092), BROKER_STORAGE (default: SQLite in $RUN_DIR; memory://nisshi/ forgets on
+# compare with), INSTANCES (instances of each component, default 1: see start_component in
+# scripts/lib.sh for the ports of the others), BROKER_PORT (default 9092), BROKER_STORAGE (default: SQLite in $RUN_DIR; memory://nisshi/ forgets on
 # restart), BROKER_LOG (the broker's log filter, default warn), and every variable the
 # components read (LISTENER_ADDR, QUERIES_ADDR, DATABASE_URL, ...).
 set -euo pipefail
@@ -57,7 +57,9 @@ fi
 # Each in a session of its own: a Ctrl-C in this terminal reaches this script only, whose
 # down.sh then stops the components first and the broker last.
 for component in "${COMPONENTS[@]}"; do
-    start_component "$component"
+    for ((instance = 1; instance <= INSTANCES; instance++)); do
+        start_component "$component" "$instance"
+    done
 done
 wait_for_port "${LISTENER_ADDR##*:}" listener 60
 wait_for_port "${QUERIES_ADDR##*:}" queries 60

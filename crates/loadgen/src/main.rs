@@ -23,14 +23,14 @@ use financing_api::{to_proto_id, v1};
 use financing_domain::{Event, InvoiceEvent, InvoiceId, IssuerEvent, IssuerId, Money};
 use financing_messaging::{EventEnvelope, GroupConsumer, KafkaConfig, WireForm};
 use rdkafka::consumer::Consumer;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::stats::Samples;
 
 #[derive(Parser)]
 #[command(about = "Measures the Financing system: latencies, throughput, a soak")]
 struct Cli {
-    /// The listener (gRPC Commands).
+    /// The listener (gRPC Commands); several, comma-separated, share the requests.
     #[arg(
         long,
         env = "LISTENER_URL",
@@ -38,7 +38,7 @@ struct Cli {
         global = true
     )]
     listener: String,
-    /// The query service (gRPC Queries).
+    /// The query service (gRPC Queries); several, comma-separated, share the requests.
     #[arg(
         long,
         env = "QUERIES_URL",
@@ -336,11 +336,20 @@ where
     }
 }
 
-pub(crate) async fn channel(url: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(url.to_owned())?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach {url}"))
+/// A channel to the service at `urls`: one URL, connected now; several (comma-separated),
+/// each request to a ready one of them (an instance that is down is left out until it is back).
+pub(crate) async fn channel(urls: &str) -> anyhow::Result<Channel> {
+    let endpoints = urls
+        .split(',')
+        .map(|url| Endpoint::from_shared(url.trim().to_owned()))
+        .collect::<Result<Vec<_>, _>>()?;
+    match &endpoints[..] {
+        [one] => one
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach {urls}")),
+        _ => Ok(Channel::balance_list(endpoints.into_iter())),
+    }
 }
 
 /// Reads `financing.events` from the end it finds on joining.
