@@ -5,6 +5,7 @@ use anyhow::Context;
 use financing_event_store::PgEventStore;
 use financing_read_model::ReadModel;
 use financing_runtime::config::text;
+use financing_runtime::postgres::connect_options;
 use sqlx::PgPool;
 
 /// Where the read models are.
@@ -20,7 +21,7 @@ pub async fn event_store_pool() -> anyhow::Result<PgPool> {
         "DATABASE_URL",
         "postgres://postgres@127.0.0.1:5432/financing",
     );
-    PgPool::connect(&url)
+    PgPool::connect_with(connect_options(&url)?)
         .await
         .with_context(|| format!("cannot reach the event store at {url}"))
 }
@@ -31,7 +32,7 @@ pub async fn event_store() -> anyhow::Result<PgEventStore> {
 
 pub async fn read_models() -> anyhow::Result<ReadModel> {
     let url = read_models_url();
-    let pool = PgPool::connect(&url)
+    let pool = PgPool::connect_with(connect_options(&url)?)
         .await
         .with_context(|| format!("cannot reach the read models at {url}"))?;
     Ok(ReadModel::new(pool))

@@ -600,18 +600,25 @@ async fn rows_of_an_older_schema_version_load_as_the_current_one(pool: PgPool) {
     );
 }
 
-#[tokio::test]
-async fn the_event_store_s_connections_are_encrypted_when_the_url_asks() {
-    let url = format!("{}?sslmode=require", financing_testkit::own_database_url());
-    let pool = financing_runtime::postgres::connect_and_migrate(&url, &MIGRATOR, 1)
+/// Whether the event store's connections on `url` are encrypted.
+async fn encrypted(url: &str) -> bool {
+    let pool = financing_runtime::postgres::connect_and_migrate(url, &MIGRATOR, 1)
         .await
         .expect("the server offers TLS (PostgreSQL's default on Debian)");
-    let encrypted: bool =
-        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert!(encrypted);
+    sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_event_store_s_connections_are_encrypted_when_the_url_asks_and_only_then() {
+    let url = financing_testkit::own_database_url();
+    assert!(encrypted(&format!("{url}?sslmode=require")).await);
+    assert!(
+        !encrypted(&url).await,
+        "a URL that asks nothing connects in plaintext"
+    );
 }
 
 #[sqlx::test(migrator = "financing_event_store::MIGRATOR")]

@@ -2,6 +2,7 @@
 //! and Kafka; configure the broker with the same `KAFKA_*` variables as the services), and the
 //! command loop in-process on the event store alone (`in-process`).
 
+mod backlog;
 mod in_process;
 mod listings;
 mod open_loop;
@@ -79,13 +80,16 @@ enum Scenario {
     /// The handler's command loop in-process on the event store (`DATABASE_URL`), no broker:
     /// `SellInvoice` commands from concurrent tasks for a fixed time.
     InProcess(in_process::InProcessArgs),
+    /// `--samples` SellInvoice commands queued straight on `financing.commands` for a handler
+    /// to drain (or, without `--issuer`, an issuer registered and its id printed).
+    Backlog(backlog::BacklogArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let kafka = KafkaConfig::from_env()?;
-    if !matches!(cli.scenario, Scenario::InProcess(_)) {
+    if !matches!(cli.scenario, Scenario::InProcess(_) | Scenario::Backlog(_)) {
         parties::init()?;
     }
     match cli.scenario {
@@ -95,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Soak(ref args) => soak::run(args, &kafka, &cli.listener, &cli.queries).await,
         Scenario::Sagas(ref args) => sagas::run(args, &kafka, &cli.listener, &cli.queries).await,
         Scenario::InProcess(ref args) => in_process::run(args).await,
+        Scenario::Backlog(ref args) => backlog::run(args, &kafka, cli.samples).await,
     }
 }
 

@@ -18,7 +18,9 @@ use financing_read_model::{
     MIGRATOR, Projected, ProjectionError, ReadModel, Recorded, UPDATED_TABLES,
 };
 use financing_runtime::config::{ConfigError, text, var};
-use financing_runtime::postgres::{connect_until_ready, vacuum_while_autovacuum_off};
+use financing_runtime::postgres::{
+    connect_options, connect_until_ready, vacuum_while_autovacuum_off,
+};
 use financing_runtime::retry::Chain;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
@@ -112,8 +114,9 @@ impl Projector {
         let event_store = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy(&config.event_store_url)
-            .map_err(StartError::EventStore)?;
+            .connect_lazy_with(
+                connect_options(&config.event_store_url).map_err(StartError::EventStore)?,
+            );
         Ok(Projector {
             group,
             dead_letters: DeadLetters::new(&config.kafka)?,

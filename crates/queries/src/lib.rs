@@ -13,7 +13,7 @@ use financing_api::{Guard, GuardError, TlsFiles};
 use financing_auth::AuthConfig;
 use financing_read_model::{MIGRATOR, ReadModel};
 use financing_runtime::config::{ConfigError, text, var};
-use financing_runtime::postgres::connect_until_ready;
+use financing_runtime::postgres::{connect_options, connect_until_ready};
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -84,7 +84,7 @@ impl QueryServer {
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy(&config.database_url)?;
+            .connect_lazy_with(connect_options(&config.database_url)?);
         let guard = Guard::new("the query service", addr, &config.auth, config.tls.as_ref())?;
         Ok(QueryServer {
             incoming,

@@ -7,12 +7,12 @@
 //! in the rebuilt tables: versions they already have are duplicates, later ones apply on top,
 //! so nothing is skipped and nothing is applied twice.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use financing_runtime::postgres::connect_options;
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -116,7 +116,7 @@ impl ReadModel {
         url: &str,
         connections: u32,
     ) -> Result<Option<Rebuilding>, RebuildError> {
-        let mut lock = PgConnection::connect(url).await?;
+        let mut lock = PgConnection::connect_with(&connect_options(url)?).await?;
         let alone: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(REBUILD_LOCK)
             .fetch_one(&mut lock)
@@ -133,7 +133,7 @@ impl ReadModel {
         ] {
             sqlx::query(statement).execute(&mut lock).await?;
         }
-        let options = PgConnectOptions::from_str(url)?.options([("search_path", REBUILD_SCHEMA)]);
+        let options = connect_options(url)?.options([("search_path", REBUILD_SCHEMA)]);
         let pool = PgPoolOptions::new()
             .max_connections(connections.max(1))
             .connect_with(options)
