@@ -234,9 +234,16 @@ impl CommandHandler {
                 }
             };
             full = due.len() == PARKED_CLAIM as usize;
+            let claimed = std::time::Instant::now();
             for parked in due {
                 if shutdown.is_cancelled() {
                     return;
+                }
+                // Past half the lease another instance may soon claim the rest: they are
+                // left to whoever claims them once it ends.
+                if claimed.elapsed() > PARKED_LEASE / 2 {
+                    full = false;
+                    break;
                 }
                 if let Err(error) = self.retry(&parked).await {
                     tracing::warn!(error = %Chain(&error), id = parked.id, "cannot retry a parked message yet");

@@ -189,8 +189,9 @@ impl Publisher {
     }
 
     /// Queues a message after those whose publishes began before it (waiting up to
-    /// [`QUEUE_WAIT`] for room) and waits for the broker's answer. When one gives up waiting
-    /// for room, those that were waiting behind it fail too: none is sent ahead of it.
+    /// [`QUEUE_WAIT`] for room) and waits for the broker's answer. When one cannot be queued
+    /// (no room in time, or refused at once), those that were waiting behind it fail too: none
+    /// is sent ahead of it.
     async fn send(
         &self,
         topic: &str,
@@ -222,7 +223,10 @@ impl Publisher {
                     record = returned;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                Err((error, _)) => return Err(PublishError(error)),
+                Err((error, _)) => {
+                    *queueing = Some(Instant::now());
+                    return Err(PublishError(error));
+                }
             }
         }
         drop(queueing);

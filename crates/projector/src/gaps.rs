@@ -40,19 +40,22 @@ impl Projector {
             );
             return self.stuck(event, at, &reason).await;
         }
+        // Each filler commits on its own: a view stuck partway is stuck where it got to (a
+        // record behind the view would be cleared as repaired).
+        let mut reached = at;
         for recorded in missing {
             let filler = match recorded.envelope() {
                 Ok(filler) => filler,
-                Err(error) => return self.stuck(event, at, &error.to_string()).await,
+                Err(error) => return self.stuck(event, reached, &error.to_string()).await,
             };
             match self.read_model.project(&filler).await {
-                Ok(Projected::Applied | Projected::Duplicate) => {}
+                Ok(Projected::Applied | Projected::Duplicate) => reached = filler.meta.version,
                 Ok(Projected::Gap { at }) => {
                     let reason = format!("the view moved to {at} while it was being filled");
                     return self.stuck(event, at, &reason).await;
                 }
                 Err(ProjectionError::Contradiction(reason)) => {
-                    return self.stuck(event, at, &reason).await;
+                    return self.stuck(event, reached, &reason).await;
                 }
                 Err(ProjectionError::Database(error)) => return Err(error.into()),
             }

@@ -130,3 +130,32 @@ async fn a_gap_is_filled_with_rows_of_an_older_schema_version_read_as_the_curren
     setup.await_bid_and_release_shown(id).await;
     setup.shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_view_stuck_partway_through_a_fill_is_recorded_at_the_version_it_reached() {
+    let setup = Setup::start().await;
+    let id = setup.investor_with_a_bid_and_a_release().await;
+    setup.relay(id, 1).await;
+    // Version 3 cannot be read: a fill from 1 applies version 2, then stops.
+    sqlx::query(
+        "UPDATE events SET payload = '{\"nonsense\": true}' \
+         WHERE aggregate_id = $1 AND version = 3",
+    )
+    .bind(id.as_uuid())
+    .execute(&setup.event_store)
+    .await
+    .unwrap();
+    setup.relay(id, 4).await;
+
+    let stuck = wait_until("the view is recorded as stuck", || async {
+        let stuck = setup.read_model.stuck_views().await.ok()?;
+        (!stuck.is_empty()).then_some(stuck)
+    })
+    .await;
+    assert_eq!((stuck[0].at_version, stuck[0].next_version), (2, 4));
+    assert!(
+        setup.read_model.clear_repaired().await.unwrap().is_empty(),
+        "still stuck: not cleared as repaired"
+    );
+    setup.shutdown.cancel();
+}
