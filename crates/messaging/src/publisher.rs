@@ -1,13 +1,13 @@
 //! Publishing that answers only once the broker has acknowledged the message.
 
 use std::future::Future;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, ProducerContext};
-use rdkafka::{ClientContext, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext, Message};
 use tokio::sync::{Mutex, oneshot};
 use uuid::Uuid;
 
@@ -16,14 +16,19 @@ use crate::{KafkaConfig, Record};
 /// An idempotent producer (no duplicates or reordering from its own retries), sending each
 /// message in the next request to its partition's broker (`KAFKA_MAX_IN_FLIGHT` requests at a
 /// time, `KAFKA_LINGER_MS` after it came). A thread of its own hands each acknowledgement to
-/// the publish waiting for it.
+/// the publish waiting for it. A producer librdkafka gives up as fatal (the broker answered an
+/// idempotent produce out of sequence, say) is replaced by a new one, under a new producer id:
+/// the publish that met it fails, the next goes through.
 ///
 /// Messages are queued in the order their publishes began, even while librdkafka's queue is
 /// full: publishes started one after the other (a batch's, joined) reach each partition in
 /// that order.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: Arc<BaseProducer<Acknowledgements>>,
+    /// The producer in use; replaced when it turns fatal.
+    producer: Arc<RwLock<Arc<BaseProducer<Acknowledgements>>>>,
+    /// How a producer is made.
+    settings: Arc<ClientConfig>,
     /// Held while a message is put in librdkafka's queue (a fair lock: its waiters take it in
     /// the order they came), so that one waiting for room is never overtaken; it keeps when a
     /// publish last gave up waiting for room.
@@ -65,6 +70,15 @@ const QUEUE_WAIT: Duration = Duration::from_secs(1);
 /// How long past the delivery timeout a publish waits for its answer: librdkafka answers
 /// within the timeout, so this only bounds the wait if the acknowledging thread died.
 const ANSWER_MARGIN: Duration = Duration::from_secs(5);
+
+/// A producer made with `settings`, its acknowledgements polled by a thread of its own.
+fn producer(settings: &ClientConfig) -> Result<Arc<BaseProducer<Acknowledgements>>, KafkaError> {
+    let producer = Arc::new(settings.create_with_context(Acknowledgements)?);
+    acknowledge(Arc::downgrade(&producer)).map_err(|error| {
+        KafkaError::ClientCreation(format!("cannot start the acknowledging thread: {error}"))
+    })?;
+    Ok(producer)
+}
 
 /// Polls `producer` for its acknowledgements on a thread of its own, until the last publisher
 /// holding it is gone.
@@ -139,7 +153,7 @@ impl Publisher {
         for (name, value) in settings {
             client.set(*name, *value);
         }
-        let producer = client
+        client
             .set("enable.idempotence", "true")
             .set("linger.ms", config.linger.as_millis().to_string())
             .set(
@@ -149,17 +163,54 @@ impl Publisher {
             .set(
                 "message.timeout.ms",
                 config.delivery_timeout.as_millis().to_string(),
-            )
-            .create_with_context(Acknowledgements)?;
-        let publisher = Publisher {
-            producer: Arc::new(producer),
+            );
+        Ok(Publisher {
+            producer: Arc::new(RwLock::new(producer(&client)?)),
+            settings: Arc::new(client),
             queueing: Arc::default(),
             answer_within: config.delivery_timeout + ANSWER_MARGIN,
+        })
+    }
+
+    /// The producer in use.
+    fn producer(&self) -> Arc<BaseProducer<Acknowledgements>> {
+        Arc::clone(
+            &self
+                .producer
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    /// Replaces `used` with a new producer if librdkafka gave it up as fatal (and no other
+    /// publish replaced it first).
+    fn replace_if_fatal(&self, used: &Arc<BaseProducer<Acknowledgements>>) {
+        let Some((code, reason)) = used.client().fatal_error() else {
+            return;
         };
-        acknowledge(Arc::downgrade(&publisher.producer)).map_err(|error| {
-            KafkaError::ClientCreation(format!("cannot start the acknowledging thread: {error}"))
-        })?;
-        Ok(publisher)
+        let mut slot = self
+            .producer
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !Arc::ptr_eq(&slot, used) {
+            return;
+        }
+        match producer(&self.settings) {
+            Ok(new) => {
+                *slot = new;
+                tracing::error!(
+                    ?code,
+                    reason,
+                    "the producer turned fatal; a new one replaces it"
+                );
+            }
+            Err(error) => tracing::error!(
+                ?code,
+                reason,
+                %error,
+                "the producer turned fatal and cannot be replaced yet"
+            ),
+        }
     }
 
     /// Sends `record` to `topic`, to the partition its key leads to, and waits for the
@@ -200,6 +251,26 @@ impl Publisher {
         payload: Option<&[u8]>,
         headers: OwnedHeaders,
     ) -> Result<(), PublishError> {
+        let producer = self.producer();
+        let sent = self
+            .send_with(&producer, topic, partition, key, payload, headers)
+            .await;
+        if sent.is_err() {
+            self.replace_if_fatal(&producer);
+        }
+        sent
+    }
+
+    /// [`Publisher::send`] through `producer`.
+    async fn send_with(
+        &self,
+        producer: &BaseProducer<Acknowledgements>,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: OwnedHeaders,
+    ) -> Result<(), PublishError> {
         let (acknowledgement, acknowledged) = oneshot::channel();
         let mut record =
             BaseRecord::<[u8], [u8], _>::with_opaque_to(topic, Box::new(acknowledgement))
@@ -213,7 +284,7 @@ impl Publisher {
         }
         let queued_at = Instant::now();
         loop {
-            match self.producer.send(record) {
+            match producer.send(record) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     if queued_at.elapsed() >= QUEUE_WAIT {
@@ -233,7 +304,8 @@ impl Publisher {
         let answer = tokio::time::timeout(self.answer_within, acknowledged).await;
         match answer {
             Ok(Ok(answer)) => answer.map_err(PublishError),
-            // The producer went away with the message (it is only dropped with the publisher).
+            // The producer went away with the message (it is dropped with the publisher, or
+            // once replaced and done with).
             Ok(Err(_)) => Err(PublishError(KafkaError::Canceled)),
             // No answer past the delivery timeout: the acknowledging thread is gone.
             Err(_) => Err(PublishError(KafkaError::MessageProduction(
@@ -269,7 +341,7 @@ mod tests {
             .client_config()
             .create_with_context(Acknowledgements)
             .unwrap();
-        publisher.producer = Arc::new(unpolled);
+        publisher.producer = Arc::new(RwLock::new(Arc::new(unpolled)));
         let record = Record {
             key: "key".into(),
             payload: b"{}".to_vec(),
@@ -365,6 +437,35 @@ mod tests {
         }
         let sent: Vec<String> = (0..60).map(|n| n.to_string()).collect();
         assert_eq!(received, sent);
+    }
+
+    #[tokio::test]
+    async fn a_producer_turned_fatal_is_replaced_and_publishing_goes_on() {
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("commands", 1, 1).unwrap();
+        let config = KafkaConfig {
+            brokers: cluster.bootstrap_servers(),
+            ..KafkaConfig::from_env().unwrap()
+        };
+        let publisher = Publisher::new(&config).unwrap();
+        let record = Record {
+            key: "key".into(),
+            payload: b"{}".to_vec(),
+            headers: Vec::new(),
+        };
+        publisher.publish("commands", &record).await.unwrap();
+
+        // The broker answers one produce out of sequence: librdkafka gives the producer up.
+        let out_of_order = RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER;
+        cluster.request_errors(RDKafkaApiKey::Produce, &[out_of_order]);
+        let refused = publisher.publish("commands", &record).await;
+        assert!(refused.is_err(), "{refused:?}");
+
+        let again = publisher.publish("commands", &record).await;
+        assert!(again.is_ok(), "a new producer takes it: {again:?}");
     }
 
     #[test]
