@@ -3,7 +3,7 @@
 # fresh broker of its own (port 19292, a temporary directory), records of 300 bytes (an event's
 # size), for each batch size and number of producers. Records written per second are counted in
 # the broker's database over a window in the middle of each run. The system's end-to-end
-# throughput on SQLite is read against it (README, Benchmarks).
+# throughput on SQLite is read against it (docs/benchmarks.md).
 # Usage: scripts/broker-ceiling.sh [seconds per measure, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."

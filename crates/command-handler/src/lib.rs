@@ -38,7 +38,7 @@ pub struct HandlerConfig {
     /// `COMMAND_HANDLER_CONSUMERS`: consumers in this process, sharing the partitions; more
     /// than the topics' partitions leaves some idle. One by default: it takes what every
     /// partition has ready as one batch, and each consumer costs the broker a fetch per
-    /// `KAFKA_FETCH_WAIT_MS` while idle (measured in the README's Benchmarks).
+    /// `KAFKA_FETCH_WAIT_MS` while idle (measured in the README's Benchmarks, in git).
     pub consumers: usize,
     /// `PARKED_RETRY_MS`: the wait before a parked message is tried again, doubling after
     /// each failed attempt (at most an hour).
