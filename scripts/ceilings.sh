@@ -31,10 +31,9 @@ broker="" running=""
 trap 'kill $running $broker 2>/dev/null; rm -rf "$dir"' EXIT
 broker=$(start_broker memory://nisshi/ "$dir/broker.log" "$dir")
 
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 postgres_ticks() { # every PostgreSQL process's
     local total=0 pid
-    for pid in $(pgrep -f '^postgres'); do total=$((total + $(ticks "$pid"))); done
+    for pid in $(pgrep -f '^postgres'); do total=$((total + $(cpu_ticks "$pid"))); done
     echo "$total"
 }
 holds() { [ "$(psql -Atq "$DATABASE_URL" -c "SELECT $1")" = t ]; }
@@ -62,7 +61,7 @@ measure_until() { # condition count started before_ticks label
     until holds "$1"; do sleep 0.1; done
     local finished after
     finished=$(date +%s.%N)
-    after="$(ticks "$running") $(ticks "$broker") $(postgres_ticks)"
+    after="$(cpu_ticks "$running") $(cpu_ticks "$broker") $(postgres_ticks)"
     awk -v label="$5" -v n="$2" -v s="$3" -v f="$finished" -v hz="$(getconf CLK_TCK)" \
         -v before="$4" -v after="$after" 'BEGIN {
             split(before, b, " "); split(after, a, " "); t = f - s
@@ -82,7 +81,7 @@ stop
 "$BIN/loadgen" --samples "$count" backlog --issuer "$issuer" >/dev/null
 start command-handler
 started=$(date +%s.%N)
-before="$(ticks "$running") $(ticks "$broker") $(postgres_ticks)"
+before="$(cpu_ticks "$running") $(cpu_ticks "$broker") $(postgres_ticks)"
 measure_until "(SELECT count(*) FROM processed_commands) > $count" "$count" "$started" "$before" \
     "handler: commands"
 stop
@@ -101,7 +100,7 @@ for batch in "${batch_sizes[@]}"; do
             gen_random_uuid(), gen_random_uuid(), gen_random_uuid()
         FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, $count)) AS ids"
     started=$(date +%s.%N)
-    before="$(ticks "$running") $(ticks "$broker") $(postgres_ticks)"
+    before="$(cpu_ticks "$running") $(cpu_ticks "$broker") $(postgres_ticks)"
     measure_until "NOT EXISTS (SELECT FROM unpublished_events)" "$count" "$started" "$before" \
         "relayer: events ($batch)"
     stop

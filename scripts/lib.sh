@@ -8,6 +8,11 @@ COMPONENTS=(listener command-handler relayer projector queries)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# A process's CPU time so far (user + system), in clock ticks; 0 once it is gone.
+cpu_ticks() { # pid
+    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 wait_for_port() { # port what seconds

@@ -5,13 +5,10 @@
 # during a load for its cost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 RUN="${RUN_DIR:-.run}"
 window="${1:-10}"
 ticks_per_second=$(getconf CLK_TCK)
-
-cpu_ticks() { # pid: user + system ticks so far
-    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
-}
 
 shopt -s nullglob
 declare -A before
